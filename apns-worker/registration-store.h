@@ -1,0 +1,59 @@
+// Where registrations live. The embedded default is LMDB
+// (lmdb-registration-store.*); a shared store for clusters (Dovecot dict) can
+// be added behind this interface without touching the rest.
+#pragma once
+
+#include "registration.h"
+
+#include <chrono>
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <string_view>
+#include <vector>
+
+namespace xaps {
+
+class RegistrationStore {
+public:
+    virtual ~RegistrationStore() = default;
+
+    // Inserts or replaces the registration keyed (user, account_id,
+    // device_token); user compared case-insensitively. A replaced one keeps
+    // its registered_at; last_seen becomes `now`, and registered_at too when
+    // new. Evicts the user's least recently seen registration beyond the
+    // per-user cap. Durable (synced to disk) when it returns; throws
+    // Error(unavailable) when it cannot be made durable.
+    virtual void put(const Registration &registration, std::int64_t now) = 0;
+    // Adds a registration with the times it carries, unless one with the same
+    // key exists. Returns true when it was added. Durable when it returns.
+    virtual bool import(const Registration &registration) = 0;
+
+    // The user's registrations (case-insensitive), unexpired at `now`.
+    virtual std::vector<Registration> find_user(std::string_view user, std::int64_t now) = 0;
+    virtual std::vector<Registration> all() = 0;
+    virtual std::size_t size() = 0;
+
+    virtual std::size_t remove_user(std::string_view user) = 0;
+    virtual std::size_t remove_token(std::string_view device_token) = 0;
+    virtual std::size_t remove_all() = 0;
+    // Apple reported the token unregistered at `since` (unix seconds): remove
+    // its registrations unless they were seen again after that.
+    virtual std::size_t remove_token_unless_seen_since(std::string_view device_token,
+                                                       std::int64_t since) = 0;
+    // Removes registrations whose last_seen is older than the TTL at `now`.
+    virtual std::size_t expire(std::int64_t now) = 0;
+};
+
+struct LmdbStoreOptions {
+    std::string path;                                       // a directory
+    std::size_t map_size = std::size_t{1} << 30;            // bytes of address space
+    std::chrono::seconds ttl = std::chrono::hours(24 * 30); // xaps_registration_ttl
+    std::size_t max_devices_per_user = 16;                  // xaps_max_devices_per_user
+};
+
+// Opens (creating if needed) the store at options.path. Throws Error(config)
+// or Error(unavailable) naming the path and LMDB's reason.
+std::unique_ptr<RegistrationStore> open_lmdb_store(const LmdbStoreOptions &options);
+
+} // namespace xaps

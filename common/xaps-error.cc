@@ -1,0 +1,36 @@
+#include "xaps-error.h"
+
+#include <array>
+#include <utility>
+
+namespace xaps {
+
+namespace {
+constexpr std::array<std::pair<ErrorKind, std::string_view>, 5> kind_names{{
+    {ErrorKind::invalid_input, "invalid"},
+    {ErrorKind::unavailable, "unavailable"},
+    {ErrorKind::not_found, "notfound"},
+    {ErrorKind::config, "config"},
+    {ErrorKind::internal, "internal"},
+}};
+} // namespace
+
+std::string_view error_kind_name(ErrorKind kind) noexcept {
+    for (const auto &[k, name] : kind_names) {
+        if (k == kind) {
+            return name;
+        }
+    }
+    return "internal";
+}
+
+ErrorKind error_kind_from_name(std::string_view name) noexcept {
+    for (const auto &[k, n] : kind_names) {
+        if (n == name) {
+            return k;
+        }
+    }
+    return ErrorKind::internal;
+}
+
+} // namespace xaps
