@@ -1,1 +1,266 @@
-int main() { return 0; }
+// xaps-worker: the Dovecot service (service xaps) that owns the APNs
+// credentials, the registration store and the connections to Apple.
+// The order is Dovecot's usual one for a service: init, read settings and
+// credentials while still root, drop privileges, open the store as the
+// service's user, run, deinit.
+#include "apns-client.h"
+#include "dovecot-cxx.h"
+#include "dovecot-event-loop.h"
+#include "push-scheduler.h"
+#include "registration-store.h"
+#include "request-handler.h"
+#include "tls-context.h"
+#include "worker-connection.h"
+#include "worker-log.h"
+#include "worker-settings.h"
+#include "xaps-error.h"
+
+#include <chrono>
+#include <ctime>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+namespace {
+
+using namespace std::chrono_literals;
+
+std::int64_t unix_now() {
+    return static_cast<std::int64_t>(std::time(nullptr));
+}
+
+// Stands in for Apple while no credential works, so registrations can still
+// be listed and purged, and every push fails with the reason.
+class NoCredentialSender final : public xaps::PushSender {
+public:
+    NoCredentialSender(xaps::EventLoop &loop, std::string reason)
+        : loop_(loop), reason_(std::move(reason)) {}
+    void send(xaps::Push, Done done) override {
+        // PushSender promises never to call back from within send().
+        auto watch = std::make_shared<std::unique_ptr<xaps::EventLoop::Watch>>();
+        *watch = loop_.call_after(0ms, [watch, done = std::move(done), this]() mutable {
+            xaps::PushOutcome outcome;
+            outcome.result = xaps::PushOutcome::Result::failed;
+            outcome.reason = reason_;
+            auto keep = std::move(*watch);
+            done(outcome);
+        });
+    }
+
+private:
+    xaps::EventLoop &loop_;
+    std::string reason_;
+};
+
+xaps::ApnsSettings apns_settings_from(const xaps::XapsSettings &s) {
+    xaps::ApnsSettings apns;
+    apns.host = s.apns_host;
+    apns.port = s.apns_port;
+    apns.ca_file = s.apns_ca_file;
+    apns.cert_file = s.apns_cert_file;
+    apns.key_file = s.apns_key_file;
+    apns.p12_file = s.apns_p12_file;
+    apns.p12_password = s.apns_p12_password;
+    apns.push_type = s.apns_push_type;
+    apns.priority = s.apns_priority;
+    apns.expiration = s.apns_expiration;
+    apns.connections = s.apns_connections;
+    return apns;
+}
+
+std::string_view credential_kind_name(xaps::CredentialKind kind) {
+    switch (kind) {
+    case xaps::CredentialKind::pem:
+        return "pem";
+    case xaps::CredentialKind::pkcs12:
+        return "pkcs12";
+    case xaps::CredentialKind::token:
+        return "token";
+    case xaps::CredentialKind::apple_id:
+        return "apple-id";
+    case xaps::CredentialKind::none:
+        break;
+    }
+    return "none";
+}
+
+// Everything the running worker owns, in construction order.
+struct Worker {
+    xaps::XapsSettings settings;
+    std::optional<xaps::TlsContext> tls; // moved into the ApnsClient at start
+    std::string topic;
+    std::optional<std::chrono::system_clock::time_point> certificate_expiry;
+    std::string credential_problem;
+
+    xaps::DovecotEventLoop loop;
+    std::unique_ptr<xaps::RegistrationStore> store;
+    std::unique_ptr<xaps::ApnsClient> apns;
+    std::unique_ptr<NoCredentialSender> no_credential;
+    std::unique_ptr<xaps::PushScheduler> scheduler;
+    std::unique_ptr<xaps::RequestHandler> handler;
+    std::unique_ptr<xaps::WorkerServer> server;
+    std::unique_ptr<xaps::EventLoop::Watch> expire_timer;
+
+    std::vector<std::pair<std::string, std::string>> status_rows() const;
+    void schedule_expiry();
+};
+
+std::unique_ptr<Worker> worker;
+
+std::vector<std::pair<std::string, std::string>> Worker::status_rows() const {
+    std::vector<std::pair<std::string, std::string>> rows;
+    rows.emplace_back("topic", topic);
+    rows.emplace_back("credential", std::string(credential_kind_name(settings.credential_kind())));
+    if (!credential_problem.empty()) {
+        rows.emplace_back("credential_problem", credential_problem);
+    }
+    if (certificate_expiry) {
+        rows.emplace_back("certificate_expiry", std::to_string(std::chrono::system_clock::to_time_t(
+                                                    *certificate_expiry)));
+    }
+    if (apns) {
+        auto stats = apns->stats();
+        rows.emplace_back("apns_connected", stats.connected ? "yes" : "no");
+        rows.emplace_back("apns_queued", std::to_string(stats.queued));
+        rows.emplace_back("apns_in_flight", std::to_string(stats.in_flight));
+        rows.emplace_back("apns_retries", std::to_string(stats.retries));
+        rows.emplace_back("apns_reconnects", std::to_string(stats.reconnects));
+    } else {
+        rows.emplace_back("apns_connected", "no");
+    }
+    auto counters = scheduler->counters();
+    rows.emplace_back("notifies", std::to_string(counters.notifies));
+    rows.emplace_back("pushes_sent", std::to_string(counters.pushes_sent));
+    rows.emplace_back("pushes_delivered", std::to_string(counters.pushes_delivered));
+    rows.emplace_back("pushes_failed", std::to_string(counters.pushes_failed));
+    rows.emplace_back("devices_removed", std::to_string(counters.devices_removed));
+    rows.emplace_back("pending", std::to_string(counters.pending));
+    rows.emplace_back("registrations", std::to_string(store->size()));
+    return rows;
+}
+
+void Worker::schedule_expiry() {
+    expire_timer = loop.call_after(1h, [this] {
+        try {
+            std::size_t expired = store->expire(unix_now());
+            if (expired > 0) {
+                e_info(xaps::worker_event(),
+                       "expired %zu registrations not renewed within xaps_registration_ttl",
+                       expired);
+            }
+        } catch (const xaps::Error &e) {
+            e_error(xaps::worker_event(), "expiring registrations: %s", e.what());
+        }
+        schedule_expiry();
+    });
+}
+
+// Runs as root: credentials may be readable by root only.
+void load_credentials(Worker &w) {
+    auto kind = w.settings.credential_kind();
+    if (kind == xaps::CredentialKind::none) {
+        w.credential_problem = "no APNs credential configured: set xaps_apns_cert_file and "
+                               "xaps_apns_key_file (or xaps_apns_p12_file) in 95-xaps.conf";
+        e_info(xaps::worker_event(), "%s; iOS devices are not offered push until then",
+               w.credential_problem.c_str());
+        return;
+    }
+    if (kind != xaps::CredentialKind::pem && kind != xaps::CredentialKind::pkcs12) {
+        w.credential_problem = "this credential kind is not supported yet: use "
+                               "xaps_apns_cert_file/xaps_apns_key_file or xaps_apns_p12_file";
+        e_error(xaps::worker_event(), "%s", w.credential_problem.c_str());
+        return;
+    }
+    try {
+        w.tls.emplace(xaps::TlsContext::load(apns_settings_from(w.settings)));
+        w.topic = w.tls->topic();
+        w.certificate_expiry = w.tls->certificate_expiry();
+    } catch (const xaps::Error &e) {
+        // Stay up without push: exiting would only make the master respawn
+        // us in a loop, and registrations must still be listable.
+        w.credential_problem = e.what();
+        e_error(xaps::worker_event(), "APNs credential unusable, push disabled: %s", e.what());
+    }
+}
+
+void start_worker(Worker &w) {
+    xaps::LmdbStoreOptions store_options;
+    store_options.path = w.settings.db_path;
+    store_options.ttl = w.settings.registration_ttl;
+    store_options.max_devices_per_user = w.settings.max_devices_per_user;
+    w.store = xaps::open_lmdb_store(store_options);
+
+    xaps::PushSender *sender = nullptr;
+    if (w.tls) {
+        w.apns = std::make_unique<xaps::ApnsClient>(w.loop, apns_settings_from(w.settings),
+                                                    std::move(*w.tls), xaps::log_from_core);
+        sender = w.apns.get();
+    } else {
+        w.no_credential = std::make_unique<NoCredentialSender>(w.loop, w.credential_problem);
+        sender = w.no_credential.get();
+    }
+
+    xaps::PushSchedulerSettings scheduler_settings;
+    scheduler_settings.delay = w.settings.delay;
+    w.scheduler = std::make_unique<xaps::PushScheduler>(w.loop, *w.store, *sender,
+                                                        scheduler_settings, unix_now);
+
+    xaps::RequestHandlerSettings handler_settings;
+    handler_settings.topic = w.topic;
+    handler_settings.subtopics = w.settings.subtopics;
+    w.handler = std::make_unique<xaps::RequestHandler>(
+        *w.store, *w.scheduler, handler_settings, [&w] { return w.status_rows(); }, unix_now);
+    w.server = std::make_unique<xaps::WorkerServer>(*w.handler);
+    w.schedule_expiry();
+}
+
+extern "C" void client_connected(struct master_service_connection *conn) noexcept {
+    try {
+        worker->server->accept(conn);
+    } catch (const std::exception &e) {
+        e_error(xaps::worker_event(), "accepting a connection: %s", e.what());
+    }
+}
+
+} // namespace
+
+int main(int argc, char *argv[]) {
+    master_service = master_service_init(
+        "xaps",
+        static_cast<enum master_service_flags>(MASTER_SERVICE_FLAG_UPDATE_PROCTITLE |
+                                               MASTER_SERVICE_FLAG_NO_IDLE_DIE),
+        &argc, &argv, "");
+    if (master_getopt(master_service) > 0) {
+        return FATAL_DEFAULT;
+    }
+    worker = std::make_unique<Worker>();
+    try {
+        worker->settings = xaps::read_worker_settings(master_service);
+    } catch (const std::exception &e) {
+        i_fatal("%s", e.what());
+    }
+    master_service_init_log(master_service);
+    xaps::worker_log_init();
+    load_credentials(*worker);
+
+    // No ALLOW_ROOT flag: Dovecot then refuses to run the worker as root.
+    restrict_access_by_env(static_cast<enum restrict_access_flags>(0), nullptr);
+    restrict_access_allow_coredumps(TRUE);
+    try {
+        start_worker(*worker);
+    } catch (const std::exception &e) {
+        i_fatal("cannot start: %s", e.what());
+    }
+    master_service_init_finish(master_service);
+    if (worker->apns) {
+        worker->apns->start();
+    }
+
+    master_service_run(master_service, client_connected);
+
+    worker.reset();
+    xaps::worker_log_deinit();
+    master_service_deinit(&master_service);
+    return 0;
+}

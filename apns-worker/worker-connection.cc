@@ -1,0 +1,121 @@
+#include "worker-connection.h"
+
+#include "dovecot-cxx.h"
+#include "worker-log.h"
+#include "worker-protocol.h"
+
+#include <string>
+#include <unordered_map>
+#include <vector>
+
+namespace xaps {
+
+namespace {
+
+// Allocated with i_new and handed to Dovecot: trivial, `conn` first.
+struct worker_connection {
+    struct connection conn;
+    std::uint64_t serial;
+};
+
+// One server per process (the service's single WorkerServer); the C
+// callbacks below reach it through these.
+struct ServerState {
+    struct connection_list *list = nullptr;
+    RequestHandler *handler = nullptr;
+    std::uint64_t next_serial = 1;
+    // Replies that arrive after the peer left (TEST waits on Apple) find the
+    // connection gone here and are dropped.
+    std::unordered_map<std::uint64_t, struct worker_connection *> live;
+};
+ServerState state;
+
+void send_reply(struct worker_connection *wconn, const protocol::Reply &reply) {
+    std::string line = protocol::encode_reply(reply);
+    o_stream_nsend(wconn->conn.output, line.data(), line.size());
+}
+
+RequestHandler::Reply reply_to(std::uint64_t serial) {
+    return [serial](protocol::Reply reply) {
+        auto it = state.live.find(serial);
+        if (it != state.live.end()) {
+            send_reply(it->second, reply);
+        }
+    };
+}
+
+int worker_connection_input_args(struct connection *conn, const char *const *args) noexcept {
+    auto *wconn = reinterpret_cast<struct worker_connection *>(conn);
+    std::vector<std::string> fields;
+    try {
+        for (; *args != nullptr; args++) {
+            fields.emplace_back(*args);
+        }
+        protocol::RequestLine line = protocol::decode_request(fields);
+        state.handler->handle(line, reply_to(wconn->serial));
+    } catch (const Error &e) {
+        // A bad line gets an error reply and the connection goes on.
+        send_reply(wconn, protocol::Reply::fail(protocol::request_id_of(fields), e));
+    } catch (const std::exception &e) {
+        e_error(worker_event(), "worker connection %s: %s", conn->name, e.what());
+        return -1;
+    } catch (...) {
+        return -1;
+    }
+    return 1;
+}
+
+void worker_connection_destroy(struct connection *conn) noexcept {
+    auto *wconn = reinterpret_cast<struct worker_connection *>(conn);
+    state.live.erase(wconn->serial);
+    connection_deinit(conn);
+    i_free(wconn);
+    master_service_client_connection_destroyed(master_service);
+}
+
+const struct connection_vfuncs worker_connection_vfuncs = [] {
+    struct connection_vfuncs v = {};
+    v.destroy = worker_connection_destroy;
+    v.input_args = worker_connection_input_args;
+    return v;
+}();
+
+const struct connection_settings worker_connection_settings = [] {
+    struct connection_settings s = {};
+    s.service_name_in = protocol::service_name;
+    s.service_name_out = protocol::service_name;
+    s.major_version = protocol::major_version;
+    s.minor_version = protocol::minor_version;
+    s.input_max_size = protocol::max_line_length;
+    s.output_max_size = SIZE_MAX;
+    s.client = false;
+    return s;
+}();
+
+} // namespace
+
+WorkerServer::WorkerServer(RequestHandler &handler) {
+    state.handler = &handler;
+    state.list = connection_list_init(&worker_connection_settings, &worker_connection_vfuncs);
+}
+
+WorkerServer::~WorkerServer() {
+    connection_list_deinit(&state.list);
+    state.live.clear();
+    state.handler = nullptr;
+}
+
+void WorkerServer::accept(struct master_service_connection *master_connection) {
+    master_service_client_connection_accept(master_connection);
+    auto *wconn = i_new(struct worker_connection, 1);
+    wconn->serial = state.next_serial++;
+    connection_init_server(state.list, &wconn->conn, master_connection->name, master_connection->fd,
+                           master_connection->fd);
+    state.live.emplace(wconn->serial, wconn);
+}
+
+std::size_t WorkerServer::connection_count() const {
+    return state.live.size();
+}
+
+} // namespace xaps

@@ -1,0 +1,65 @@
+// Serves worker protocol requests: the part of the worker that knows what
+// REGISTER, NOTIFY, LIST, PURGE, STATUS, TEST and IMPORT mean. Transport-free
+// (worker-connection.* feeds it lines from Dovecot's connection API), so it is
+// unit tested with a real store and scheduler but no sockets.
+#pragma once
+
+#include "push-scheduler.h"
+#include "registration-store.h"
+#include "worker-protocol.h"
+
+#include <cstdint>
+#include <functional>
+#include <string>
+#include <utility>
+#include <vector>
+
+namespace xaps {
+
+struct RequestHandlerSettings {
+    // The APNs topic REGISTER answers with; empty while no credential works,
+    // and then REGISTER fails as unavailable (the phone must not believe it
+    // will get pushes).
+    std::string topic;
+    std::vector<std::string> subtopics{"com.apple.mobilemail"};
+};
+
+class RequestHandler {
+public:
+    using Reply = std::function<void(protocol::Reply)>;
+    using StatusRows = std::function<std::vector<std::pair<std::string, std::string>>()>;
+
+    RequestHandler(RegistrationStore &store, PushScheduler &scheduler,
+                   RequestHandlerSettings settings, StatusRows status_rows,
+                   std::function<std::int64_t()> unix_now);
+
+    // Answers through `reply`: zero or more ROW replies, then exactly one OK
+    // or FAIL. Most requests are answered before handle() returns; TEST is
+    // answered later from the event loop, so `reply` must stay callable (it
+    // should drop the reply when the peer is gone). Never throws.
+    void handle(const protocol::RequestLine &line, const Reply &reply) noexcept;
+
+    void set_topic(std::string topic) { settings_.topic = std::move(topic); }
+
+private:
+    void handle_register(std::uint64_t id, const protocol::Register &request, const Reply &reply);
+    void handle_list(std::uint64_t id, const protocol::List &request, const Reply &reply);
+    void handle_purge(std::uint64_t id, const protocol::Purge &request, const Reply &reply);
+    void handle_status(std::uint64_t id, const Reply &reply);
+    void handle_test(std::uint64_t id, const protocol::Test &request, const Reply &reply);
+    void handle_import(std::uint64_t id, const protocol::Import &request, const Reply &reply);
+
+    RegistrationStore &store_;
+    PushScheduler &scheduler_;
+    RequestHandlerSettings settings_;
+    StatusRows status_rows_;
+    std::function<std::int64_t()> unix_now_;
+};
+
+// The checks every registration passes before it is stored, whoever sent it
+// (the IMAP parser checks the same and more, with the client's words).
+// Throws Error(invalid_input).
+void validate_registration(const Registration &registration,
+                           const std::vector<std::string> &subtopics);
+
+} // namespace xaps

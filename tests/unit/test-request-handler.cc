@@ -1,0 +1,200 @@
+#include "request-handler.h"
+
+#include "poll-event-loop.h"
+#include "push-scheduler.h"
+#include "registration-store.h"
+
+#include <gtest/gtest.h>
+
+#include <filesystem>
+#include <unistd.h>
+
+namespace protocol = xaps::protocol;
+using namespace std::chrono_literals;
+
+namespace {
+
+constexpr const char *topic = "com.apple.mail.XServer.test";
+constexpr const char *token = "aabbccddeeff00112233445566778899aabbccddeeff00112233445566778899";
+
+class RecordingSender : public xaps::PushSender {
+public:
+    explicit RecordingSender(xaps::EventLoop &loop) : loop_(loop) {}
+    void send(xaps::Push push, Done done) override {
+        pushes.push_back(push);
+        timers_.push_back(loop_.call_after(0ms, [done] {
+            xaps::PushOutcome outcome;
+            outcome.result = xaps::PushOutcome::Result::delivered;
+            outcome.http_status = 200;
+            done(outcome);
+        }));
+    }
+    std::vector<xaps::Push> pushes;
+
+private:
+    xaps::EventLoop &loop_;
+    std::vector<std::unique_ptr<xaps::EventLoop::Watch>> timers_;
+};
+
+class RequestHandlerTest : public ::testing::Test {
+protected:
+    RequestHandlerTest() {
+        char pattern[] = "/tmp/xaps-handler-XXXXXX";
+        dir_ = mkdtemp(pattern);
+        xaps::LmdbStoreOptions options;
+        options.path = dir_;
+        options.map_size = 64 << 20;
+        store_ = xaps::open_lmdb_store(options);
+        scheduler_ = std::make_unique<xaps::PushScheduler>(loop_, *store_, sender_,
+                                                           xaps::PushSchedulerSettings{},
+                                                           [] { return std::int64_t{1000}; });
+        handler_ = std::make_unique<xaps::RequestHandler>(
+            *store_, *scheduler_, xaps::RequestHandlerSettings{topic, {"com.apple.mobilemail"}},
+            [] { return std::vector<std::pair<std::string, std::string>>{{"topic", topic}}; },
+            [] { return std::int64_t{1000}; });
+    }
+    ~RequestHandlerTest() override { std::filesystem::remove_all(dir_); }
+
+    std::vector<protocol::Reply> handle(const protocol::Request &request) {
+        std::vector<protocol::Reply> replies;
+        handler_->handle(protocol::RequestLine{next_id_++, request},
+                         [&replies](protocol::Reply reply) { replies.push_back(reply); });
+        return replies;
+    }
+
+    static xaps::Registration registration(const std::string &user = "alice") {
+        xaps::Registration reg;
+        reg.user = user;
+        reg.account_id = "ACCOUNT-1";
+        reg.device_token = token;
+        reg.subtopic = "com.apple.mobilemail";
+        reg.aps_version = 2;
+        reg.mailboxes = {"INBOX", "Sent Messages"};
+        return reg;
+    }
+
+    std::string dir_;
+    xaps::PollEventLoop loop_;
+    RecordingSender sender_{loop_};
+    std::unique_ptr<xaps::RegistrationStore> store_;
+    std::unique_ptr<xaps::PushScheduler> scheduler_;
+    std::unique_ptr<xaps::RequestHandler> handler_;
+    std::uint64_t next_id_ = 1;
+};
+
+TEST_F(RequestHandlerTest, RegisterStoresAndAnswersTheTopic) {
+    auto replies = handle(protocol::Register{registration()});
+    ASSERT_EQ(replies.size(), 1U);
+    EXPECT_EQ(replies[0].status, protocol::ReplyStatus::ok);
+    EXPECT_EQ(replies[0].fields, std::vector<std::string>{topic});
+    auto stored = store_->find_user("ALICE", 1000);
+    ASSERT_EQ(stored.size(), 1U);
+    EXPECT_EQ(stored[0].mailboxes, (std::vector<std::string>{"INBOX", "Sent Messages"}));
+    EXPECT_EQ(stored[0].registered_at, 1000);
+}
+
+TEST_F(RequestHandlerTest, VersionOneMeansInboxOnlyAndTokensAreLowerCased) {
+    auto reg = registration();
+    reg.aps_version = 1;
+    reg.mailboxes = {"Archive"};
+    reg.device_token = "AABBCC";
+    ASSERT_EQ(handle(protocol::Register{reg})[0].status, protocol::ReplyStatus::ok);
+    auto stored = store_->find_user("alice", 1000);
+    ASSERT_EQ(stored.size(), 1U);
+    EXPECT_EQ(stored[0].mailboxes, std::vector<std::string>{"INBOX"});
+    EXPECT_EQ(stored[0].device_token, "aabbcc");
+}
+
+TEST_F(RequestHandlerTest, InvalidRegistrationsAreRefused) {
+    struct Case {
+        const char *name;
+        std::function<void(xaps::Registration &)> spoil;
+    };
+    const Case cases[] = {
+        {"empty user", [](auto &r) { r.user.clear(); }},
+        {"empty account", [](auto &r) { r.account_id.clear(); }},
+        {"long account", [](auto &r) { r.account_id.assign(300, 'a'); }},
+        {"non-hex token", [](auto &r) { r.device_token = "zz"; }},
+        {"odd token", [](auto &r) { r.device_token = "abc"; }},
+        {"long token", [](auto &r) { r.device_token.assign(202, 'a'); }},
+        {"other subtopic", [](auto &r) { r.subtopic = "com.example"; }},
+        {"version 3", [](auto &r) { r.aps_version = 3; }},
+        {"too many mailboxes", [](auto &r) { r.mailboxes.assign(1001, "x"); }},
+        {"empty mailbox", [](auto &r) { r.mailboxes = {""}; }},
+    };
+    for (const auto &c : cases) {
+        SCOPED_TRACE(c.name);
+        auto reg = registration();
+        c.spoil(reg);
+        auto replies = handle(protocol::Register{reg});
+        ASSERT_EQ(replies.size(), 1U);
+        EXPECT_EQ(replies[0].status, protocol::ReplyStatus::fail);
+        EXPECT_EQ(replies[0].error().kind(), xaps::ErrorKind::invalid_input);
+    }
+    EXPECT_EQ(store_->size(), 0U);
+}
+
+TEST_F(RequestHandlerTest, RegisterWithoutCredentialIsUnavailable) {
+    handler_->set_topic("");
+    auto replies = handle(protocol::Register{registration()});
+    ASSERT_EQ(replies.size(), 1U);
+    EXPECT_EQ(replies[0].error().kind(), xaps::ErrorKind::unavailable);
+    EXPECT_EQ(store_->size(), 0U);
+}
+
+TEST_F(RequestHandlerTest, NotifyPushesToTheRegisteredDevice) {
+    handle(protocol::Register{registration()});
+    auto replies = handle(protocol::Notify{"Alice", "Sent Messages", {"MessageAppend"}});
+    ASSERT_EQ(replies.size(), 1U);
+    EXPECT_EQ(replies[0].status, protocol::ReplyStatus::ok);
+    ASSERT_EQ(sender_.pushes.size(), 1U);
+    EXPECT_EQ(sender_.pushes[0].device_token, token);
+    EXPECT_EQ(sender_.pushes[0].account_id, "ACCOUNT-1");
+}
+
+TEST_F(RequestHandlerTest, ListPurgeAndImport) {
+    handle(protocol::Register{registration("alice")});
+    handle(protocol::Register{registration("bob")});
+
+    auto rows = handle(protocol::List{"bob"});
+    ASSERT_EQ(rows.size(), 2U);
+    EXPECT_EQ(rows[0].status, protocol::ReplyStatus::row);
+    EXPECT_EQ(protocol::registration_from_fields(rows[0].fields).user, "bob");
+    EXPECT_EQ(rows[1].fields, std::vector<std::string>{"1"});
+    EXPECT_EQ(handle(protocol::List{}).size(), 3U);
+
+    EXPECT_EQ(handle(protocol::Purge{protocol::PurgeScope::user, "ALICE"})[0].fields,
+              std::vector<std::string>{"1"});
+    EXPECT_EQ(handle(protocol::Purge{protocol::PurgeScope::token, token})[0].fields,
+              std::vector<std::string>{"1"});
+    EXPECT_EQ(store_->size(), 0U);
+
+    auto imported = registration("carol");
+    imported.registered_at = 500;
+    imported.last_seen = 600;
+    EXPECT_EQ(handle(protocol::Import{imported})[0].fields, std::vector<std::string>{"imported"});
+    EXPECT_EQ(handle(protocol::Import{imported})[0].fields, std::vector<std::string>{"exists"});
+    EXPECT_EQ(store_->find_user("carol", 1000).at(0).registered_at, 500);
+    EXPECT_EQ(handle(protocol::Purge{protocol::PurgeScope::all, ""})[0].fields,
+              std::vector<std::string>{"1"});
+}
+
+TEST_F(RequestHandlerTest, StatusRowsThenOk) {
+    auto replies = handle(protocol::Status{});
+    ASSERT_EQ(replies.size(), 2U);
+    EXPECT_EQ(replies[0].fields, (std::vector<std::string>{"topic", topic}));
+    EXPECT_EQ(replies[1].status, protocol::ReplyStatus::ok);
+}
+
+TEST_F(RequestHandlerTest, TestReportsEachDevice) {
+    handle(protocol::Register{registration()});
+    std::vector<protocol::Reply> replies;
+    handler_->handle(protocol::RequestLine{99, protocol::Test{"alice"}},
+                     [&replies](protocol::Reply reply) { replies.push_back(reply); });
+    EXPECT_TRUE(replies.empty()) << "TEST answers from the event loop, after Apple";
+    ASSERT_TRUE(loop_.run_until([&] { return replies.size() == 2; }, 5s));
+    EXPECT_EQ(replies[0].fields, (std::vector<std::string>{"ACCOUNT-1", token, "200", ""}));
+    EXPECT_EQ(replies[1].fields, std::vector<std::string>{"1"});
+}
+
+} // namespace

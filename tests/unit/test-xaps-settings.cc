@@ -1,0 +1,91 @@
+#include "xaps-settings.h"
+
+#include "xaps-error.h"
+
+#include <gtest/gtest.h>
+
+#include <map>
+
+using namespace std::chrono_literals;
+
+namespace {
+
+xaps::XapsSettings read(const std::map<std::string, std::string, std::less<>> &values) {
+    return xaps::read_xaps_settings([&](std::string_view name) -> std::optional<std::string> {
+        auto it = values.find(name);
+        return it == values.end() ? std::nullopt : std::optional<std::string>(it->second);
+    });
+}
+
+TEST(XapsSettings, DefaultsMatchTheDesign) {
+    auto s = read({});
+    EXPECT_EQ(s.socket_path, "xaps");
+    EXPECT_EQ(s.db_path, "/var/lib/dovecot-xaps");
+    EXPECT_EQ(s.apns_host, "api.push.apple.com");
+    EXPECT_EQ(s.apns_port, 443);
+    EXPECT_EQ(s.apns_push_type, "background");
+    EXPECT_FALSE(s.apns_priority.has_value());
+    EXPECT_EQ(s.apns_expiration, 24h);
+    EXPECT_EQ(s.delay, 30s);
+    EXPECT_EQ(s.registration_ttl, 720h);
+    EXPECT_EQ(s.max_devices_per_user, 16U);
+    EXPECT_EQ(s.apns_connections, 1U);
+    EXPECT_EQ(s.subtopics, std::vector<std::string>{"com.apple.mobilemail"});
+    EXPECT_EQ(s.credential_kind(), xaps::CredentialKind::none);
+}
+
+TEST(XapsSettings, ReadsEveryKind) {
+    auto s = read({{"xaps_apns_host", "127.0.0.1"},
+                   {"xaps_apns_port", "8443"},
+                   {"xaps_apns_cert_file", "/etc/xaps/cert.pem"},
+                   {"xaps_apns_priority", "5"},
+                   {"xaps_apns_expiration", "1h"},
+                   {"xaps_delay", "250ms"},
+                   {"xaps_registration_ttl", "7d"},
+                   {"xaps_max_devices_per_user", "3"},
+                   {"xaps_subtopics", "com.apple.mobilemail, com.example.other"},
+                   {"xaps_socket_path", "/run/xaps.sock"}});
+    EXPECT_EQ(s.apns_host, "127.0.0.1");
+    EXPECT_EQ(s.apns_port, 8443);
+    EXPECT_EQ(s.apns_key_file, "/etc/xaps/cert.pem") << "a PEM holding cert and key";
+    EXPECT_EQ(s.apns_priority, 5);
+    EXPECT_EQ(s.apns_expiration, 1h);
+    EXPECT_EQ(s.delay, 250ms);
+    EXPECT_EQ(s.registration_ttl, 168h);
+    EXPECT_EQ(s.max_devices_per_user, 3U);
+    EXPECT_EQ(s.subtopics, (std::vector<std::string>{"com.apple.mobilemail", "com.example.other"}));
+    EXPECT_EQ(s.credential_kind(), xaps::CredentialKind::pem);
+    EXPECT_EQ(xaps::resolve_socket_path(s, "/run/dovecot"), "/run/xaps.sock");
+    EXPECT_EQ(xaps::resolve_socket_path(read({}), "/run/dovecot"), "/run/dovecot/xaps");
+}
+
+TEST(XapsSettings, EmptyValueMeansDefault) {
+    EXPECT_EQ(read({{"xaps_apns_host", ""}}).apns_host, "api.push.apple.com");
+}
+
+TEST(XapsSettings, CredentialPreference) {
+    EXPECT_EQ(read({{"xaps_apns_p12_file", "a.p12"}}).credential_kind(), xaps::CredentialKind::pkcs12);
+    EXPECT_EQ(read({{"xaps_apns_token_key_file", "k.p8"}}).credential_kind(), xaps::CredentialKind::token);
+    EXPECT_EQ(read({{"xaps_apple_id", "me@example.org"}}).credential_kind(), xaps::CredentialKind::apple_id);
+}
+
+TEST(XapsSettings, BadValuesNameTheSetting) {
+    const std::pair<const char *, const char *> cases[] = {
+        {"xaps_apns_port", "0"},          {"xaps_apns_port", "65536"},
+        {"xaps_apns_port", "https"},      {"xaps_apns_priority", "11"},
+        {"xaps_delay", "soon"},           {"xaps_registration_ttl", "0"},
+        {"xaps_max_devices_per_user", "-1"}, {"xaps_apns_connections", "0"},
+    };
+    for (const auto &[name, value] : cases) {
+        SCOPED_TRACE(std::string(name) + "=" + value);
+        try {
+            read({{name, value}});
+            ADD_FAILURE() << "accepted";
+        } catch (const xaps::Error &e) {
+            EXPECT_EQ(e.kind(), xaps::ErrorKind::config);
+            EXPECT_NE(std::string(e.what()).find(name), std::string::npos) << e.what();
+        }
+    }
+}
+
+} // namespace
