@@ -1,0 +1,493 @@
+#include "apns-client.h"
+
+#include "registration.h"
+#include "xaps-error.h"
+
+#include <algorithm>
+#include <charconv>
+
+namespace xaps {
+
+using std::chrono::milliseconds;
+using std::chrono::steady_clock;
+
+struct ApnsClient::PendingPush : ApnsRequest {
+    Push push;
+    Done done;
+    steady_clock::time_point deadline; // failed when not final by then
+    steady_clock::time_point retry_at;
+    unsigned retries = 0; // after 429/5xx
+    unsigned resends = 0; // after its connection died unanswered
+    int last_status = 0;
+    std::string last_reason;
+};
+
+namespace {
+
+bool valid_device_token(std::string_view token) {
+    if (token.empty() || token.size() > limits::max_device_token_length)
+        return false;
+    return std::all_of(token.begin(), token.end(), [](char c) {
+        return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'f') || (c >= 'A' && c <= 'F');
+    });
+}
+
+bool retryable(int status) {
+    return status == 429 || status == 500 || status == 503;
+}
+
+bool device_gone(int status, std::string_view reason) {
+    return status == 410 ||
+           (status == 400 && (reason == "BadDeviceToken" || reason == "DeviceTokenNotForTopic"));
+}
+
+std::string token_for_log(std::string_view token) {
+    return std::string(token.substr(0, 8)) + (token.size() > 8 ? "..." : "");
+}
+
+} // namespace
+
+ApnsClient::ApnsClient(EventLoop &loop, ApnsSettings settings, TlsContext tls, LogSink log)
+    : loop_(loop), settings_(std::move(settings)), tls_(std::move(tls)), log_(std::move(log)),
+      random_(std::random_device{}()) {
+    if (settings_.host.empty())
+        throw Error(ErrorKind::config, "no APNs host configured");
+    if (settings_.push_type.empty())
+        throw Error(ErrorKind::config, "empty apns-push-type");
+    connection_config_.host = settings_.host;
+    connection_config_.port = settings_.port;
+    connection_config_.topic = tls_.topic();
+    connection_config_.push_type = settings_.push_type;
+    if (settings_.priority)
+        connection_config_.priority = std::to_string(*settings_.priority);
+    connection_config_.connect_timeout = settings_.connect_timeout;
+    connection_config_.ping_interval = settings_.ping_interval;
+    connection_config_.ping_timeout = settings_.ping_timeout;
+    connection_config_.request_timeout = settings_.request_timeout;
+    connection_config_.max_streams =
+        std::max<std::uint32_t>(1, settings_.max_streams_per_connection);
+    slots_.resize(std::max(1u, settings_.connections));
+}
+
+ApnsClient::~ApnsClient() {
+    // Connections first: their destructors do not call back, and the
+    // requests they reference live in pool_.
+    for (Slot &slot : slots_) {
+        slot.reconnect_timer.reset();
+        slot.connection.reset();
+    }
+    draining_.clear();
+    graveyard_.clear();
+}
+
+void ApnsClient::start() {
+    if (started_)
+        return;
+    started_ = true;
+    for (Slot &slot : slots_)
+        open(slot);
+}
+
+void ApnsClient::send(Push push, Done done) {
+    PendingPush &pending = acquire();
+    pending.push = std::move(push);
+    pending.done = std::move(done);
+    pending.retries = 0;
+    pending.resends = 0;
+    pending.last_status = 0;
+    pending.last_reason.clear();
+    pending.deadline = loop_.now() + settings_.give_up_after;
+    if (!valid_device_token(pending.push.device_token)) {
+        finish_later(pending, PushOutcome::Result::rejected, "invalid device token");
+        return;
+    }
+    if (queue_.size() + delayed_.size() >= settings_.max_queued) {
+        finish_later(pending, PushOutcome::Result::failed, "too many pushes waiting for APNs");
+        return;
+    }
+    pending.path.assign("/3/device/").append(pending.push.device_token);
+    payload_.write_mail_push(pending.push.account_id, pending.body);
+    refresh_expiration();
+    pending.expiration = expiration_;
+    queue_.push_back(&pending);
+    dispatch();
+    if (!queue_.empty())
+        arm_sweep();
+}
+
+ApnsClient::Stats ApnsClient::stats() const {
+    Stats stats = stats_;
+    stats.queued = queue_.size() + delayed_.size();
+    stats.in_flight = 0;
+    stats.connected = false;
+    for (const Slot &slot : slots_) {
+        if (slot.connection) {
+            stats.in_flight += slot.connection->in_flight();
+            stats.connections_ready += slot.connection->ready() ? 1 : 0;
+        }
+    }
+    for (const auto &connection : draining_)
+        stats.in_flight += connection->in_flight();
+    stats.connected = stats.connections_ready > 0;
+    return stats;
+}
+
+// --- connections -----------------------------------------------------------
+
+void ApnsClient::open(Slot &slot) {
+    slot.reconnect_timer.reset();
+    if (slot.ever_connected)
+        stats_.reconnects++;
+    slot.ever_connected = true;
+    ApnsConnection::Observer &observer = *this;
+    slot.connection =
+        std::make_unique<ApnsConnection>(loop_, tls_.native(), connection_config_, observer);
+    slot.connection->connect();
+}
+
+void ApnsClient::schedule_reconnect(Slot &slot, bool healthy) {
+    // After a working connection, reconnect at once; after failures, back off
+    // so that Apple never sees a connect loop.
+    if (healthy)
+        slot.failures = 0;
+    const milliseconds delay = healthy ? milliseconds{0}
+                                       : backoff(settings_.reconnect_initial_delay,
+                                                 settings_.reconnect_max_delay, ++slot.failures);
+    slot.reconnect_timer = loop_.call_after(delay, [this, &slot] { open(slot); });
+}
+
+ApnsClient::Slot *ApnsClient::slot_of(const ApnsConnection &connection) {
+    for (Slot &slot : slots_) {
+        if (slot.connection.get() == &connection)
+            return &slot;
+    }
+    return nullptr;
+}
+
+std::unique_ptr<ApnsConnection> ApnsClient::take_connection(const ApnsConnection &connection) {
+    if (Slot *slot = slot_of(connection))
+        return std::move(slot->connection);
+    for (auto it = draining_.begin(); it != draining_.end(); ++it) {
+        if (it->get() == &connection) {
+            std::unique_ptr<ApnsConnection> found = std::move(*it);
+            draining_.erase(it);
+            return found;
+        }
+    }
+    return nullptr;
+}
+
+// A connection is destroyed from the loop, never inside its own callbacks.
+void ApnsClient::bury(std::unique_ptr<ApnsConnection> connection) {
+    if (!connection)
+        return;
+    graveyard_.push_back(std::move(connection));
+    if (!reap_timer_) {
+        reap_timer_ = loop_.call_after(milliseconds{0}, [this] {
+            graveyard_.clear();
+            reap_timer_.reset();
+        });
+    }
+}
+
+void ApnsClient::on_capacity(ApnsConnection &connection) {
+    if (Slot *slot = slot_of(connection)) {
+        if (slot->failures > 0) {
+            log(LogLevel::info, "connected to APNs " + connection.description() + " after " +
+                                    std::to_string(slot->failures) + " failed attempts");
+            slot->failures = 0;
+        }
+    }
+    dispatch();
+}
+
+void ApnsClient::on_goaway(ApnsConnection &connection, std::string_view reason) {
+    Slot *slot = slot_of(connection);
+    if (slot == nullptr)
+        return; // already draining
+    const bool healthy = connection.responses() > 0;
+    log(healthy ? LogLevel::info : LogLevel::warning, "APNs " + connection.description() +
+                                                          " sent GOAWAY (" + std::string(reason) +
+                                                          "); moving to a new connection");
+    draining_.push_back(std::move(slot->connection));
+    schedule_reconnect(*slot, healthy);
+}
+
+void ApnsClient::on_closed(ApnsConnection &connection, std::string_view reason) {
+    Slot *slot = slot_of(connection);
+    std::unique_ptr<ApnsConnection> owned = take_connection(connection);
+    if (slot != nullptr) {
+        const bool healthy = connection.responses() > 0;
+        last_connection_error_ = reason;
+        schedule_reconnect(*slot, healthy);
+        if (healthy || slot->failures <= 1)
+            log(LogLevel::warning, "APNs connection closed: " + std::string(reason));
+        else
+            log(LogLevel::debug, "APNs connection closed: " + std::string(reason) + " (failure " +
+                                     std::to_string(slot->failures) + ")");
+    } else {
+        log(LogLevel::debug, "draining APNs connection closed: " + std::string(reason));
+    }
+    bury(std::move(owned));
+    dispatch();
+}
+
+// --- pushes ----------------------------------------------------------------
+
+void ApnsClient::dispatch() {
+    const std::size_t slot_count = slots_.size();
+    while (!queue_.empty()) {
+        Slot *target = nullptr;
+        for (std::size_t i = 0; i < slot_count; i++) {
+            Slot &slot = slots_[(next_slot_ + i) % slot_count];
+            if (slot.connection && slot.connection->capacity() > 0) {
+                target = &slot;
+                next_slot_ = (next_slot_ + i + 1) % slot_count;
+                break;
+            }
+        }
+        if (target == nullptr)
+            return;
+        PendingPush &pending = *queue_.front();
+        if (!target->connection->submit(pending)) {
+            // The session cannot open more streams: it drains, a new one takes over.
+            draining_.push_back(std::move(target->connection));
+            open(*target);
+            continue;
+        }
+        queue_.pop_front();
+        stats_.sent++;
+    }
+}
+
+void ApnsClient::on_response(ApnsConnection &, ApnsRequest &request) {
+    PendingPush &pending = static_cast<PendingPush &>(request);
+    const int status = pending.status;
+    if (status == 200) {
+        finish(pending, PushOutcome::Result::delivered, status, {});
+        return;
+    }
+    ApnsErrorBody error = parse_apns_error(pending.response_body);
+    if (device_gone(status, error.reason)) {
+        finish(pending, PushOutcome::Result::device_gone, status, error.reason,
+               status == 410 ? error.timestamp_ms : std::nullopt);
+        return;
+    }
+    if (retryable(status)) {
+        pending.last_status = status;
+        pending.last_reason = std::move(error.reason);
+        retry_later(pending);
+        return;
+    }
+    log(LogLevel::warning, "APNs rejected a push to " + token_for_log(pending.push.device_token) +
+                               ": " + std::to_string(status) + " " + error.reason);
+    finish(pending, PushOutcome::Result::rejected, status, error.reason);
+}
+
+void ApnsClient::on_unanswered(ApnsConnection &, ApnsRequest &request, bool refused) {
+    PendingPush &pending = static_cast<PendingPush &>(request);
+    // A refused stream was never processed: sending it again is always safe.
+    if (!refused && ++pending.resends > settings_.max_resends) {
+        finish(pending, PushOutcome::Result::failed, 0,
+               "connection to APNs lost before it answered, " + std::to_string(pending.resends) +
+                   " times");
+        return;
+    }
+    if (loop_.now() >= pending.deadline) {
+        finish(pending, PushOutcome::Result::failed, 0, "APNs did not answer in time");
+        return;
+    }
+    stats_.retries++;
+    queue_.push_front(&pending);
+    dispatch();
+    if (!queue_.empty())
+        arm_sweep();
+}
+
+void ApnsClient::retry_later(PendingPush &pending) {
+    if (pending.retries >= settings_.max_retries) {
+        finish(pending, PushOutcome::Result::failed, pending.last_status,
+               "APNs answered " + std::to_string(pending.last_status) + " " + pending.last_reason +
+                   " " + std::to_string(pending.retries + 1) + " times");
+        return;
+    }
+    pending.retries++;
+    pending.retry_at = loop_.now() + backoff(settings_.retry_initial_delay,
+                                             settings_.retry_max_delay, pending.retries);
+    if (pending.retry_at >= pending.deadline) {
+        finish(pending, PushOutcome::Result::failed, pending.last_status,
+               "APNs answered " + std::to_string(pending.last_status) + " " + pending.last_reason +
+                   " until the push timed out");
+        return;
+    }
+    stats_.retries++;
+    delayed_.push_back(&pending);
+    std::push_heap(
+        delayed_.begin(), delayed_.end(),
+        [](const PendingPush *a, const PendingPush *b) { return a->retry_at > b->retry_at; });
+    arm_retry_timer();
+}
+
+void ApnsClient::arm_retry_timer() {
+    if (delayed_.empty()) {
+        retry_timer_.reset();
+        return;
+    }
+    const steady_clock::time_point earliest = delayed_.front()->retry_at;
+    if (retry_timer_ && retry_timer_at_ <= earliest)
+        return;
+    retry_timer_at_ = earliest;
+    retry_timer_ = loop_.call_after(std::chrono::ceil<milliseconds>(earliest - loop_.now()),
+                                    [this] { on_retry_timer(); });
+}
+
+void ApnsClient::on_retry_timer() {
+    retry_timer_.reset();
+    const auto now = loop_.now();
+    const auto later = [](const PendingPush *a, const PendingPush *b) {
+        return a->retry_at > b->retry_at;
+    };
+    while (!delayed_.empty() && delayed_.front()->retry_at <= now) {
+        std::pop_heap(delayed_.begin(), delayed_.end(), later);
+        queue_.push_back(delayed_.back());
+        delayed_.pop_back();
+    }
+    arm_retry_timer();
+    dispatch();
+    if (!queue_.empty())
+        arm_sweep();
+}
+
+void ApnsClient::arm_sweep() {
+    if (sweep_timer_)
+        return;
+    const milliseconds period =
+        std::clamp(settings_.give_up_after / 10, milliseconds{10}, milliseconds{1000});
+    sweep_timer_ = loop_.call_after(period, [this] { on_sweep(); });
+}
+
+// Pushes that waited for a connection past their deadline fail here.
+void ApnsClient::on_sweep() {
+    sweep_timer_.reset();
+    const auto now = loop_.now();
+    std::vector<PendingPush *> expired;
+    for (PendingPush *pending : queue_) {
+        if (now >= pending->deadline)
+            expired.push_back(pending);
+    }
+    if (!expired.empty()) {
+        std::erase_if(queue_,
+                      [now](const PendingPush *pending) { return now >= pending->deadline; });
+        const std::string reason =
+            "APNs unreachable" +
+            (last_connection_error_.empty() ? std::string() : ": " + last_connection_error_);
+        log(LogLevel::warning, std::to_string(expired.size()) + " pushes failed: " + reason);
+        for (PendingPush *pending : expired)
+            finish(*pending, PushOutcome::Result::failed, pending->last_status, reason);
+    }
+    if (!queue_.empty())
+        arm_sweep();
+}
+
+void ApnsClient::finish(PendingPush &pending, PushOutcome::Result result, int http_status,
+                        std::string_view reason, std::optional<std::int64_t> unregistered_at_ms) {
+    switch (result) {
+    case PushOutcome::Result::delivered:
+        stats_.delivered++;
+        break;
+    case PushOutcome::Result::device_gone:
+        stats_.device_gone++;
+        break;
+    case PushOutcome::Result::rejected:
+        stats_.rejected++;
+        break;
+    case PushOutcome::Result::failed:
+        stats_.failed++;
+        break;
+    }
+    // Built in a local, not a reused member: `done` may send() and finish more.
+    PushOutcome outcome;
+    outcome.result = result;
+    outcome.http_status = http_status;
+    outcome.reason.assign(reason);
+    outcome.unregistered_at_ms = unregistered_at_ms;
+    outcome.apns_id = std::move(pending.apns_id);
+    Done done = std::move(pending.done);
+    release(pending);
+    if (!done)
+        return;
+    try {
+        done(outcome);
+    } catch (const std::exception &error) {
+        log(LogLevel::error, std::string("push completion handler failed: ") + error.what());
+    } catch (...) {
+        log(LogLevel::error, "push completion handler failed");
+    }
+}
+
+void ApnsClient::finish_later(PendingPush &pending, PushOutcome::Result result,
+                              std::string_view reason) {
+    deferred_.push_back(Deferred{&pending, result, std::string(reason)});
+    if (!deferred_timer_)
+        deferred_timer_ = loop_.call_after(milliseconds{0}, [this] { run_deferred(); });
+}
+
+void ApnsClient::run_deferred() {
+    std::vector<Deferred> batch = std::move(deferred_);
+    deferred_.clear();
+    deferred_timer_.reset();
+    for (Deferred &item : batch)
+        finish(*item.push, item.result, 0, item.reason);
+}
+
+// --- helpers ---------------------------------------------------------------
+
+void ApnsClient::refresh_expiration() {
+    const std::int64_t now_seconds = std::chrono::duration_cast<std::chrono::seconds>(
+                                         std::chrono::system_clock::now().time_since_epoch())
+                                         .count();
+    if (now_seconds == expiration_second_)
+        return;
+    expiration_second_ = now_seconds;
+    char buffer[24];
+    const auto result =
+        std::to_chars(buffer, buffer + sizeof(buffer), now_seconds + settings_.expiration.count());
+    expiration_.assign(buffer, result.ptr);
+}
+
+milliseconds ApnsClient::backoff(milliseconds initial, milliseconds max, unsigned attempt) {
+    milliseconds delay = std::max(initial, milliseconds{1});
+    for (unsigned i = 1; i < attempt && delay < max; i++)
+        delay *= 2;
+    delay = std::min(delay, max);
+    // Jitter in [delay/2, delay]: many workers must not retry in lockstep.
+    std::uniform_int_distribution<std::int64_t> jitter(delay.count() / 2, delay.count());
+    return milliseconds{jitter(random_)};
+}
+
+ApnsClient::PendingPush &ApnsClient::acquire() {
+    if (free_.empty()) {
+        pool_.push_back(std::make_unique<PendingPush>());
+        return *pool_.back();
+    }
+    PendingPush *pending = free_.back();
+    free_.pop_back();
+    return *pending;
+}
+
+void ApnsClient::release(PendingPush &pending) {
+    pending.done = nullptr;
+    free_.push_back(&pending);
+}
+
+void ApnsClient::log(LogLevel level, std::string_view message) const noexcept {
+    if (!log_)
+        return;
+    try {
+        log_(level, message);
+    } catch (...) {
+        // A logger that fails has nowhere to report to.
+    }
+}
+
+} // namespace xaps

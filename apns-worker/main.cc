@@ -16,7 +16,6 @@
 #include "xaps-error.h"
 
 #include <chrono>
-#include <ctime>
 #include <memory>
 #include <optional>
 #include <string>
@@ -25,10 +24,6 @@
 namespace {
 
 using namespace std::chrono_literals;
-
-std::int64_t unix_now() {
-    return static_cast<std::int64_t>(std::time(nullptr));
-}
 
 // Stands in for Apple while no credential works, so registrations can still
 // be listed and purged, and every push fails with the reason.
@@ -143,7 +138,7 @@ std::vector<std::pair<std::string, std::string>> Worker::status_rows() const {
 void Worker::schedule_expiry() {
     expire_timer = loop.call_after(1h, [this] {
         try {
-            std::size_t expired = store->expire(unix_now());
+            std::size_t expired = store->expire(xaps::system_unix_seconds());
             if (expired > 0) {
                 e_info(xaps::worker_event(),
                        "expired %zu registrations not renewed within xaps_registration_ttl",
@@ -203,14 +198,17 @@ void start_worker(Worker &w) {
 
     xaps::PushSchedulerSettings scheduler_settings;
     scheduler_settings.delay = w.settings.delay;
-    w.scheduler = std::make_unique<xaps::PushScheduler>(w.loop, *w.store, *sender,
-                                                        scheduler_settings, unix_now);
+    w.scheduler =
+        std::make_unique<xaps::PushScheduler>(w.loop, *w.store, *sender, scheduler_settings);
+    w.scheduler->set_error_log(
+        [](std::string_view message) { xaps::log_from_core(xaps::LogLevel::error, message); });
 
     xaps::RequestHandlerSettings handler_settings;
     handler_settings.topic = w.topic;
     handler_settings.subtopics = w.settings.subtopics;
     w.handler = std::make_unique<xaps::RequestHandler>(
-        *w.store, *w.scheduler, handler_settings, [&w] { return w.status_rows(); }, unix_now);
+        *w.store, *w.scheduler, handler_settings, [&w] { return w.status_rows(); },
+        xaps::system_unix_seconds);
     w.server = std::make_unique<xaps::WorkerServer>(*w.handler);
     w.schedule_expiry();
 }

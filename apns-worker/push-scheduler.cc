@@ -1,0 +1,292 @@
+#include "push-scheduler.h"
+
+#include "xaps-error.h"
+
+#include <algorithm>
+#include <exception>
+
+namespace xaps {
+
+namespace {
+
+bool is_new_mail_event(std::string_view event) {
+    return event == "MessageNew" || event == "MessageAppend";
+}
+
+bool equals_ascii_case_insensitive(std::string_view a, std::string_view b) {
+    return std::equal(a.begin(), a.end(), b.begin(), b.end(), [](char x, char y) {
+        auto lower = [](char c) { return c >= 'A' && c <= 'Z' ? static_cast<char>(c + 32) : c; };
+        return lower(x) == lower(y);
+    });
+}
+
+bool is_inbox(std::string_view mailbox) {
+    return equals_ascii_case_insensitive(mailbox, "INBOX");
+}
+
+bool wants_mailbox(const Registration &registration, std::string_view mailbox) {
+    if (registration.aps_version == 1) {
+        return is_inbox(mailbox);
+    }
+    bool inbox = is_inbox(mailbox);
+    return std::any_of(
+        registration.mailboxes.begin(), registration.mailboxes.end(),
+        [&](const std::string &wanted) { return inbox ? is_inbox(wanted) : wanted == mailbox; });
+}
+
+std::string device_key(const Registration &registration) {
+    std::string key = registration.account_id;
+    key.push_back('\0');
+    key.append(registration.device_token);
+    return key;
+}
+
+std::string describe_current_exception() {
+    try {
+        throw;
+    } catch (const std::exception &error) {
+        return error.what();
+    } catch (...) {
+        return "unknown exception";
+    }
+}
+
+} // namespace
+
+std::int64_t system_unix_seconds() {
+    return std::chrono::duration_cast<std::chrono::seconds>(
+               std::chrono::system_clock::now().time_since_epoch())
+        .count();
+}
+
+struct PushScheduler::TestRun {
+    std::vector<std::pair<Registration, PushOutcome>> results;
+    std::size_t unanswered = 0;
+    TestDone done;
+};
+
+PushScheduler::PushScheduler(EventLoop &loop, RegistrationStore &store, PushSender &sender,
+                             PushSchedulerSettings settings, std::function<std::int64_t()> unix_now)
+    : loop_(loop), store_(store), sender_(sender), settings_(settings),
+      unix_now_(std::move(unix_now)) {}
+
+PushScheduler::~PushScheduler() = default;
+
+void PushScheduler::notify(std::string_view user, std::string_view mailbox,
+                           std::span<const std::string> events) {
+    ++counters_.notifies;
+    bool now = std::any_of(events.begin(), events.end(),
+                           [](const std::string &event) { return is_new_mail_event(event); });
+    for (const auto &registration : store_.find_user(user, unix_now_())) {
+        if (wants_mailbox(registration, mailbox)) {
+            schedule(registration, now);
+        }
+    }
+}
+
+void PushScheduler::schedule(const Registration &registration, bool now) {
+    std::string key = device_key(registration);
+    if (auto it = devices_.find(key); it != devices_.end()) {
+        Device &device = it->second;
+        ++counters_.coalesced;
+        if (device.in_flight) {
+            device.dirty = true;
+            device.dirty_now = device.dirty_now || now;
+        } else if (now) {
+            device.delay_timer.reset();
+            --counters_.pending;
+            send_now(key);
+        }
+        return;
+    }
+    if (devices_.size() >= settings_.max_pending) {
+        ++counters_.dropped;
+        return;
+    }
+    devices_[key].push = Push{registration.device_token, registration.account_id};
+    if (now) {
+        send_now(key);
+    } else {
+        start_delay(key);
+    }
+}
+
+void PushScheduler::send_now(const std::string &key) {
+    Device &device = devices_.at(key);
+    device.in_flight = true;
+    ++counters_.in_flight;
+    ++counters_.pushes_sent;
+    try {
+        sender_.send(device.push,
+                     [this, alive = std::weak_ptr<char>(alive_), key](const PushOutcome &outcome) {
+                         if (alive.lock()) {
+                             on_push_done(key, outcome);
+                         }
+                     });
+    } catch (...) {
+        --counters_.in_flight;
+        ++counters_.pushes_failed;
+        ++counters_.errors;
+        devices_.erase(key);
+        report_error("push could not be handed to the sender: " + describe_current_exception());
+    }
+}
+
+void PushScheduler::start_delay(const std::string &key) {
+    Device &device = devices_.at(key);
+    device.delay_timer =
+        loop_.call_after(settings_.delay, [this, key]() { on_delay_expired(key); });
+    ++counters_.pending;
+}
+
+void PushScheduler::on_delay_expired(std::string key) noexcept {
+    try {
+        auto it = devices_.find(key);
+        if (it == devices_.end()) {
+            return;
+        }
+        // Destroys this very callback: `key` is our own copy.
+        it->second.delay_timer.reset();
+        --counters_.pending;
+        send_now(key);
+    } catch (...) {
+        ++counters_.errors;
+        devices_.erase(key);
+        report_error("delayed push failed: " + describe_current_exception());
+    }
+}
+
+void PushScheduler::on_push_done(const std::string &key, const PushOutcome &outcome) noexcept {
+    try {
+        auto it = devices_.find(key);
+        if (it == devices_.end() || !it->second.in_flight) {
+            return; // not ours: the sender broke its "exactly once"
+        }
+        Device &device = it->second;
+        device.in_flight = false;
+        --counters_.in_flight;
+        record_outcome(device.push.device_token, outcome);
+        // A gone device gets no follow-up, even if it re-registered after
+        // Apple's timestamp and so was kept: its next event pushes again.
+        if (!device.dirty || outcome.result == PushOutcome::Result::device_gone) {
+            devices_.erase(it);
+            return;
+        }
+        bool now = device.dirty_now;
+        device.dirty = false;
+        device.dirty_now = false;
+        if (now) {
+            send_now(key);
+        } else {
+            start_delay(key);
+        }
+    } catch (...) {
+        ++counters_.errors;
+        devices_.erase(key);
+        report_error("handling a push answer failed: " + describe_current_exception());
+    }
+}
+
+std::size_t PushScheduler::record_outcome(const std::string &device_token,
+                                          const PushOutcome &outcome) noexcept {
+    if (outcome.result == PushOutcome::Result::delivered) {
+        ++counters_.pushes_delivered;
+        return 0;
+    }
+    ++counters_.pushes_failed;
+    if (outcome.result != PushOutcome::Result::device_gone) {
+        return 0;
+    }
+    try {
+        // Apple's milliseconds to the store's seconds, rounded down: a
+        // registration seen in that same second counts as seen before.
+        std::size_t removed = outcome.unregistered_at_ms
+                                  ? store_.remove_token_unless_seen_since(
+                                        device_token, *outcome.unregistered_at_ms / 1000)
+                                  : store_.remove_token(device_token);
+        counters_.devices_removed += removed;
+        return removed;
+    } catch (...) {
+        ++counters_.errors;
+        report_error("removing gone device " + device_token +
+                     " failed: " + describe_current_exception());
+        return 0;
+    }
+}
+
+void PushScheduler::test(std::string_view user, TestDone done) {
+    auto run = std::make_shared<TestRun>();
+    run->done = std::move(done);
+    for (auto &registration : store_.find_user(user, unix_now_())) {
+        run->results.emplace_back(std::move(registration), PushOutcome{});
+    }
+    run->unanswered = run->results.size();
+    for (std::size_t index = 0; index < run->results.size(); ++index) {
+        const Registration &registration = run->results[index].first;
+        ++counters_.in_flight;
+        ++counters_.pushes_sent;
+        try {
+            sender_.send(Push{registration.device_token, registration.account_id},
+                         [this, alive = std::weak_ptr<char>(alive_), run,
+                          index](const PushOutcome &outcome) {
+                             if (alive.lock()) {
+                                 on_test_push_done(run, index, outcome);
+                             }
+                         });
+        } catch (...) {
+            --counters_.in_flight;
+            ++counters_.pushes_failed;
+            ++counters_.errors;
+            --run->unanswered;
+            PushOutcome &failed = run->results[index].second;
+            failed.result = PushOutcome::Result::failed;
+            failed.reason = describe_current_exception();
+        }
+    }
+    if (run->unanswered == 0) {
+        finish_test_later(std::move(run));
+    }
+}
+
+void PushScheduler::on_test_push_done(const std::shared_ptr<TestRun> &run, std::size_t index,
+                                      const PushOutcome &outcome) noexcept {
+    try {
+        --counters_.in_flight;
+        record_outcome(run->results[index].first.device_token, outcome);
+        run->results[index].second = outcome;
+        if (--run->unanswered == 0) {
+            run->done(std::move(run->results));
+        }
+    } catch (...) {
+        ++counters_.errors;
+        report_error("test push answer failed: " + describe_current_exception());
+    }
+}
+
+void PushScheduler::finish_test_later(std::shared_ptr<TestRun> run) {
+    std::uint64_t id = ++next_deferred_id_;
+    deferred_[id] = loop_.call_after(std::chrono::milliseconds(0), [this, id, run]() {
+        PushScheduler *self = this;
+        std::shared_ptr<TestRun> finished = run;
+        self->deferred_.erase(id); // destroys this callback: only locals from here on
+        try {
+            finished->done(std::move(finished->results));
+        } catch (...) {
+            ++self->counters_.errors;
+            self->report_error("test completion failed: " + describe_current_exception());
+        }
+    });
+}
+
+void PushScheduler::report_error(std::string_view message) noexcept {
+    if (!error_log_) {
+        return;
+    }
+    try {
+        error_log_(message);
+    } catch (...) {
+        // The log is the last resort; nothing is left to tell.
+    }
+}
+
+} // namespace xaps

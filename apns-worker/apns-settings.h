@@ -1,0 +1,59 @@
+// What the APNs client needs to know: where Apple is, the credentials, the
+// push headers, and the few tuning knobs (defaults suit production; tests
+// shorten the delays). Filled from the xaps_apns_* settings by the worker.
+#pragma once
+
+#include <chrono>
+#include <cstddef>
+#include <cstdint>
+#include <functional>
+#include <optional>
+#include <string>
+#include <string_view>
+
+namespace xaps {
+
+struct ApnsSettings {
+    std::string host = "api.push.apple.com";
+    std::uint16_t port = 443;
+    std::string ca_file; // empty: the system trust store
+    std::string cert_file;
+    std::string key_file; // empty: the key is in cert_file
+    // PKCS#12 instead of cert_file/key_file (certificate, key and chain in one file).
+    std::string p12_file;
+    std::string p12_password;
+    std::string push_type = "background";
+    std::optional<int> priority; // apns-priority is sent only when set
+    std::chrono::seconds expiration{std::chrono::hours{24}};
+    unsigned connections = 1;
+
+    // Pushes waiting for a connection; beyond this, send() fails them.
+    std::size_t max_queued = 10000;
+    // A push not answered this long after send() is failed.
+    std::chrono::milliseconds give_up_after{std::chrono::minutes{5}};
+    // 429/500/503 answers: retries of one push, and the backoff between them.
+    unsigned max_retries = 5;
+    std::chrono::milliseconds retry_initial_delay{1000};
+    std::chrono::milliseconds retry_max_delay{std::chrono::seconds{60}};
+    // A push whose connection died before it was answered is resent at most this often.
+    unsigned max_resends = 3;
+    // Backoff between failed connection attempts.
+    std::chrono::milliseconds reconnect_initial_delay{1000};
+    std::chrono::milliseconds reconnect_max_delay{std::chrono::seconds{60}};
+    // TCP connect + TLS handshake + the server's first SETTINGS.
+    std::chrono::milliseconds connect_timeout{std::chrono::seconds{10}};
+    // An idle connection is PINGed; no answer within ping_timeout closes it.
+    std::chrono::milliseconds ping_interval{std::chrono::seconds{60}};
+    std::chrono::milliseconds ping_timeout{std::chrono::seconds{15}};
+    // A request unanswered this long is cancelled and sent again (max_resends).
+    std::chrono::milliseconds request_timeout{std::chrono::seconds{30}};
+    // Our own cap on streams per connection, below whatever the server allows.
+    std::uint32_t max_streams_per_connection = 1000;
+};
+
+// The core logs through this, so the worker can route it to Dovecot's log
+// (e_debug/e_info/e_warning/e_error) without the core knowing Dovecot.
+enum class LogLevel { debug, info, warning, error };
+using LogSink = std::function<void(LogLevel, std::string_view)>;
+
+} // namespace xaps

@@ -1,0 +1,136 @@
+// Decides whom to push and when (DESIGN.md "Notifications"). A NOTIFY names a
+// user, a mailbox and events; the scheduler pushes every registration of that
+// user whose mailbox set contains the mailbox:
+//   * aps_version 1 wants only INBOX; version 2 its registered mailboxes.
+//     "INBOX" matches case-insensitively, other names exactly.
+//   * MessageNew / MessageAppend push now; every other event (flags, expunge,
+//     rename, delete...) pushes after `delay`, coalesced per device. A "now"
+//     push absorbs a pending delayed one; a delayed event never postpones a
+//     pending push.
+//   * A device (account_id, device_token) has at most one push pending or in
+//     flight. Events arriving while its push is in flight mark it dirty: one
+//     more push follows the answer, at once if any of them was "now", else
+//     after `delay`.
+//   * device_gone answers remove the token's registrations from the store
+//     (unless they were seen again after Apple's 410 timestamp) and end the
+//     device's state: no follow-up push for events that came in flight.
+// Memory is bounded: at most max_pending devices are tracked (pending or in
+// flight); events for further devices are dropped and counted. Nothing here
+// blocks, and no exception leaves an EventLoop or PushSender callback.
+#pragma once
+
+#include "event-loop.h"
+#include "push-sender.h"
+#include "registration-store.h"
+
+#include <chrono>
+#include <cstddef>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <span>
+#include <string>
+#include <string_view>
+#include <unordered_map>
+#include <utility>
+#include <vector>
+
+namespace xaps {
+
+struct PushSchedulerSettings {
+    std::chrono::milliseconds delay{std::chrono::seconds(30)}; // xaps_delay
+    std::size_t max_pending = 100000;
+};
+
+// Unix seconds from the system clock: the store's notion of "now".
+std::int64_t system_unix_seconds();
+
+class PushScheduler {
+public:
+    PushScheduler(EventLoop &loop, RegistrationStore &store, PushSender &sender,
+                  PushSchedulerSettings settings,
+                  std::function<std::int64_t()> unix_now = system_unix_seconds);
+    ~PushScheduler();
+    PushScheduler(const PushScheduler &) = delete;
+    PushScheduler &operator=(const PushScheduler &) = delete;
+
+    // Looks the user up and schedules their pushes. Throws the store's Error
+    // when the lookup fails (nothing is scheduled then).
+    void notify(std::string_view user, std::string_view mailbox,
+                std::span<const std::string> events);
+
+    // Pushes now to every unexpired device of the user, whatever its mailboxes
+    // and bypassing coalescing (an admin's `doveadm xaps test`), and calls
+    // `done` once with each registration and its outcome, in the store's
+    // order. `done` is always called later from the event loop, never from
+    // within test(), also when the user has no device. Throws the store's
+    // Error when the lookup fails (`done` is not called then).
+    using TestDone = std::function<void(std::vector<std::pair<Registration, PushOutcome>>)>;
+    void test(std::string_view user, TestDone done);
+
+    struct Counters {
+        std::uint64_t notifies = 0;
+        std::uint64_t pushes_sent = 0;
+        std::uint64_t pushes_delivered = 0;
+        // Every final outcome but delivered.
+        std::uint64_t pushes_failed = 0;
+        // Registrations removed after device_gone answers.
+        std::uint64_t devices_removed = 0;
+        // Device events merged into a pending or in-flight push.
+        std::uint64_t coalesced = 0;
+        // Device events dropped because max_pending devices were tracked.
+        std::uint64_t dropped = 0;
+        // Store or sender failures that could not be thrown (see set_error_log).
+        std::uint64_t errors = 0;
+        // Devices waiting for their delay.
+        std::size_t pending = 0;
+        // Pushes handed to the sender and not yet answered.
+        std::size_t in_flight = 0;
+    };
+    Counters counters() const { return counters_; }
+
+    // Where failures that happen inside callbacks are reported (they cannot be
+    // thrown to anyone). By default they are only counted.
+    using ErrorLog = std::function<void(std::string_view message)>;
+    void set_error_log(ErrorLog log) { error_log_ = std::move(log); }
+
+private:
+    struct Device {
+        Push push;
+        std::unique_ptr<EventLoop::Watch> delay_timer; // set while pending
+        bool in_flight = false;
+        bool dirty = false;     // events arrived while in flight
+        bool dirty_now = false; // ... and one of them was a "now" event
+    };
+    struct TestRun;
+
+    void schedule(const Registration &registration, bool now);
+    void send_now(const std::string &key);
+    void start_delay(const std::string &key);
+    void on_delay_expired(std::string key) noexcept;
+    void on_push_done(const std::string &key, const PushOutcome &outcome) noexcept;
+    void on_test_push_done(const std::shared_ptr<TestRun> &run, std::size_t index,
+                           const PushOutcome &outcome) noexcept;
+    void finish_test_later(std::shared_ptr<TestRun> run);
+    // Counts the outcome and removes a gone device's registrations; returns
+    // how many were removed.
+    std::size_t record_outcome(const std::string &device_token,
+                               const PushOutcome &outcome) noexcept;
+    void report_error(std::string_view message) noexcept;
+
+    EventLoop &loop_;
+    RegistrationStore &store_;
+    PushSender &sender_;
+    PushSchedulerSettings settings_;
+    std::function<std::int64_t()> unix_now_;
+    ErrorLog error_log_;
+    Counters counters_;
+    // Key: account_id NUL device_token.
+    std::unordered_map<std::string, Device> devices_;
+    std::unordered_map<std::uint64_t, std::unique_ptr<EventLoop::Watch>> deferred_;
+    std::uint64_t next_deferred_id_ = 0;
+    // Sender callbacks may outlive the scheduler; they hold this weakly.
+    std::shared_ptr<char> alive_ = std::make_shared<char>();
+};
+
+} // namespace xaps

@@ -1,0 +1,65 @@
+// doveadm xaps hash-password: the value for xaps_apple_password_hash, the
+// SHA-256 of the Apple ID password in lower-case hex, as `xapsd -pass`
+// printed it (Go: hex.EncodeToString(sha256.Sum256(line without "\n"))).
+// The password is one line of stdin, read without echo from a terminal
+// (Dovecot's askpass, which ends the line at CR too). Prints field `hash`.
+#include "doveadm-xaps-cmd.h"
+#include "doveadm-xaps-worker.h"
+
+#include <cstring>
+#include <openssl/crypto.h>
+#include <openssl/evp.h>
+
+#include <sysexits.h>
+
+namespace xaps::doveadm {
+
+namespace {
+
+std::string sha256_hex(std::string_view data) {
+    unsigned char digest[EVP_MAX_MD_SIZE];
+    unsigned int length = 0;
+    if (EVP_Digest(data.data(), data.size(), digest, &length, EVP_sha256(), nullptr) != 1) {
+        throw Error(ErrorKind::internal, "SHA-256 failed in OpenSSL");
+    }
+    static constexpr char hex_digits[] = "0123456789abcdef";
+    std::string hex;
+    for (unsigned int i = 0; i < length; i++) {
+        hex += hex_digits[digest[i] >> 4];
+        hex += hex_digits[digest[i] & 0x0f];
+    }
+    return hex;
+}
+
+void hash_password(struct doveadm_cmd_context *cctx) {
+    if (cctx->conn_type != DOVEADM_CONNECTION_TYPE_CLI) {
+        throw Error(ErrorKind::invalid_input, "hash-password reads a terminal: run it locally");
+    }
+    // askpass reads into the data stack; the copy there is wiped too.
+    char *typed = const_cast<char *>(t_askpass("Apple ID password: "));
+    std::size_t length = std::strlen(typed);
+    std::string hash = length == 0 ? std::string() : sha256_hex(std::string_view(typed, length));
+    OPENSSL_cleanse(typed, length);
+    if (hash.empty()) {
+        throw Error(ErrorKind::invalid_input, "the password is empty");
+    }
+
+    doveadm_print_init(DOVEADM_PRINT_TYPE_FLOW);
+    doveadm_print_header("hash", "hash", DOVEADM_PRINT_HEADER_FLAG_HIDE_TITLE);
+    doveadm_print(hash.c_str());
+}
+
+void cmd_hash_password(struct doveadm_cmd_context *cctx) noexcept {
+    run_command("hash-password", [cctx] { hash_password(cctx); });
+}
+
+const struct doveadm_cmd_param hash_password_params[] = {
+    param_end(),
+};
+
+} // namespace
+
+struct doveadm_cmd_ver2 cmd_xaps_hash_password =
+    command("xaps hash-password", cmd_hash_password, "", hash_password_params);
+
+} // namespace xaps::doveadm

@@ -1,0 +1,81 @@
+// doveadm xaps list [-u USER]: the stored registrations, one row per device.
+//
+// Fields: user account_id device_token subtopic mailboxes aps_version
+// registered last_seen. Times are ISO 8601 in UTC; mailboxes are joined with
+// "," (names are UTF-8, "Sent Messages" keeps its space). A user without
+// registrations is not an error: the list is empty.
+#include "doveadm-xaps-cmd.h"
+#include "doveadm-xaps-worker.h"
+
+namespace xaps::doveadm {
+
+namespace {
+
+std::string joined(const std::vector<std::string> &names) {
+    std::string text;
+    for (const auto &name : names) {
+        if (!text.empty()) {
+            text += ',';
+        }
+        text += name;
+    }
+    return text;
+}
+
+void print_registration(const Registration &reg) {
+    doveadm_print(reg.user.c_str());
+    doveadm_print(reg.account_id.c_str());
+    doveadm_print(reg.device_token.c_str());
+    doveadm_print(reg.subtopic.c_str());
+    doveadm_print(joined(reg.mailboxes).c_str());
+    doveadm_print_num(reg.aps_version);
+    doveadm_print(iso8601_utc(reg.registered_at).c_str());
+    doveadm_print(iso8601_utc(reg.last_seen).c_str());
+}
+
+void list(struct doveadm_cmd_context *cctx) {
+    const char *user = nullptr;
+    // An empty name would ask the worker for every user.
+    if (doveadm_cmd_param_str(cctx, "user", &user) && *user == '\0') {
+        throw Error(ErrorKind::invalid_input, "-u needs a user name");
+    }
+
+    // Nothing is printed before the whole answer is in: a failure must not
+    // leave a half-printed table behind.
+    std::vector<Registration> registrations;
+    WorkerSession session;
+    protocol::Reply reply =
+        session.call(protocol::List{user == nullptr ? "" : user}, request_timeout,
+                     [&registrations](const protocol::Reply &row) {
+                         registrations.push_back(protocol::registration_from_fields(row.fields));
+                     });
+    ok_fields(reply);
+
+    doveadm_print_init(DOVEADM_PRINT_TYPE_TABLE);
+    doveadm_print_header_simple("user");
+    doveadm_print_header_simple("account_id");
+    doveadm_print_header_simple("device_token");
+    doveadm_print_header_simple("subtopic");
+    doveadm_print_header_simple("mailboxes");
+    doveadm_print_header("aps_version", "aps_version", DOVEADM_PRINT_HEADER_FLAG_NUMBER);
+    doveadm_print_header_simple("registered");
+    doveadm_print_header_simple("last_seen");
+    for (const auto &reg : registrations) {
+        print_registration(reg);
+    }
+}
+
+void cmd_list(struct doveadm_cmd_context *cctx) noexcept {
+    run_command("list", [cctx] { list(cctx); });
+}
+
+const struct doveadm_cmd_param list_params[] = {
+    param('u', "user", CMD_PARAM_STR),
+    param_end(),
+};
+
+} // namespace
+
+struct doveadm_cmd_ver2 cmd_xaps_list = command("xaps list", cmd_list, "[-u <user>]", list_params);
+
+} // namespace xaps::doveadm

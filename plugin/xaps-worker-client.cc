@@ -1,0 +1,376 @@
+#include "xaps-worker-client.h"
+
+#include "dovecot-cxx.h"
+#include "xaps-error.h"
+#include "xaps-plugin.h"
+
+#include <cerrno>
+#include <cstring>
+#include <map>
+#include <sys/socket.h>
+#include <sys/time.h>
+#include <vector>
+
+namespace xaps::plugin {
+
+namespace {
+
+// The master may have throttled a worker that died while starting; a new
+// connection makes it respawn, so a failed connect is tried once more.
+constexpr unsigned connect_attempts = 2;
+// Room for two maximal lines: a worker that stops reading costs bounded memory.
+constexpr std::size_t output_buffer_limit = 2 * protocol::max_line_length;
+
+} // namespace
+
+// Dovecot's connection API hands its callbacks only the struct connection
+// pointer: it comes first so that the owner can be found from it.
+struct xaps_worker_connection {
+    struct connection conn;
+    WorkerClient::Impl *impl;
+};
+
+struct WorkerClient::Impl {
+    struct Pending {
+        Impl *impl = nullptr;
+        RequestId id = 0;
+        ReplyHandler handler;
+        RowHandler row_handler;
+        struct timeout *to = nullptr;
+    };
+
+    std::string socket_path;
+    struct event *event = nullptr;
+    struct connection_list *list = nullptr;
+    xaps_worker_connection *wconn = nullptr;
+    RequestId next_id = 1;
+    std::map<RequestId, Pending> pending; // node-based: Pending addresses are stable
+
+    explicit Impl(std::string path);
+    ~Impl();
+
+    bool connected() const { return !wconn->conn.disconnected; }
+    // Empty when connected, else why not.
+    std::string connect();
+    void write_line(const std::string &line);
+    int on_input(const char *const *args);
+    void on_destroy();
+    void on_timeout(RequestId id);
+    void finish(std::map<RequestId, Pending>::iterator it, const protocol::Reply &reply);
+    void forget_pending() noexcept;
+    void fail_all(const std::string &why);
+    void flush_output(std::chrono::milliseconds limit) noexcept;
+    void close(std::chrono::milliseconds flush_limit) noexcept;
+};
+
+namespace {
+
+WorkerClient::Impl *impl_of(struct connection *conn) {
+    return reinterpret_cast<xaps_worker_connection *>(conn)->impl;
+}
+
+void connection_destroyed(struct connection *conn) noexcept {
+    try {
+        impl_of(conn)->on_destroy();
+    } catch (...) {
+        connection_disconnect(conn);
+    }
+}
+
+int connection_input_args(struct connection *conn, const char *const *args) noexcept {
+    try {
+        return impl_of(conn)->on_input(args);
+    } catch (...) {
+        return -1;
+    }
+}
+
+void request_timed_out(void *context) noexcept {
+    auto *pending = static_cast<WorkerClient::Impl::Pending *>(context);
+    try {
+        pending->impl->on_timeout(pending->id);
+    } catch (...) {
+    }
+}
+
+template <typename Handler>
+void call_handler(const Handler &handler, const protocol::Reply &reply, struct event *event) {
+    try {
+        handler(reply);
+    } catch (const std::exception &e) {
+        e_error(event, "reply handler failed: %s", e.what());
+    } catch (...) {
+        e_error(event, "reply handler failed");
+    }
+}
+
+std::string errno_message(int error_number, const std::string &what) {
+    return what + " failed: " + std::strerror(error_number);
+}
+
+} // namespace
+
+WorkerClient::Impl::Impl(std::string path) : socket_path(std::move(path)) {
+    event = create_event(nullptr);
+
+    struct connection_settings set {};
+    set.service_name_in = protocol::service_name;
+    set.service_name_out = protocol::service_name;
+    set.major_version = protocol::major_version;
+    set.minor_version = protocol::minor_version;
+    set.input_max_size = protocol::max_line_length;
+    set.output_max_size = output_buffer_limit;
+    set.client = TRUE;
+    struct connection_vfuncs vfuncs {};
+    vfuncs.destroy = connection_destroyed;
+    vfuncs.input_args = connection_input_args;
+    list = connection_list_init(&set, &vfuncs);
+
+    wconn = i_new(xaps_worker_connection, 1);
+    wconn->impl = this;
+    wconn->conn.event_parent = event;
+    connection_init_client_unix(list, &wconn->conn, socket_path.c_str());
+}
+
+WorkerClient::Impl::~Impl() {
+    close(std::chrono::milliseconds(0));
+}
+
+std::string WorkerClient::Impl::connect() {
+    if (connected()) {
+        return {};
+    }
+    std::string error;
+    for (unsigned attempt = 0; attempt < connect_attempts; attempt++) {
+        if (connection_client_connect(&wconn->conn) == 0) {
+            e_debug(event, "connected to the worker at %s", socket_path.c_str());
+            return {};
+        }
+        int error_number = errno;
+        error = errno_message(error_number, "connect(" + socket_path + ")");
+    }
+    return error;
+}
+
+void WorkerClient::Impl::write_line(const std::string &line) {
+    struct ostream *output = wconn->conn.output;
+    if (o_stream_get_buffer_avail_size(output) < line.size()) {
+        throw Error(ErrorKind::unavailable, "the worker is not reading: output buffer full");
+    }
+    o_stream_nsend(output, line.data(), line.size());
+}
+
+int WorkerClient::Impl::on_input(const char *const *args) {
+    std::vector<std::string> fields;
+    for (const char *const *arg = args; *arg != nullptr; arg++) {
+        fields.emplace_back(*arg);
+    }
+    protocol::Reply reply;
+    try {
+        reply = protocol::decode_reply(fields);
+    } catch (const Error &e) {
+        e_error(event, "the worker sent an invalid reply: %s", e.what());
+        return -1;
+    }
+    auto it = pending.find(reply.id);
+    if (reply.status == protocol::ReplyStatus::row) {
+        if (it != pending.end() && it->second.row_handler) {
+            call_handler(it->second.row_handler, reply, event);
+        }
+        return 1;
+    }
+    if (it != pending.end()) {
+        finish(it, reply);
+    } else if (reply.status == protocol::ReplyStatus::fail) {
+        // A notification (nobody waits for those) or a request given up on.
+        e_warning(event, "the worker refused request %llu: %s",
+                  static_cast<unsigned long long>(reply.id), reply.error().what());
+    }
+    return 1;
+}
+
+void WorkerClient::Impl::on_destroy() {
+    const char *reason = connection_disconnect_reason(&wconn->conn);
+    std::string why = std::string("connection to the worker lost: ") + reason;
+    connection_disconnect(&wconn->conn);
+    if (pending.empty()) {
+        e_debug(event, "%s", why.c_str());
+    } else {
+        e_warning(event, "%s", why.c_str());
+    }
+    fail_all(why);
+}
+
+void WorkerClient::Impl::on_timeout(RequestId id) {
+    auto it = pending.find(id);
+    if (it == pending.end()) {
+        return;
+    }
+    e_warning(event, "no reply from the worker to request %llu in time",
+              static_cast<unsigned long long>(id));
+    finish(it,
+           protocol::Reply::fail(id, ErrorKind::unavailable, "no reply from the worker in time"));
+}
+
+void WorkerClient::Impl::finish(std::map<RequestId, Pending>::iterator it,
+                                const protocol::Reply &reply) {
+    ReplyHandler handler = std::move(it->second.handler);
+    timeout_remove(&it->second.to);
+    pending.erase(it);
+    call_handler(handler, reply, event);
+}
+
+void WorkerClient::Impl::forget_pending() noexcept {
+    for (auto &[id, request] : pending) {
+        timeout_remove(&request.to);
+    }
+    pending.clear();
+}
+
+void WorkerClient::Impl::fail_all(const std::string &why) {
+    std::map<RequestId, Pending> failed;
+    failed.swap(pending);
+    for (auto &[id, request] : failed) {
+        timeout_remove(&request.to);
+        call_handler(request.handler, protocol::Reply::fail(id, ErrorKind::unavailable, why),
+                     event);
+    }
+}
+
+void WorkerClient::Impl::flush_output(std::chrono::milliseconds limit) noexcept {
+    struct ostream *output = wconn->conn.output;
+    if (o_stream_flush(output) != 0 || limit.count() <= 0) {
+        return;
+    }
+    // Bounded blocking writes: this runs at process exit, when no ioloop
+    // will write the rest for us.
+    int fd = o_stream_get_fd(output);
+    struct timeval send_timeout {};
+    send_timeout.tv_sec = static_cast<time_t>(limit.count() / 1000);
+    send_timeout.tv_usec = static_cast<suseconds_t>((limit.count() % 1000) * 1000);
+    net_set_nonblock(fd, FALSE);
+    if (setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &send_timeout, sizeof(send_timeout)) < 0) {
+        net_set_nonblock(fd, TRUE);
+        return;
+    }
+    auto deadline = std::chrono::steady_clock::now() + limit;
+    size_t before = o_stream_get_buffer_used_size(output);
+    while (before > 0 && o_stream_flush(output) >= 0) {
+        size_t after = o_stream_get_buffer_used_size(output);
+        if (after >= before || std::chrono::steady_clock::now() >= deadline) {
+            before = after;
+            break; // no progress within the send timeout, or out of time
+        }
+        before = after;
+    }
+    if (before > 0) {
+        e_warning(event, "%zu bytes for the worker were not written before exit", before);
+    }
+}
+
+void WorkerClient::Impl::close(std::chrono::milliseconds flush_limit) noexcept {
+    if (wconn == nullptr) {
+        return;
+    }
+    forget_pending();
+    if (connected()) {
+        flush_output(flush_limit);
+    }
+    connection_deinit(&wconn->conn);
+    i_free(wconn);
+    connection_list_deinit(&list);
+    event_unref(&event);
+}
+
+WorkerClient::WorkerClient(std::string socket_path)
+    : impl_(std::make_unique<Impl>(std::move(socket_path))) {}
+
+WorkerClient::~WorkerClient() = default;
+
+const std::string &WorkerClient::socket_path() const noexcept {
+    return impl_->socket_path;
+}
+
+WorkerClient::RequestId WorkerClient::send(const protocol::Request &request,
+                                           std::chrono::milliseconds timeout,
+                                           ReplyHandler on_reply, RowHandler on_row) {
+    Impl &impl = *impl_;
+    if (impl.wconn == nullptr) {
+        throw Error(ErrorKind::unavailable, "the worker client is closed");
+    }
+    if (std::string error = impl.connect(); !error.empty()) {
+        throw Error(ErrorKind::unavailable, error);
+    }
+    RequestId id = impl.next_id++;
+    impl.write_line(protocol::encode_request(id, request));
+    auto [it, inserted] = impl.pending.emplace(
+        id, Impl::Pending{&impl, id, std::move(on_reply), std::move(on_row)});
+    it->second.to =
+        timeout_add_to(impl.wconn->conn.ioloop, static_cast<unsigned int>(timeout.count()),
+                       request_timed_out, static_cast<void *>(&it->second));
+    return id;
+}
+
+void WorkerClient::cancel(RequestId id) noexcept {
+    auto it = impl_->pending.find(id);
+    if (it != impl_->pending.end()) {
+        timeout_remove(&it->second.to);
+        impl_->pending.erase(it);
+    }
+}
+
+bool WorkerClient::notify(const protocol::Notify &notify) noexcept {
+    Impl &impl = *impl_;
+    try {
+        if (impl.wconn == nullptr) {
+            return false;
+        }
+        if (std::string error = impl.connect(); !error.empty()) {
+            e_debug(impl.event, "notification dropped: %s", error.c_str());
+            return false;
+        }
+        impl.write_line(protocol::encode_request(impl.next_id++, notify));
+        return true;
+    } catch (const std::exception &e) {
+        e_debug(impl.event, "notification dropped: %s", e.what());
+    } catch (...) {
+    }
+    return false;
+}
+
+void WorkerClient::flush_and_close(std::chrono::milliseconds limit) noexcept {
+    impl_->close(limit);
+}
+
+namespace {
+
+// Never destroyed by a static destructor: on exit paths that skip the
+// plugin's deinit (i_fatal), closing would call into a deinitialized libdovecot.
+std::map<std::string, std::unique_ptr<WorkerClient>> &clients() {
+    static auto *by_socket_path = new std::map<std::string, std::unique_ptr<WorkerClient>>;
+    return *by_socket_path;
+}
+
+// How long the plugin's deinit may wait for the worker to take buffered
+// notifications.
+constexpr std::chrono::milliseconds exit_flush_limit(1000);
+
+} // namespace
+
+WorkerClient &worker_client(const std::string &socket_path) {
+    auto &all = clients();
+    auto it = all.find(socket_path);
+    if (it == all.end()) {
+        it = all.emplace(socket_path, std::make_unique<WorkerClient>(socket_path)).first;
+    }
+    return *it->second;
+}
+
+void worker_clients_shutdown() noexcept {
+    for (auto &[path, client] : clients()) {
+        client->flush_and_close(exit_flush_limit);
+    }
+    clients().clear();
+}
+
+} // namespace xaps::plugin

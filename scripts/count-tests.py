@@ -1,0 +1,102 @@
+#!/usr/bin/env python3
+"""Counts the test cases of the last `meson test` run in a build directory.
+
+Prints "N passed, M failed" as its last line and exits 1 if any failed or
+none ran. A GoogleTest executable counts as its individual test cases (from
+the XML report meson has it write); one that crashed, timed out or failed
+without a failing case in its report counts as one failed test. Any other
+test counts as one. With --clean, removes the GoogleTest XML reports left
+by an earlier run instead.
+"""
+
+import json
+import os
+import subprocess
+import sys
+import xml.etree.ElementTree as ET
+
+PASSING_RESULTS = {"OK", "EXPECTEDFAIL"}
+SKIPPED_RESULTS = {"SKIP"}
+
+
+def introspect_tests(build_dir):
+    output = subprocess.run(
+        ["meson", "introspect", "--tests", build_dir],
+        check=True, capture_output=True, text=True).stdout
+    return {test["name"]: test for test in json.loads(output)}
+
+
+def gtest_report_path(build_dir, test):
+    # meson passes --gtest_output=xml:<name>.xml, relative to the test's
+    # working directory (the build directory unless the test sets one).
+    return os.path.join(test.get("workdir") or build_dir, test["name"] + ".xml")
+
+
+def count_gtest_cases(report_path):
+    """Returns (passed, failed, skipped) from a GoogleTest XML report."""
+    passed = failed = skipped = 0
+    for case in ET.parse(report_path).getroot().iter("testcase"):
+        if case.find("failure") is not None or case.find("error") is not None:
+            failed += 1
+        elif (case.get("status") == "notrun" or case.get("result") == "skipped"
+              or case.find("skipped") is not None):
+            skipped += 1
+        else:
+            passed += 1
+    return passed, failed, skipped
+
+
+def last_run_results(build_dir):
+    path = os.path.join(build_dir, "meson-logs", "testlog.json")
+    results = []
+    with open(path, encoding="utf-8") as log:
+        for line in log:
+            if line.strip():
+                entry = json.loads(line)
+                results.append((entry["name"], entry["result"]))
+    return results
+
+
+def main(argv):
+    clean = "--clean" in argv
+    args = [arg for arg in argv if arg != "--clean"]
+    build_dir = args[0] if args else "build"
+    tests = introspect_tests(build_dir)
+
+    if clean:
+        for test in tests.values():
+            if test.get("protocol") == "gtest":
+                try:
+                    os.remove(gtest_report_path(build_dir, test))
+                except FileNotFoundError:
+                    pass
+        return 0
+
+    passed = failed = skipped = 0
+    for name, result in last_run_results(build_dir):
+        test = tests.get(name, {})
+        report = gtest_report_path(build_dir, test) if test else None
+        if test.get("protocol") == "gtest" and report and os.path.exists(report):
+            case_passed, case_failed, case_skipped = count_gtest_cases(report)
+            if result not in PASSING_RESULTS | SKIPPED_RESULTS and case_failed == 0:
+                print(f"{name}: {result} outside its test cases", file=sys.stderr)
+                case_failed = 1
+            passed += case_passed
+            failed += case_failed
+            skipped += case_skipped
+        elif result in PASSING_RESULTS:
+            passed += 1
+        elif result in SKIPPED_RESULTS:
+            skipped += 1
+        else:
+            print(f"{name}: {result}", file=sys.stderr)
+            failed += 1
+
+    if skipped:
+        print(f"{skipped} skipped")
+    print(f"{passed} passed, {failed} failed")
+    return 0 if failed == 0 and passed > 0 else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

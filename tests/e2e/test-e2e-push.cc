@@ -1,0 +1,194 @@
+// End to end: a real Dovecot with the xaps plugin and worker, a simulated
+// iPhone registering over IMAP, a mail delivered over LMTP, and the mock APNs
+// server (TLS with client certificates, HTTP/2) receiving the push.
+#include "e2e-environment.h"
+#include "imap-client.h"
+#include "lmtp-client.h"
+#include "worker-client.h"
+
+#include <gtest/gtest.h>
+#include <json/json.h>
+
+#include <charconv>
+#include <chrono>
+#include <ctime>
+#include <memory>
+#include <regex>
+#include <thread>
+#include <unistd.h>
+
+namespace {
+
+using namespace xaps::test;
+using namespace std::chrono_literals;
+
+constexpr auto push_timeout = 10s;
+// Long enough for a second, unwanted push to show up.
+constexpr auto quiet_period = 500ms;
+
+std::string joined(const std::vector<std::string> &lines) {
+    std::string text;
+    for (const auto &line : lines) {
+        text += line + "\n";
+    }
+    return text;
+}
+
+// "<tag> OK XAPPLEPUSHSERVICE completed." with Dovecot's optional " (0.001 + 0.000 secs)".
+std::regex completed_line(const std::string &tag) {
+    return std::regex(tag + R"( OK XAPPLEPUSHSERVICE completed( \([0-9.+ ]+ secs\))?\.)");
+}
+
+std::int64_t unix_now() {
+    return static_cast<std::int64_t>(std::time(nullptr));
+}
+
+Json::Value parse_json(const std::string &text) {
+    Json::CharReaderBuilder builder;
+    std::unique_ptr<Json::CharReader> reader(builder.newCharReader());
+    Json::Value value;
+    std::string errors;
+    EXPECT_TRUE(reader->parse(text.data(), text.data() + text.size(), &value, &errors))
+        << errors << " in " << text;
+    return value;
+}
+
+class E2ePush : public ::testing::Test {
+protected:
+    void SetUp() override {
+        if (::geteuid() != 0) {
+            GTEST_SKIP() << "end-to-end tests run Dovecot and create users: they need root";
+        }
+        apns_ = std::make_unique<MockApnsServer>(e2e::mock_apns_config());
+        apns_->start();
+    }
+
+    void TearDown() override {
+        if (!dovecot_) {
+            return;
+        }
+        // Stopping first lets a crash during shutdown show up in the log too.
+        dovecot_->stop();
+        EXPECT_EQ(joined(dovecot_->log_problems()), "") << "Dovecot's log:\n" << dovecot_->log();
+    }
+
+    void start_dovecot(DovecotOptions options) {
+        dovecot_ = std::make_unique<DovecotInstance>(std::move(options));
+        dovecot_->start();
+    }
+
+    std::unique_ptr<ImapClient> login_alice() {
+        auto imap = std::make_unique<ImapClient>(dovecot_->imap_port());
+        ImapResponse login = imap->login("alice", DovecotInstance::password);
+        EXPECT_TRUE(login.ok()) << login.tagged;
+        return imap;
+    }
+
+    SmtpReply deliver_to(const std::string &rcpt) {
+        LmtpClient lmtp(dovecot_->lmtp_port());
+        return lmtp.deliver("sender@example.net", rcpt,
+                            make_test_message("sender@example.net", rcpt, "Hello",
+                                              "A mail that should wake up the phone.\n"));
+    }
+
+    std::unique_ptr<MockApnsServer> apns_;
+    std::unique_ptr<DovecotInstance> dovecot_;
+};
+
+TEST_F(E2ePush, RegisteredDeviceGetsPushForNewMail) {
+    start_dovecot(e2e::dovecot_options(apns_->port()));
+    const std::string topic = e2e::apns_topic();
+    ASSERT_FALSE(topic.empty());
+
+    ImapClient imap(dovecot_->imap_port());
+    EXPECT_FALSE(parse_capabilities(imap.greeting()).contains("XAPPLEPUSHSERVICE"))
+        << imap.greeting();
+    EXPECT_FALSE(imap.capabilities().contains("XAPPLEPUSHSERVICE"));
+    ImapResponse login = imap.login("alice", DovecotInstance::password);
+    ASSERT_TRUE(login.ok()) << login.tagged;
+    ASSERT_TRUE(imap.capabilities().contains("XAPPLEPUSHSERVICE"));
+
+    ImapResponse reply = imap.command(e2e::xapplepushservice_command());
+    const std::vector<std::string> expected_untagged{
+        R"(* XAPPLEPUSHSERVICE "mailbox" "INBOX")",
+        R"(* XAPPLEPUSHSERVICE "mailbox" "Sent Messages")",
+        R"(* XAPPLEPUSHSERVICE "aps-version" "2" "aps-topic" ")" + topic + "\"",
+    };
+    EXPECT_EQ(reply.untagged, expected_untagged);
+    // Dovecot itself appends its timing to every tagged OK that ends in ".".
+    EXPECT_TRUE(std::regex_match(reply.tagged, completed_line(reply.tag))) << reply.tagged;
+
+    // The OK promised a stored registration.
+    const std::int64_t registered_after = unix_now();
+    std::vector<xaps::Registration> stored =
+        WorkerClient(dovecot_->worker_socket_path()).list("alice");
+    ASSERT_EQ(stored.size(), 1u);
+    EXPECT_EQ(stored[0].user, "alice");
+    EXPECT_EQ(stored[0].account_id, e2e::iphone_account_id);
+    EXPECT_EQ(stored[0].device_token, e2e::iphone_device_token);
+    EXPECT_EQ(stored[0].subtopic, "com.apple.mobilemail");
+    EXPECT_EQ(stored[0].aps_version, 2u);
+    EXPECT_EQ(stored[0].mailboxes, (std::vector<std::string>{"INBOX", "Sent Messages"}));
+    EXPECT_NEAR(static_cast<double>(stored[0].registered_at), static_cast<double>(registered_after),
+                60.0);
+
+    // bob has no device: his mail must not cause a push.
+    SmtpReply bob_delivery = deliver_to("bob@example.com");
+    EXPECT_EQ(bob_delivery.code, 250) << bob_delivery.text();
+    SmtpReply delivery = deliver_to("alice@example.com");
+    EXPECT_EQ(delivery.code, 250) << delivery.text();
+    const std::int64_t delivered_at = unix_now();
+
+    ASSERT_TRUE(apns_->wait_for_requests(1, push_timeout)) << dovecot_->log();
+    std::this_thread::sleep_for(quiet_period);
+    std::vector<MockApnsRequest> pushes = apns_->requests();
+    ASSERT_EQ(pushes.size(), 1u) << "one new mail, one push";
+    const MockApnsRequest &push = pushes[0];
+    EXPECT_EQ(push.method, "POST");
+    EXPECT_EQ(push.path, std::string("/3/device/") + e2e::iphone_device_token);
+    EXPECT_EQ(push.client_uid, topic) << "the worker must authenticate with the client certificate";
+    EXPECT_EQ(push.headers.count("apns-topic") ? push.headers.at("apns-topic") : "", topic);
+    EXPECT_EQ(push.headers.count("apns-push-type") ? push.headers.at("apns-push-type") : "",
+              "background");
+    ASSERT_TRUE(push.headers.count("apns-expiration"));
+    const std::string &expiration_text = push.headers.at("apns-expiration");
+    std::int64_t expiration = 0;
+    auto [end, error] = std::from_chars(
+        expiration_text.data(), expiration_text.data() + expiration_text.size(), expiration);
+    ASSERT_TRUE(error == std::errc{} && end == expiration_text.data() + expiration_text.size())
+        << expiration_text;
+    EXPECT_GT(expiration, delivered_at);
+    EXPECT_LE(expiration, delivered_at + 24 * 3600 + 60);
+
+    Json::Value expected_body;
+    expected_body["aps"]["account-id"] = e2e::iphone_account_id;
+    EXPECT_EQ(parse_json(push.body), expected_body) << push.body;
+
+    // The session is still usable after all this.
+    EXPECT_TRUE(imap.command("NOOP").ok());
+}
+
+TEST_F(E2ePush, UnreachableWorkerFailsRegistrationFastAndKeepsDelivering) {
+    DovecotOptions options = e2e::dovecot_options(apns_->port());
+    options.enable_worker = false; // no service xaps: its socket does not exist
+    start_dovecot(std::move(options));
+
+    std::unique_ptr<ImapClient> imap = login_alice();
+    ASSERT_TRUE(imap->capabilities().contains("XAPPLEPUSHSERVICE"));
+
+    const auto started = std::chrono::steady_clock::now();
+    ImapResponse reply = imap->command(e2e::xapplepushservice_command());
+    const auto elapsed = std::chrono::steady_clock::now() - started;
+    EXPECT_TRUE(reply.tagged.starts_with(reply.tag + " NO [UNAVAILABLE]")) << reply.tagged;
+    EXPECT_EQ(joined(reply.untagged), "");
+    EXPECT_LT(elapsed, 5s);
+    EXPECT_TRUE(imap->command("NOOP").ok());
+
+    const auto delivery_started = std::chrono::steady_clock::now();
+    SmtpReply delivery = deliver_to("alice@example.com");
+    EXPECT_EQ(delivery.code, 250) << delivery.text();
+    EXPECT_LT(std::chrono::steady_clock::now() - delivery_started, 5s);
+    EXPECT_EQ(apns_->requests_received(), 0u);
+}
+
+} // namespace

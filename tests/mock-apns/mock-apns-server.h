@@ -1,0 +1,124 @@
+// A mock of Apple's push provider API (APNs) for tests, the demo and the
+// benchmarks: a real TLS + HTTP/2 server on 127.0.0.1 running on its own
+// thread, recording every request and answering as a test scripts it.
+//
+// Every public method may be called from any thread while the server thread
+// runs; the ones that act on live connections (send_goaway,
+// set_max_concurrent_streams, drop_connections) return once the server thread
+// has carried them out. A responder runs on the server thread.
+#pragma once
+
+#include <chrono>
+#include <cstddef>
+#include <cstdint>
+#include <functional>
+#include <map>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+namespace xaps::test {
+
+struct MockApnsConfig {
+    std::string cert_file; // PEM server certificate (chain)
+    std::string key_file;  // PEM private key of cert_file
+    // When set, clients must present a certificate that verifies against
+    // these trust anchors, as APNs requires with certificate auth.
+    std::string client_ca_file;
+    uint16_t port = 0; // 0: any free port, see MockApnsServer::port()
+    uint32_t max_concurrent_streams = 1000;
+    // Keep every request for requests(). The mock-apns executable turns this
+    // off so that long benchmarks do not grow without bound.
+    bool record_requests = true;
+};
+
+struct MockApnsRequest {
+    std::string method;
+    std::string path;
+    // Every header with its lower-case name, pseudo-headers (":method",
+    // ":path", ":scheme", ":authority") included.
+    std::map<std::string, std::string> headers;
+    std::string body;
+    // The client certificate's subject in OpenSSL's one-line form, e.g.
+    // "/UID=com.apple.mail.XServer.<uuid>/CN=APSP:<uuid>/C=US"; empty when
+    // the client sent no certificate.
+    std::string client_subject;
+    std::string client_uid; // the UID attribute of that subject: the APNs topic
+    // The last path segment of "/3/device/<token>"; empty for other paths.
+    std::string device_token;
+    std::chrono::steady_clock::time_point received;
+    size_t connection_index = 0; // 0 for the first connection accepted, and so on
+    int32_t stream_id = 0;
+};
+
+// What a GOAWAY says about the streams the server already received.
+enum class GoawayStreams {
+    finish, // last stream id = the last one received: they are still answered
+    refuse, // last stream id = 0 and REFUSED_STREAM for each: the client must send them again
+};
+
+struct MockApnsResponse {
+    int status = 200;
+    std::string reason; // the JSON "reason" of a non-200 answer; empty: a default for the status
+    std::optional<int64_t> timestamp_ms; // the JSON "timestamp" of a 410; empty: now
+    // Answer this much later, without stalling other streams or connections.
+    std::chrono::milliseconds delay{0};
+};
+
+class MockApnsServer {
+public:
+    using Responder = std::function<MockApnsResponse(const MockApnsRequest &)>;
+
+    // Loads the certificates; throws xaps::Error when they are unusable.
+    explicit MockApnsServer(MockApnsConfig config);
+    ~MockApnsServer(); // stops
+    MockApnsServer(const MockApnsServer &) = delete;
+    MockApnsServer &operator=(const MockApnsServer &) = delete;
+
+    // Listens and starts the server thread. After stop(), listens again on
+    // the same port. Throws xaps::Error when it cannot listen.
+    void start();
+    // Closes every connection and the listening socket, joins the thread.
+    // Answers still delayed are dropped. Recorded requests are kept.
+    void stop();
+    uint16_t port() const;
+
+    std::vector<MockApnsRequest> requests() const;
+    void clear_requests();
+    // Requests received since construction (or clear_requests()), recorded or not.
+    size_t requests_received() const;
+    // True once requests_received() >= count, false after timeout.
+    bool wait_for_requests(size_t count, std::chrono::milliseconds timeout) const;
+
+    // Decides the answer to every later request. Without one (or after
+    // set_responder(nullptr)) the mock answers like APNs to a valid request:
+    // 200, except 405 MethodNotAllowed to a non-POST and 404 BadPath to a
+    // path other than /3/device/<token>.
+    // An exception thrown by the responder makes a 500 InternalServerError.
+    void set_responder(Responder responder);
+
+    // GOAWAY (NO_ERROR) on every live connection, with {"reason":"<reason>"}
+    // as debug data like APNs. Once its open streams are answered (finish) or
+    // refused (refuse), the server closes the connection.
+    void send_goaway(const std::string &reason = "Shutdown",
+                     GoawayStreams streams = GoawayStreams::finish);
+    // SETTINGS_MAX_CONCURRENT_STREAMS to every live connection, and the
+    // initial value for new ones.
+    void set_max_concurrent_streams(uint32_t max_streams);
+    // Closes every TCP connection abruptly (RST), without TLS close_notify or GOAWAY.
+    void drop_connections();
+
+    size_t connections_accepted() const; // TCP connections accepted
+    size_t handshake_failures() const;   // TLS handshakes that failed (e.g. untrusted client cert)
+    size_t open_connections() const;     // connections currently open (TLS done or not)
+    size_t pings_received() const;       // HTTP/2 PING frames (not ACKs) received
+    // True once open_connections() == count, false after timeout.
+    bool wait_for_open_connections(size_t count, std::chrono::milliseconds timeout) const;
+
+private:
+    class Impl;
+    std::unique_ptr<Impl> impl_;
+};
+
+} // namespace xaps::test

@@ -1,0 +1,424 @@
+#include "dovecot-instance.h"
+
+#include "worker-client.h"
+#include "free-ports.h"
+#include "xaps-error.h"
+
+#include <atomic>
+#include <cerrno>
+#include <csignal>
+#include <cstring>
+#include <fcntl.h>
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+#include <sys/prctl.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <thread>
+#include <unistd.h>
+
+namespace fs = std::filesystem;
+
+namespace xaps::test {
+
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+constexpr const char *dovecot_binary = "/usr/sbin/dovecot";
+constexpr const char *stock_module_dir = "/usr/lib/dovecot/modules";
+constexpr const char *stock_modules[] = {"lib15_notify_plugin.so",
+                                         "lib20_push_notification_plugin.so"};
+constexpr auto stop_timeout = std::chrono::seconds(20);
+
+std::string read_file(const std::string &path) {
+    std::ifstream in(path, std::ios::binary);
+    std::ostringstream text;
+    text << in.rdbuf();
+    return text.str();
+}
+
+void write_file(const std::string &path, const std::string &content, mode_t mode) {
+    std::ofstream out(path, std::ios::binary | std::ios::trunc);
+    out << content;
+    out.close();
+    if (!out || ::chmod(path.c_str(), mode) < 0) {
+        throw Error(ErrorKind::internal, "cannot write " + path);
+    }
+}
+
+void make_directory(const std::string &path, mode_t mode, const SystemUser *owner) {
+    fs::create_directories(path);
+    if (::chmod(path.c_str(), mode) < 0 ||
+        (owner != nullptr && ::chown(path.c_str(), owner->uid, owner->gid) < 0)) {
+        throw Error(ErrorKind::internal, "cannot set up " + path + ": " + std::strerror(errno));
+    }
+}
+
+void copy_owned(const std::string &from, const std::string &to, mode_t mode,
+                const SystemUser &owner) {
+    std::error_code error;
+    fs::copy_file(from, to, fs::copy_options::overwrite_existing, error);
+    if (error || ::chmod(to.c_str(), mode) < 0 || ::chown(to.c_str(), owner.uid, owner.gid) < 0) {
+        throw Error(ErrorKind::config,
+                    "cannot copy " + from + " to " + to + (error ? ": " + error.message() : ""));
+    }
+}
+
+std::string unique_instance_name() {
+    static std::atomic<unsigned> counter{0};
+    return "xaps-test-" + std::to_string(::getpid()) + "-" + std::to_string(++counter);
+}
+
+std::string describe_wait_status(int status) {
+    if (WIFEXITED(status)) {
+        return "exited with status " + std::to_string(WEXITSTATUS(status));
+    }
+    if (WIFSIGNALED(status)) {
+        return std::string("was killed by signal ") + ::strsignal(WTERMSIG(status));
+    }
+    return "stopped";
+}
+
+bool is_socket(const std::string &path) {
+    struct stat st {};
+    return ::stat(path.c_str(), &st) == 0 && S_ISSOCK(st.st_mode);
+}
+
+} // namespace
+
+DovecotInstance::DovecotInstance(DovecotOptions options)
+    : options_(std::move(options)), dir_(std::make_unique<TemporaryDirectory>()),
+      mail_user_(ensure_system_user(mail_user_name)),
+      worker_user_(ensure_system_user(worker_user_name)), users_{"alice", "bob"},
+      instance_name_(unique_instance_name()) {
+    users_.insert(users_.end(), options_.extra_users.begin(), options_.extra_users.end());
+    auto ports = find_free_tcp_ports(2);
+    imap_port_ = ports[0];
+    lmtp_port_ = ports[1];
+    prepare_directory();
+}
+
+DovecotInstance::~DovecotInstance() {
+    try {
+        stop();
+    } catch (...) {
+        // A destructor must not throw; stop() already did what it could.
+    }
+}
+
+bool DovecotInstance::has_plugin() const {
+    return options_.enable_plugin && !options_.plugin_path.empty();
+}
+
+bool DovecotInstance::has_worker() const {
+    return options_.enable_worker && !options_.worker_path.empty();
+}
+
+void DovecotInstance::prepare_directory() {
+    make_directory(dir() + "/state", 0755, nullptr);
+    make_directory(base_dir(), 0755, nullptr);
+    make_directory(dir() + "/mail", 0700, &mail_user_);
+    make_directory(dir() + "/home", 0700, &mail_user_);
+    make_directory(db_path(), 0700, &worker_user_);
+
+    const std::string module_dir = dir() + "/modules";
+    make_directory(module_dir, 0755, nullptr);
+    for (const char *module : stock_modules) {
+        fs::create_symlink(std::string(stock_module_dir) + "/" + module, module_dir + "/" + module);
+    }
+    if (has_plugin()) {
+        fs::path plugin = fs::absolute(options_.plugin_path);
+        if (!fs::exists(plugin)) {
+            throw Error(ErrorKind::config, "the xaps plugin is not built: " + plugin.string());
+        }
+        fs::create_symlink(plugin, module_dir + "/" + plugin.filename().string());
+    }
+    if (has_worker() && !fs::exists(options_.worker_path)) {
+        throw Error(ErrorKind::config, "xaps-worker is not built: " + options_.worker_path);
+    }
+    if (!options_.pki_dir.empty()) {
+        copy_credentials();
+    }
+
+    std::string users_file;
+    for (const auto &user : users_) {
+        users_file += user + ":{PLAIN}" + password + "::::::\n";
+    }
+    write_file(dir() + "/users", users_file, 0644);
+    write_file(conf_path(), config_text(), 0644);
+}
+
+void DovecotInstance::copy_credentials() {
+    const std::string apns_dir = dir() + "/apns";
+    make_directory(apns_dir, 0700, &worker_user_);
+    copy_owned(options_.pki_dir + "/ca.pem", apns_dir + "/ca.pem", 0644, worker_user_);
+    copy_owned(options_.pki_dir + "/client.pem", apns_dir + "/client.pem", 0644, worker_user_);
+    copy_owned(options_.pki_dir + "/client.key", apns_dir + "/client.key", 0600, worker_user_);
+}
+
+std::map<std::string, std::string> DovecotInstance::plugin_settings() const {
+    std::map<std::string, std::string> settings;
+    if (has_plugin()) {
+        settings["push_notification_driver"] = "xaps";
+    }
+    settings["xaps_apns_host"] = "127.0.0.1";
+    if (options_.apns_port != 0) {
+        settings["xaps_apns_port"] = std::to_string(options_.apns_port);
+    }
+    if (!options_.pki_dir.empty()) {
+        settings["xaps_apns_ca_file"] = dir() + "/apns/ca.pem";
+        settings["xaps_apns_cert_file"] = dir() + "/apns/client.pem";
+        settings["xaps_apns_key_file"] = dir() + "/apns/client.key";
+    }
+    settings["xaps_db_path"] = db_path();
+    for (const auto &[key, value] : options_.plugin_settings) {
+        if (value.empty()) {
+            settings.erase(key);
+        } else {
+            settings[key] = value;
+        }
+    }
+    return settings;
+}
+
+std::string DovecotInstance::config_text() const {
+    const std::string uid = std::to_string(mail_user_.uid);
+    const std::string gid = std::to_string(mail_user_.gid);
+    const std::string mail_plugins =
+        has_plugin() ? "$mail_plugins notify push_notification xaps" : "$mail_plugins";
+    std::ostringstream conf;
+    conf << "# Written by xaps::test::DovecotInstance for one test run.\n"
+         << "base_dir = " << base_dir() << "\n"
+         << "state_dir = " << dir() << "/state\n"
+         << "log_path = " << log_path() << "\n"
+         << "instance_name = " << instance_name_ << "\n"
+         << "protocols = imap lmtp\n"
+         << "listen = 127.0.0.1\n"
+         << "ssl = no\n"
+         << "disable_plaintext_auth = no\n"
+         << "auth_mechanisms = plain\n"
+         // alice@example.com (an LMTP recipient) and alice are the same user.
+         << "auth_username_format = %Ln\n"
+         << "first_valid_uid = " << uid << "\n"
+         << "postmaster_address = postmaster@example.com\n"
+         << "mail_location = maildir:" << dir() << "/mail/%u\n"
+         << "mail_plugin_dir = " << dir() << "/modules\n"
+         << "\n"
+         << "passdb {\n"
+         << "  driver = passwd-file\n"
+         << "  args = " << dir() << "/users\n"
+         << "}\n"
+         << "userdb {\n"
+         << "  driver = static\n"
+         << "  args = uid=" << uid << " gid=" << gid << " home=" << dir() << "/home/%u\n"
+         << "}\n"
+         << "\n"
+         << "protocol imap {\n"
+         << "  mail_plugins = " << mail_plugins << "\n"
+         << "}\n"
+         << "protocol lmtp {\n"
+         << "  mail_plugins = " << mail_plugins << "\n"
+         << "}\n"
+         << "\n"
+         << "service imap-login {\n"
+         << "  inet_listener imap {\n"
+         << "    address = 127.0.0.1\n"
+         << "    port = " << imap_port_ << "\n"
+         << "  }\n"
+         << "  inet_listener imaps {\n"
+         << "    port = 0\n"
+         << "  }\n"
+         << "}\n"
+         << "service lmtp {\n"
+         << "  inet_listener lmtp {\n"
+         << "    address = 127.0.0.1\n"
+         << "    port = " << lmtp_port_ << "\n"
+         << "  }\n"
+         << "  unix_listener lmtp {\n"
+         << "    mode = 0666\n"
+         << "  }\n"
+         << "}\n";
+    if (has_worker()) {
+        conf << "\n"
+             << "service xaps {\n"
+             << "  executable = " << fs::absolute(options_.worker_path).string() << "\n"
+             << "  user = " << worker_user_.name << "\n"
+             << "  process_limit = 1\n"
+             << "  process_min_avail = 1\n"
+             << "  vsz_limit = 2G\n"
+             << "  unix_listener xaps {\n"
+             << "    user = " << mail_user_.name << "\n"
+             << "    mode = 0600\n"
+             << "  }\n"
+             << "}\n";
+    }
+    conf << "\n"
+         << "plugin {\n";
+    for (const auto &[key, value] : plugin_settings()) {
+        conf << "  " << key << " = " << value << "\n";
+    }
+    conf << "}\n";
+    if (!options_.extra_config.empty()) {
+        conf << "\n# extra_config\n" << options_.extra_config << "\n";
+    }
+    return conf.str();
+}
+
+void DovecotInstance::start() {
+    if (running()) {
+        return;
+    }
+    // Everything the child needs is prepared before fork(): the test process
+    // may have threads (the mock APNs server), so the child only makes
+    // async-signal-safe calls before exec.
+    const std::string conf = conf_path();
+    const char *argv[] = {dovecot_binary, "-F", "-c", conf.c_str(), nullptr};
+    const std::string output_path = dir() + "/dovecot.out";
+    int output_fd = ::open(output_path.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
+    int null_fd = ::open("/dev/null", O_RDONLY | O_CLOEXEC);
+    if (output_fd < 0 || null_fd < 0) {
+        throw Error(ErrorKind::internal, "cannot open " + output_path);
+    }
+    const pid_t parent = ::getpid();
+    pid_t pid = ::fork();
+    if (pid == 0) {
+        // A test that dies (or is killed by meson's timeout) takes Dovecot with it.
+        ::prctl(PR_SET_PDEATHSIG, SIGTERM);
+        if (::getppid() != parent) {
+            ::_exit(127);
+        }
+        sigset_t none;
+        ::sigemptyset(&none);
+        ::sigprocmask(SIG_SETMASK, &none, nullptr);
+        ::signal(SIGPIPE, SIG_DFL);
+        ::dup2(null_fd, STDIN_FILENO);
+        ::dup2(output_fd, STDOUT_FILENO);
+        ::dup2(output_fd, STDERR_FILENO);
+        ::execv(dovecot_binary, const_cast<char *const *>(argv));
+        ::_exit(127);
+    }
+    ::close(output_fd);
+    ::close(null_fd);
+    if (pid < 0) {
+        throw Error(ErrorKind::internal, std::string("fork: ") + std::strerror(errno));
+    }
+    master_pid_ = pid;
+    wait_until_ready();
+}
+
+void DovecotInstance::wait_until_ready() {
+    const auto deadline = Clock::now() + options_.start_timeout;
+    auto still_waiting = [&](const char *what) {
+        if (reap_master(false)) {
+            fail_start(std::string("dovecot exited while waiting for ") + what);
+        }
+        if (Clock::now() >= deadline) {
+            fail_start(std::string("timed out waiting for ") + what);
+        }
+        return true;
+    };
+
+    while (still_waiting("the IMAP port")) {
+        try {
+            LineConnection::connect_tcp("127.0.0.1", imap_port_, Milliseconds(200));
+            break;
+        } catch (const Error &) {
+        }
+    }
+    if (!has_worker()) {
+        return;
+    }
+    // The master creates the listener at once; the handshake proves that the
+    // worker process itself is up.
+    std::string last_error = "no socket yet";
+    while (still_waiting(("the worker (" + last_error + ")").c_str())) {
+        if (!is_socket(worker_socket_path())) {
+            std::this_thread::sleep_for(Milliseconds(20));
+            continue;
+        }
+        try {
+            WorkerClient probe(worker_socket_path(), Milliseconds(1000));
+            return;
+        } catch (const Error &error) {
+            last_error = error.what();
+            std::this_thread::sleep_for(Milliseconds(100));
+        }
+    }
+}
+
+void DovecotInstance::fail_start(const std::string &reason) {
+    stop();
+    throw Error(ErrorKind::unavailable, "Dovecot did not start: " + reason +
+                                            "\n--- dovecot output ---\n" + output() + "--- " +
+                                            log_path() + " ---\n" + log());
+}
+
+bool DovecotInstance::reap_master(bool wait) {
+    if (master_pid_ <= 0) {
+        return true;
+    }
+    int status = 0;
+    pid_t done = ::waitpid(master_pid_, &status, wait ? 0 : WNOHANG);
+    if (done == 0) {
+        return false;
+    }
+    if (done == master_pid_) {
+        std::ofstream(dir() + "/dovecot.out", std::ios::app)
+            << "[test harness] dovecot master " << describe_wait_status(status) << "\n";
+    }
+    master_pid_ = -1;
+    return true;
+}
+
+void DovecotInstance::stop() {
+    if (!running()) {
+        return;
+    }
+    ::kill(master_pid_, SIGTERM);
+    const auto deadline = Clock::now() + stop_timeout;
+    while (!reap_master(false)) {
+        if (Clock::now() >= deadline) {
+            ::kill(master_pid_, SIGKILL);
+            reap_master(true);
+            break;
+        }
+        std::this_thread::sleep_for(Milliseconds(10));
+    }
+}
+
+std::string DovecotInstance::log() const {
+    return read_file(log_path());
+}
+
+std::string DovecotInstance::output() const {
+    return read_file(dir() + "/dovecot.out");
+}
+
+std::vector<std::string> DovecotInstance::log_problems() const {
+    std::vector<std::string> problems;
+    std::istringstream lines(log());
+    for (std::string line; std::getline(lines, line);) {
+        if (line.find("Panic: ") != std::string::npos ||
+            line.find("Fatal: ") != std::string::npos) {
+            problems.push_back(line);
+        }
+    }
+    return problems;
+}
+
+bool DovecotInstance::wait_for_log(std::string_view text, Milliseconds timeout) const {
+    const auto deadline = Clock::now() + timeout;
+    for (;;) {
+        if (log().find(text) != std::string::npos) {
+            return true;
+        }
+        if (Clock::now() >= deadline) {
+            return false;
+        }
+        std::this_thread::sleep_for(Milliseconds(20));
+    }
+}
+
+} // namespace xaps::test

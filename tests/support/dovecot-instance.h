@@ -1,0 +1,112 @@
+// A real Dovecot (the installed /usr/sbin/dovecot) running from a private
+// temporary directory with its own dovecot.conf: IMAP and LMTP on free
+// loopback ports, the xaps mail plugin and the xaps worker service as built
+// in this tree, and the test PKI as APNs credentials. Needs root.
+#pragma once
+
+#include "line-connection.h"
+#include "temporary-directory.h"
+#include "test-users.h"
+
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <string>
+#include <string_view>
+#include <sys/types.h>
+#include <vector>
+
+namespace xaps::test {
+
+struct DovecotOptions {
+    // The built mail plugin (lib<NN>_xaps_plugin.so), loaded in imap and lmtp
+    // together with notify and push_notification. Empty or !enable_plugin: no
+    // mail plugins at all and no push_notification_driver.
+    std::string plugin_path;
+    bool enable_plugin = true;
+    // The built xaps-worker, run as `service xaps`. Empty or !enable_worker:
+    // no such service, so the worker socket does not exist.
+    std::string worker_path;
+    bool enable_worker = true;
+    // The test PKI directory (ca.pem, client.pem, client.key). ca.pem becomes
+    // xaps_apns_ca_file, the client certificate xaps_apns_cert_file/key_file,
+    // all copied into the instance directory for the xaps user.
+    std::string pki_dir;
+    // xaps_apns_port (the mock APNs server's port); 0 leaves it unset.
+    std::uint16_t apns_port = 0;
+    // Merged over the defaults in plugin { }; an empty value removes a default.
+    std::map<std::string, std::string> plugin_settings;
+    // Users besides alice and bob; every user's password is DovecotInstance::password.
+    std::vector<std::string> extra_users;
+    // Appended to dovecot.conf as it is.
+    std::string extra_config;
+    Milliseconds start_timeout{15000};
+};
+
+class DovecotInstance {
+public:
+    static constexpr const char *password = "pass";
+
+    // Prepares the directory and dovecot.conf; start() runs Dovecot.
+    explicit DovecotInstance(DovecotOptions options);
+    // Stops Dovecot and removes the directory (see TemporaryDirectory).
+    ~DovecotInstance();
+    DovecotInstance(const DovecotInstance &) = delete;
+    DovecotInstance &operator=(const DovecotInstance &) = delete;
+
+    // Runs `dovecot -F -c <conf>` and returns once IMAP accepts connections
+    // and, with a worker, the worker answered the protocol handshake on its
+    // socket. Throws xaps::Error with Dovecot's output and log otherwise.
+    void start();
+    // SIGTERM, then waits for the master to exit (SIGKILL after 20 s).
+    void stop();
+    bool running() const { return master_pid_ > 0; }
+
+    std::uint16_t imap_port() const { return imap_port_; }
+    std::uint16_t lmtp_port() const { return lmtp_port_; }
+    const std::string &dir() const { return dir_->path(); }
+    std::string base_dir() const { return dir() + "/run"; }
+    std::string conf_path() const { return dir() + "/dovecot.conf"; }
+    std::string log_path() const { return dir() + "/dovecot.log"; }
+    std::string lmtp_socket_path() const { return base_dir() + "/lmtp"; }
+    // The service's unix_listener, whatever xaps_socket_path says.
+    std::string worker_socket_path() const { return base_dir() + "/xaps"; }
+    std::string db_path() const { return dir() + "/xaps-db"; }
+    const SystemUser &mail_user() const { return mail_user_; }
+    const SystemUser &worker_user() const { return worker_user_; }
+    // alice, bob and the extra users. auth_username_format = %Ln, so an LMTP
+    // recipient alice@example.com is the user alice.
+    const std::vector<std::string> &users() const { return users_; }
+    bool has_plugin() const;
+    bool has_worker() const;
+
+    std::string config_text() const;
+    // The whole log file (empty before Dovecot wrote it).
+    std::string log() const;
+    // Log lines with "Panic:" or "Fatal:", the ones no test may cause.
+    std::vector<std::string> log_problems() const;
+    // Waits until the log contains `text`.
+    bool wait_for_log(std::string_view text, Milliseconds timeout) const;
+    // What Dovecot printed on stdout/stderr (configuration errors land here).
+    std::string output() const;
+
+private:
+    void prepare_directory();
+    void copy_credentials();
+    std::map<std::string, std::string> plugin_settings() const;
+    void wait_until_ready();
+    [[noreturn]] void fail_start(const std::string &reason);
+    bool reap_master(bool wait);
+
+    DovecotOptions options_;
+    std::unique_ptr<TemporaryDirectory> dir_;
+    SystemUser mail_user_;
+    SystemUser worker_user_;
+    std::vector<std::string> users_;
+    std::string instance_name_;
+    std::uint16_t imap_port_ = 0;
+    std::uint16_t lmtp_port_ = 0;
+    pid_t master_pid_ = -1;
+};
+
+} // namespace xaps::test

@@ -1,0 +1,479 @@
+// ApnsClient against the mock APNs server: real TLS + HTTP/2 on loopback,
+// with delays shortened so that outages and retries take milliseconds.
+#include "apns-client.h"
+
+#include "mock-apns-server.h"
+#include "poll-event-loop.h"
+
+#include <gtest/gtest.h>
+#include <json/json.h>
+
+#include <atomic>
+#include <chrono>
+#include <fstream>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <set>
+#include <string>
+#include <vector>
+
+namespace xaps {
+namespace {
+
+using namespace std::chrono_literals;
+using Result = PushOutcome::Result;
+using test::MockApnsConfig;
+using test::MockApnsRequest;
+using test::MockApnsResponse;
+using test::MockApnsServer;
+
+const std::string pki = XAPS_TEST_PKI_DIR;
+
+std::string read_topic() {
+    std::ifstream file(pki + "/topic.txt");
+    std::string topic;
+    std::getline(file, topic);
+    return topic;
+}
+
+MockApnsConfig mock_config() {
+    MockApnsConfig config;
+    config.cert_file = pki + "/server.pem";
+    config.key_file = pki + "/server.key";
+    config.client_ca_file = pki + "/ca.pem";
+    return config;
+}
+
+MockApnsResponse answer(int status, std::string reason = {},
+                        std::optional<std::int64_t> timestamp = std::nullopt) {
+    MockApnsResponse response;
+    response.status = status;
+    response.reason = std::move(reason);
+    response.timestamp_ms = timestamp;
+    return response;
+}
+
+std::string token(int n) {
+    char buffer[16];
+    std::snprintf(buffer, sizeof(buffer), "%08x", n);
+    return std::string(56, 'a') + buffer;
+}
+
+class ApnsClientTest : public ::testing::Test {
+protected:
+    void SetUp() override { mock_.start(); }
+
+    ApnsSettings settings() {
+        ApnsSettings settings;
+        settings.host = "127.0.0.1";
+        settings.port = mock_.port();
+        settings.ca_file = pki + "/ca.pem";
+        settings.cert_file = pki + "/client.pem";
+        settings.key_file = pki + "/client.key";
+        settings.reconnect_initial_delay = 20ms;
+        settings.reconnect_max_delay = 100ms;
+        settings.retry_initial_delay = 5ms;
+        settings.retry_max_delay = 20ms;
+        settings.connect_timeout = 2s;
+        settings.give_up_after = 10s;
+        return settings;
+    }
+
+    ApnsClient &make_client(const ApnsSettings &s) {
+        TlsContext tls = TlsContext::load(s);
+        client_ = std::make_unique<ApnsClient>(loop_, s, std::move(tls),
+                                               [this](LogLevel level, std::string_view message) {
+                                                   log_.emplace_back(level, std::string(message));
+                                               });
+        return *client_;
+    }
+
+    ApnsClient &started_client(const ApnsSettings &s) {
+        ApnsClient &client = make_client(s);
+        client.start();
+        EXPECT_TRUE(loop_.run_until([&] { return client.stats().connected; }, 5s));
+        return client;
+    }
+
+    // Sends a push whose outcome lands in outcomes_[token]; counts calls.
+    void send(const std::string &device_token, const std::string &account_id = "account") {
+        client_->send(Push{device_token, account_id}, [this, device_token](const PushOutcome &o) {
+            outcomes_[device_token].push_back(o);
+            done_calls_++;
+        });
+    }
+
+    bool wait_done(std::size_t count, std::chrono::milliseconds timeout = 5s) {
+        return loop_.run_until([&] { return done_calls_ >= count; }, timeout);
+    }
+
+    const PushOutcome &outcome(const std::string &device_token) {
+        const auto &list = outcomes_[device_token];
+        EXPECT_EQ(list.size(), 1u) << "done called exactly once for " << device_token;
+        static const PushOutcome none;
+        return list.empty() ? none : list.front();
+    }
+
+    std::map<std::string, int> requests_per_token() {
+        std::map<std::string, int> counts;
+        for (const MockApnsRequest &request : mock_.requests())
+            counts[request.device_token]++;
+        return counts;
+    }
+
+    PollEventLoop loop_;
+    MockApnsServer mock_{mock_config()};
+    std::unique_ptr<ApnsClient> client_;
+    std::map<std::string, std::vector<PushOutcome>> outcomes_;
+    std::size_t done_calls_ = 0;
+    std::vector<std::pair<LogLevel, std::string>> log_;
+};
+
+TEST_F(ApnsClientTest, SendsTheExactRequestApnsExpects) {
+    ApnsClient &client = started_client(settings());
+    EXPECT_EQ(client.topic(), read_topic());
+    const auto before = std::chrono::system_clock::now();
+    send(token(1), "3f6a1c2e-0b7d-4e59-a8c3-5d2f1e0a9b8c");
+    ASSERT_TRUE(wait_done(1));
+    EXPECT_EQ(outcome(token(1)).result, Result::delivered);
+    EXPECT_EQ(outcome(token(1)).http_status, 200);
+    EXPECT_FALSE(outcome(token(1)).apns_id.empty());
+
+    const std::vector<MockApnsRequest> requests = mock_.requests();
+    ASSERT_EQ(requests.size(), 1u);
+    const MockApnsRequest &request = requests[0];
+    EXPECT_EQ(request.method, "POST");
+    EXPECT_EQ(request.path, "/3/device/" + token(1));
+    EXPECT_EQ(request.client_uid, read_topic());
+    std::set<std::string> names;
+    for (const auto &[name, value] : request.headers)
+        names.insert(name);
+    EXPECT_EQ(names, (std::set<std::string>{":method", ":path", ":scheme", ":authority",
+                                            "apns-topic", "apns-push-type", "apns-expiration"}));
+    EXPECT_EQ(request.headers.at("apns-topic"), read_topic());
+    EXPECT_EQ(request.headers.at("apns-push-type"), "background");
+    const auto expected_expiration =
+        std::chrono::duration_cast<std::chrono::seconds>(before.time_since_epoch()).count() +
+        24 * 3600;
+    EXPECT_NEAR(std::stoll(request.headers.at("apns-expiration")), expected_expiration, 5);
+    EXPECT_EQ(request.body, R"({"aps":{"account-id":"3f6a1c2e-0b7d-4e59-a8c3-5d2f1e0a9b8c"}})");
+}
+
+TEST_F(ApnsClientTest, PushTypePriorityAndExpirationFollowTheSettings) {
+    ApnsSettings s = settings();
+    s.push_type = "alert";
+    s.priority = 5;
+    s.expiration = std::chrono::hours(1);
+    started_client(s);
+    send(token(1));
+    ASSERT_TRUE(wait_done(1));
+    const MockApnsRequest request = mock_.requests().at(0);
+    EXPECT_EQ(request.headers.at("apns-push-type"), "alert");
+    EXPECT_EQ(request.headers.at("apns-priority"), "5");
+    const auto now = std::chrono::duration_cast<std::chrono::seconds>(
+                         std::chrono::system_clock::now().time_since_epoch())
+                         .count();
+    EXPECT_NEAR(std::stoll(request.headers.at("apns-expiration")), now + 3600, 5);
+}
+
+TEST_F(ApnsClientTest, AccountIdIsEscapedAsJson) {
+    started_client(settings());
+    const std::string account = "we\"ird\\id\n\x01\xc3\xa9";
+    send(token(1), account);
+    ASSERT_TRUE(wait_done(1));
+    Json::Value body;
+    std::istringstream(mock_.requests().at(0).body) >> body;
+    EXPECT_EQ(body["aps"]["account-id"].asString(), account);
+    EXPECT_EQ(body.size(), 1u);
+    EXPECT_EQ(body["aps"].size(), 1u);
+}
+
+TEST_F(ApnsClientTest, MapsEveryFinalAnswerToItsOutcome) {
+    struct Row {
+        MockApnsResponse response;
+        Result result;
+        std::string reason;
+        std::optional<std::int64_t> unregistered_at_ms;
+    };
+    const std::vector<Row> rows = {
+        {answer(200), Result::delivered, "", std::nullopt},
+        {answer(410, "Unregistered", 1700000000123), Result::device_gone, "Unregistered",
+         1700000000123},
+        {answer(400, "BadDeviceToken"), Result::device_gone, "BadDeviceToken", std::nullopt},
+        {answer(400, "DeviceTokenNotForTopic"), Result::device_gone, "DeviceTokenNotForTopic",
+         std::nullopt},
+        {answer(400, "BadTopic"), Result::rejected, "BadTopic", std::nullopt},
+        {answer(403, "BadCertificate"), Result::rejected, "BadCertificate", std::nullopt},
+        {answer(413, "PayloadTooLarge"), Result::rejected, "PayloadTooLarge", std::nullopt},
+        {answer(404, "BadPath"), Result::rejected, "BadPath", std::nullopt},
+    };
+    std::map<std::string, MockApnsResponse> script;
+    for (std::size_t i = 0; i < rows.size(); i++)
+        script[token(static_cast<int>(i))] = rows[i].response;
+    mock_.set_responder(
+        [script](const MockApnsRequest &request) { return script.at(request.device_token); });
+    started_client(settings());
+    for (std::size_t i = 0; i < rows.size(); i++)
+        send(token(static_cast<int>(i)));
+    ASSERT_TRUE(wait_done(rows.size()));
+    for (std::size_t i = 0; i < rows.size(); i++) {
+        SCOPED_TRACE(std::to_string(rows[i].response.status) + " " + rows[i].reason);
+        const PushOutcome &got = outcome(token(static_cast<int>(i)));
+        EXPECT_EQ(got.result, rows[i].result);
+        EXPECT_EQ(got.http_status, rows[i].response.status);
+        EXPECT_EQ(got.reason, rows[i].reason);
+        EXPECT_EQ(got.unregistered_at_ms, rows[i].unregistered_at_ms);
+    }
+    EXPECT_EQ(mock_.requests().size(), rows.size()) << "final answers are not retried";
+    EXPECT_EQ(client_->stats().rejected, 4u);
+    EXPECT_EQ(client_->stats().device_gone, 3u);
+}
+
+TEST_F(ApnsClientTest, TransientAnswersAreRetriedUntilDelivered) {
+    const std::vector<int> statuses = {429, 500, 503};
+    std::mutex mutex;
+    std::map<std::string, int> seen;
+    mock_.set_responder([&](const MockApnsRequest &request) {
+        std::lock_guard lock(mutex);
+        const int index = std::stoi(request.device_token.substr(56), nullptr, 16);
+        if (seen[request.device_token]++ < 2)
+            return answer(statuses.at(static_cast<std::size_t>(index)));
+        return answer(200);
+    });
+    started_client(settings());
+    for (int i = 0; i < 3; i++)
+        send(token(i));
+    ASSERT_TRUE(wait_done(3));
+    for (int i = 0; i < 3; i++) {
+        SCOPED_TRACE(statuses[static_cast<std::size_t>(i)]);
+        EXPECT_EQ(outcome(token(i)).result, Result::delivered);
+        EXPECT_EQ(requests_per_token()[token(i)], 3);
+    }
+    EXPECT_EQ(client_->stats().retries, 6u);
+    EXPECT_EQ(client_->stats().delivered, 3u);
+}
+
+TEST_F(ApnsClientTest, TransientAnswersPastTheRetryBoundFail) {
+    mock_.set_responder([](const MockApnsRequest &) { return answer(503, "ServiceUnavailable"); });
+    ApnsSettings s = settings();
+    s.max_retries = 2;
+    started_client(s);
+    send(token(1));
+    ASSERT_TRUE(wait_done(1));
+    EXPECT_EQ(outcome(token(1)).result, Result::failed);
+    EXPECT_EQ(outcome(token(1)).http_status, 503);
+    EXPECT_NE(outcome(token(1)).reason.find("ServiceUnavailable"), std::string::npos);
+    EXPECT_EQ(mock_.requests().size(), 3u);
+}
+
+TEST_F(ApnsClientTest, PushesWaitForARestartedServer) {
+    ApnsClient &client = started_client(settings());
+    mock_.stop();
+    ASSERT_TRUE(loop_.run_until([&] { return !client.stats().connected; }, 5s));
+    for (int i = 0; i < 5; i++)
+        send(token(i));
+    loop_.run_until([] { return false; }, 200ms); // a few failed reconnects
+    EXPECT_EQ(done_calls_, 0u) << "nothing fails while within give_up_after";
+    EXPECT_EQ(client.stats().queued, 5u);
+    const std::size_t accepted_before = mock_.connections_accepted();
+    mock_.start();
+    ASSERT_TRUE(wait_done(5));
+    for (int i = 0; i < 5; i++)
+        EXPECT_EQ(outcome(token(i)).result, Result::delivered);
+    EXPECT_GE(client.stats().reconnects, 2u);
+    EXPECT_EQ(mock_.connections_accepted(), accepted_before + 1);
+}
+
+TEST_F(ApnsClientTest, ReconnectsWithBackoffNotInATightLoop) {
+    ApnsSettings s = settings();
+    s.ca_file = pki + "/untrusted-ca.pem"; // every handshake fails
+    s.reconnect_initial_delay = 20ms;
+    s.reconnect_max_delay = 80ms;
+    ApnsClient &client = make_client(s);
+    client.start();
+    loop_.run_until([] { return false; }, 500ms);
+    // Backoff 10-20, 20-40, 40-80, then 40-80 ms: at most about 10 attempts in 500 ms.
+    EXPECT_GE(mock_.connections_accepted(), 3u);
+    EXPECT_LE(mock_.connections_accepted(), 12u);
+    EXPECT_FALSE(client.stats().connected);
+    std::size_t warnings = 0;
+    for (const auto &[level, message] : log_)
+        warnings += level == LogLevel::warning;
+    EXPECT_GE(warnings, 1u);
+    EXPECT_LE(warnings, 2u) << "repeated failures are not logged at warning each time";
+}
+
+TEST_F(ApnsClientTest, PushesFailWhenApnsStaysUnreachable) {
+    mock_.stop();
+    ApnsSettings s = settings();
+    s.give_up_after = 150ms;
+    ApnsClient &client = make_client(s);
+    client.start();
+    send(token(1));
+    ASSERT_TRUE(wait_done(1, 2s));
+    EXPECT_EQ(outcome(token(1)).result, Result::failed);
+    EXPECT_EQ(outcome(token(1)).http_status, 0);
+    EXPECT_NE(outcome(token(1)).reason.find("unreachable"), std::string::npos)
+        << outcome(token(1)).reason;
+    EXPECT_EQ(client.stats().queued, 0u);
+}
+
+TEST_F(ApnsClientTest, DroppedConnectionResendsWhatWasInFlight) {
+    mock_.set_responder([](const MockApnsRequest &request) {
+        MockApnsResponse response;
+        if (request.connection_index == 0)
+            response.delay = 10s; // never answered on the first connection
+        return response;
+    });
+    ApnsClient &client = started_client(settings());
+    for (int i = 0; i < 4; i++)
+        send(token(i));
+    ASSERT_TRUE(loop_.run_until([&] { return mock_.requests_received() == 4; }, 5s));
+    mock_.drop_connections();
+    ASSERT_TRUE(wait_done(4));
+    for (int i = 0; i < 4; i++) {
+        EXPECT_EQ(outcome(token(i)).result, Result::delivered);
+        EXPECT_EQ(requests_per_token()[token(i)], 2);
+    }
+    EXPECT_EQ(client.stats().in_flight, 0u);
+}
+
+TEST_F(ApnsClientTest, GoawayMidStreamResendsWhatTheServerDidNotTake) {
+    mock_.set_responder([](const MockApnsRequest &request) {
+        MockApnsResponse response;
+        if (request.connection_index == 0)
+            response.delay = 100ms;
+        return response;
+    });
+    ApnsClient &client = started_client(settings());
+    for (int i = 0; i < 5; i++)
+        send(token(i));
+    ASSERT_TRUE(loop_.run_until([&] { return mock_.requests_received() == 5; }, 5s));
+    mock_.send_goaway("Shutdown");
+    // Sent before the client reads the GOAWAY: on the old connection, above
+    // its last stream id, so refused and sent again on a new connection.
+    for (int i = 5; i < 10; i++)
+        send(token(i));
+    ASSERT_TRUE(wait_done(10));
+    for (int i = 0; i < 10; i++) {
+        SCOPED_TRACE(i);
+        EXPECT_EQ(outcome(token(i)).result, Result::delivered);
+        EXPECT_EQ(requests_per_token()[token(i)], 1) << "each push reaches Apple once";
+    }
+    for (const MockApnsRequest &request : mock_.requests()) {
+        const int index = std::stoi(request.device_token.substr(56), nullptr, 16);
+        EXPECT_EQ(request.connection_index, index < 5 ? 0u : 1u) << index;
+    }
+    EXPECT_EQ(mock_.connections_accepted(), 2u);
+    EXPECT_TRUE(client.stats().connected);
+}
+
+TEST_F(ApnsClientTest, FollowsMaxConcurrentStreamsAsTheServerRaisesIt) {
+    mock_.set_max_concurrent_streams(1);
+    mock_.set_responder([](const MockApnsRequest &) {
+        MockApnsResponse response;
+        response.delay = 5ms;
+        return response;
+    });
+    ApnsClient &client = started_client(settings());
+    for (int i = 0; i < 6; i++)
+        send(token(i));
+    std::size_t most_in_flight = 0;
+    ASSERT_TRUE(loop_.run_until(
+        [&] {
+            most_in_flight = std::max(most_in_flight, client.stats().in_flight);
+            return done_calls_ == 6;
+        },
+        5s));
+    EXPECT_EQ(most_in_flight, 1u);
+
+    mock_.set_max_concurrent_streams(100);
+    loop_.run_once(20ms); // the new SETTINGS arrive
+    for (int i = 6; i < 30; i++)
+        send(token(i));
+    EXPECT_GT(client.stats().in_flight, 1u) << "all sent at once now";
+    ASSERT_TRUE(wait_done(30));
+}
+
+TEST_F(ApnsClientTest, ManyPushesArePipelinedOnOneConnection) {
+    ApnsClient &client = started_client(settings());
+    constexpr int count = 3000;
+    for (int i = 0; i < count; i++)
+        send(token(i));
+    ASSERT_TRUE(wait_done(count, 15s));
+    EXPECT_EQ(client.stats().delivered, static_cast<std::uint64_t>(count));
+    EXPECT_EQ(client.stats().sent, static_cast<std::uint64_t>(count));
+    EXPECT_EQ(mock_.connections_accepted(), 1u);
+    EXPECT_EQ(requests_per_token().size(), static_cast<std::size_t>(count));
+}
+
+TEST_F(ApnsClientTest, SeveralConnectionsShareTheLoad) {
+    ApnsSettings s = settings();
+    s.connections = 3;
+    ApnsClient &client = make_client(s);
+    client.start();
+    ASSERT_TRUE(loop_.run_until([&] { return client.stats().connections_ready == 3; }, 5s));
+    for (int i = 0; i < 30; i++)
+        send(token(i));
+    ASSERT_TRUE(wait_done(30));
+    std::set<std::size_t> used;
+    for (const MockApnsRequest &request : mock_.requests())
+        used.insert(request.connection_index);
+    EXPECT_EQ(used.size(), 3u);
+}
+
+TEST_F(ApnsClientTest, DoneIsNeverCalledFromWithinSend) {
+    ApnsSettings s = settings();
+    s.max_queued = 1;
+    ApnsClient &client = make_client(s); // not started: pushes queue
+    send(token(1));
+    send("not hex!"); // rejected at once...
+    send(token(2));   // ...and this one finds the queue full
+    EXPECT_EQ(done_calls_, 0u);
+    loop_.run_once(10ms);
+    EXPECT_EQ(done_calls_, 2u);
+    EXPECT_EQ(outcome("not hex!").result, Result::rejected);
+    EXPECT_EQ(outcome(token(2)).result, Result::failed);
+    client.start();
+    ASSERT_TRUE(wait_done(3));
+    EXPECT_EQ(outcome(token(1)).result, Result::delivered);
+}
+
+TEST_F(ApnsClientTest, DoneMaySendAgainAndMayThrow) {
+    started_client(settings());
+    int chained = 0;
+    std::function<void(const PushOutcome &)> again = [&](const PushOutcome &) {
+        if (++chained < 3)
+            client_->send(Push{token(chained), "a"}, again);
+        else
+            throw std::runtime_error("handler bug");
+    };
+    client_->send(Push{token(0), "a"}, again);
+    ASSERT_TRUE(loop_.run_until([&] { return chained == 3; }, 5s));
+    loop_.run_once(10ms);
+    EXPECT_TRUE(client_->stats().connected);
+    bool logged = false;
+    for (const auto &[level, message] : log_)
+        logged = logged || message.find("handler bug") != std::string::npos;
+    EXPECT_TRUE(logged);
+}
+
+TEST_F(ApnsClientTest, DestroyingTheClientWithPushesInFlightIsSafe) {
+    mock_.set_responder([](const MockApnsRequest &) {
+        MockApnsResponse response;
+        response.delay = 10s;
+        return response;
+    });
+    started_client(settings());
+    for (int i = 0; i < 5; i++)
+        send(token(i));
+    ASSERT_TRUE(loop_.run_until([&] { return mock_.requests_received() == 5; }, 5s));
+    client_.reset();
+    loop_.run_once(20ms);
+    EXPECT_EQ(done_calls_, 0u);
+    EXPECT_EQ(loop_.watch_count(), 0u);
+}
+
+} // namespace
+} // namespace xaps

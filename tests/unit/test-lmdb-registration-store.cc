@@ -1,0 +1,552 @@
+#include "registration-store.h"
+#include "xaps-error.h"
+
+#include <lmdb.h>
+
+#include <gtest/gtest.h>
+
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <set>
+
+namespace {
+
+using xaps::ErrorKind;
+using xaps::LmdbStoreOptions;
+using xaps::Registration;
+
+std::string default_temp_base() {
+    const char *base = std::getenv("TMPDIR");
+    return base != nullptr ? base : "/tmp";
+}
+
+// For tests of logic that need many commits: on tmpfs an fsync costs nothing,
+// on a busy disk it costs milliseconds. Durability is tested on the real disk.
+std::string fast_temp_base() {
+    std::error_code error;
+    return std::filesystem::is_directory("/dev/shm", error) ? "/dev/shm" : default_temp_base();
+}
+
+class TempDir {
+public:
+    explicit TempDir(const std::string &base = default_temp_base()) {
+        std::string pattern = base + "/xaps-store-XXXXXX";
+        if (::mkdtemp(pattern.data()) == nullptr) {
+            throw std::runtime_error("mkdtemp failed");
+        }
+        path_ = pattern;
+    }
+    ~TempDir() { std::filesystem::remove_all(path_); }
+    TempDir(const TempDir &) = delete;
+    TempDir &operator=(const TempDir &) = delete;
+    const std::string &path() const { return path_; }
+
+private:
+    std::string path_;
+};
+
+Registration make_registration(std::string user, std::string account_id, std::string token,
+                               std::vector<std::string> mailboxes = {"INBOX"}) {
+    Registration registration;
+    registration.user = std::move(user);
+    registration.account_id = std::move(account_id);
+    registration.device_token = std::move(token);
+    registration.subtopic = "com.apple.mobilemail";
+    registration.aps_version = 2;
+    registration.mailboxes = std::move(mailboxes);
+    return registration;
+}
+
+std::set<std::string> tokens_of(const std::vector<Registration> &registrations) {
+    std::set<std::string> tokens;
+    for (const auto &registration : registrations) {
+        tokens.insert(registration.device_token);
+    }
+    return tokens;
+}
+
+ErrorKind error_kind_of(const std::function<void()> &action) {
+    try {
+        action();
+    } catch (const xaps::Error &error) {
+        return error.kind();
+    }
+    ADD_FAILURE() << "no xaps::Error thrown";
+    return ErrorKind::internal;
+}
+
+class LmdbStoreTest : public ::testing::Test {
+protected:
+    LmdbStoreOptions options(std::size_t cap = 16,
+                             std::chrono::seconds ttl = std::chrono::hours(24 * 30)) const {
+        LmdbStoreOptions opts;
+        opts.path = dir_.path() + "/db";
+        opts.ttl = ttl;
+        opts.max_devices_per_user = cap;
+        return opts;
+    }
+
+    TempDir dir_;
+};
+
+TEST_F(LmdbStoreTest, PutThenFindReturnsTheRegistrationWithTimes) {
+    auto store = xaps::open_lmdb_store(options());
+    auto registration = make_registration("alice", "acct-1", "aa11", {"INBOX", "Sent Messages"});
+    store->put(registration, 1000);
+
+    auto found = store->find_user("alice", 1000);
+    ASSERT_EQ(found.size(), 1u);
+    registration.registered_at = 1000;
+    registration.last_seen = 1000;
+    EXPECT_EQ(found[0], registration);
+    EXPECT_EQ(store->size(), 1u);
+    EXPECT_TRUE(store->find_user("bob", 1000).empty());
+}
+
+TEST_F(LmdbStoreTest, ReplaceKeepsRegisteredAtAndTakesNewFields) {
+    auto store = xaps::open_lmdb_store(options());
+    store->put(make_registration("alice", "acct-1", "aa11", {"INBOX"}), 1000);
+    auto changed = make_registration("alice", "acct-1", "aa11", {"INBOX", "Archive"});
+    changed.subtopic = "other.topic";
+    changed.aps_version = 1;
+    store->put(changed, 2000);
+
+    auto found = store->find_user("alice", 2000);
+    ASSERT_EQ(found.size(), 1u);
+    EXPECT_EQ(found[0].registered_at, 1000);
+    EXPECT_EQ(found[0].last_seen, 2000);
+    EXPECT_EQ(found[0].mailboxes, (std::vector<std::string>{"INBOX", "Archive"}));
+    EXPECT_EQ(found[0].subtopic, "other.topic");
+    EXPECT_EQ(found[0].aps_version, 1u);
+    EXPECT_EQ(store->size(), 1u);
+}
+
+TEST_F(LmdbStoreTest, ClonedPhoneWithSameAccountIdIsASecondRegistration) {
+    auto store = xaps::open_lmdb_store(options());
+    store->put(make_registration("alice", "acct-1", "old0"), 1000);
+    store->put(make_registration("alice", "acct-1", "new1"), 1001);
+    EXPECT_EQ(tokens_of(store->find_user("alice", 1001)), (std::set<std::string>{"old0", "new1"}));
+}
+
+TEST_F(LmdbStoreTest, UsersCompareCaseInsensitivelyInAscii) {
+    struct Row {
+        std::string stored_as;
+        std::string looked_up_as;
+        bool same_user;
+    };
+    const Row rows[] = {
+        {"Alice@Example.COM", "alice@example.com", true},
+        {"alice@example.com", "ALICE@EXAMPLE.COM", true},
+        {"bob", "bob", true},
+        {"bob", "bobby", false}, // a prefix of another name is another user
+        {"bobby", "bob", false},
+        {"J\xc3\xb6rg", "J\xc3\x96RG", false}, // only ASCII is folded (documented)
+    };
+    for (const auto &row : rows) {
+        SCOPED_TRACE(row.stored_as + " / " + row.looked_up_as);
+        TempDir dir;
+        LmdbStoreOptions opts;
+        opts.path = dir.path();
+        auto store = xaps::open_lmdb_store(opts);
+        store->put(make_registration(row.stored_as, "acct", "tok"), 10);
+        auto found = store->find_user(row.looked_up_as, 10);
+        ASSERT_EQ(found.size(), row.same_user ? 1u : 0u);
+        if (row.same_user) {
+            EXPECT_EQ(found[0].user, row.stored_as); // the spelling as registered
+            EXPECT_EQ(store->remove_user(row.looked_up_as), 1u);
+            EXPECT_EQ(store->size(), 0u);
+        }
+    }
+}
+
+TEST_F(LmdbStoreTest, SameKeyInAnotherCaseReplacesAndTakesTheLatestSpelling) {
+    auto store = xaps::open_lmdb_store(options());
+    store->put(make_registration("alice", "acct", "tok"), 10);
+    store->put(make_registration("ALICE", "acct", "tok"), 20);
+    auto found = store->find_user("Alice", 20);
+    ASSERT_EQ(found.size(), 1u);
+    EXPECT_EQ(found[0].user, "ALICE");
+    EXPECT_EQ(found[0].registered_at, 10);
+}
+
+TEST_F(LmdbStoreTest, CapEvictsTheLeastRecentlySeen) {
+    auto store = xaps::open_lmdb_store(options(3));
+    store->put(make_registration("alice", "a", "t1"), 1);
+    store->put(make_registration("alice", "a", "t2"), 2);
+    store->put(make_registration("alice", "a", "t3"), 3);
+    store->put(make_registration("bob", "b", "b1"), 3);
+    store->put(make_registration("alice", "a", "t1"), 4); // t1 seen again: t2 is now the oldest
+
+    struct Step {
+        std::string token;
+        std::int64_t now;
+        std::set<std::string> expected;
+    };
+    const Step steps[] = {
+        {"t4", 5, {"t1", "t3", "t4"}},
+        {"t5", 6, {"t1", "t4", "t5"}},
+        {"t4", 7, {"t1", "t4", "t5"}}, // a refresh of a kept device evicts nothing
+        {"t6", 8, {"t4", "t5", "t6"}},
+    };
+    for (const auto &step : steps) {
+        SCOPED_TRACE(step.token);
+        store->put(make_registration("alice", "a", step.token), step.now);
+        EXPECT_EQ(tokens_of(store->find_user("alice", step.now)), step.expected);
+    }
+    EXPECT_EQ(store->find_user("bob", 8).size(), 1u); // other users are untouched
+    EXPECT_EQ(store->size(), 4u);
+    // The evicted ones are gone from the token index too.
+    EXPECT_EQ(store->remove_token("t2"), 0u);
+}
+
+TEST_F(LmdbStoreTest, ExpireDropsByLastSeenPlusTtl) {
+    auto store = xaps::open_lmdb_store(options(16, std::chrono::seconds(100)));
+    store->put(make_registration("alice", "a", "old"), 0);
+    store->put(make_registration("alice", "a", "edge"), 50);
+    store->put(make_registration("alice", "a", "refreshed"), 10);
+    store->put(make_registration("alice", "a", "refreshed"), 120);
+    store->put(make_registration("bob", "b", "fresh"), 140);
+
+    // At 150: "old" is 150 s old (> ttl), "edge" exactly the ttl (kept).
+    EXPECT_EQ(tokens_of(store->find_user("alice", 150)),
+              (std::set<std::string>{"edge", "refreshed"}));
+    EXPECT_EQ(store->size(), 4u); // find_user hides, it does not remove
+    EXPECT_EQ(store->expire(150), 1u);
+    EXPECT_EQ(store->size(), 3u);
+    EXPECT_EQ(store->expire(150), 0u);
+    EXPECT_EQ(store->expire(221), 2u); // edge (50) and refreshed (120); fresh (140) stays
+    EXPECT_EQ(tokens_of(store->all()), (std::set<std::string>{"fresh"}));
+}
+
+TEST(LmdbStore, ExpireRemovesMoreThanOneBatch) {
+    TempDir dir(fast_temp_base());
+    LmdbStoreOptions opts;
+    opts.path = dir.path();
+    opts.ttl = std::chrono::seconds(10);
+    opts.max_devices_per_user = 0;
+    auto store = xaps::open_lmdb_store(opts);
+    constexpr int count = 1050; // expire commits in batches of 1000
+    for (int i = 0; i < count; ++i) {
+        ASSERT_TRUE(store->import([&] {
+            auto registration = make_registration("u" + std::to_string(i), "a", "t");
+            registration.registered_at = registration.last_seen = i % 7;
+            return registration;
+        }()));
+    }
+    store->put(make_registration("keep", "a", "t"), 100);
+    EXPECT_EQ(store->expire(100), static_cast<std::size_t>(count));
+    EXPECT_EQ(store->size(), 1u);
+}
+
+TEST_F(LmdbStoreTest, RemoveCounts) {
+    struct Row {
+        std::string what;
+        std::function<std::size_t(xaps::RegistrationStore &)> remove;
+        std::size_t removed;
+        std::set<std::string> left; // tokens of everything left
+    };
+    const Row rows[] = {
+        {"user", [](auto &s) { return s.remove_user("Alice"); }, 3, {"shared", "b1"}},
+        {"unknown user",
+         [](auto &s) { return s.remove_user("carol"); },
+         0,
+         {"a1", "a2", "shared", "b1"}},
+        {"token shared by two users",
+         [](auto &s) { return s.remove_token("shared"); },
+         2,
+         {"a1", "a2", "b1"}},
+        {"unknown token",
+         [](auto &s) { return s.remove_token("nope"); },
+         0,
+         {"a1", "a2", "shared", "b1"}},
+        {"all", [](auto &s) { return s.remove_all(); }, 5, {}},
+    };
+    for (const auto &row : rows) {
+        SCOPED_TRACE(row.what);
+        TempDir dir;
+        LmdbStoreOptions opts;
+        opts.path = dir.path();
+        auto store = xaps::open_lmdb_store(opts);
+        store->put(make_registration("alice", "a", "a1"), 1);
+        store->put(make_registration("alice", "a", "a2"), 1);
+        store->put(make_registration("alice", "a", "shared"), 1);
+        store->put(make_registration("bob", "b", "shared"), 1);
+        store->put(make_registration("bob", "b", "b1"), 1);
+        EXPECT_EQ(row.remove(*store), row.removed);
+        EXPECT_EQ(tokens_of(store->all()), row.left);
+        EXPECT_EQ(store->size(), store->all().size());
+        // Indexes follow: what is gone cannot be removed twice, and expire
+        // finds exactly what is left.
+        EXPECT_EQ(row.remove(*store), 0u);
+        std::size_t left = store->all().size();
+        EXPECT_EQ(store->expire(std::int64_t{1} + 31 * 24 * 3600), left);
+        EXPECT_EQ(store->size(), 0u);
+    }
+}
+
+TEST_F(LmdbStoreTest, RemoveTokenUnlessSeenSince) {
+    struct Row {
+        std::string what;
+        std::int64_t since;
+        std::set<std::string> left_accounts;
+    };
+    // acct-old last seen at 100, acct-new at 200, both with the same token.
+    const Row rows[] = {
+        {"both seen before", 300, {}},
+        {"one seen after", 150, {"acct-new"}},
+        {"seen exactly at since is not after", 100, {"acct-new"}},
+        {"both seen after", 50, {"acct-old", "acct-new"}},
+    };
+    for (const auto &row : rows) {
+        SCOPED_TRACE(row.what);
+        TempDir dir;
+        LmdbStoreOptions opts;
+        opts.path = dir.path();
+        auto store = xaps::open_lmdb_store(opts);
+        store->put(make_registration("alice", "acct-old", "tok"), 100);
+        store->put(make_registration("alice", "acct-new", "tok"), 200);
+        store->put(make_registration("alice", "acct-old", "other"), 10);
+        EXPECT_EQ(store->remove_token_unless_seen_since("tok", row.since),
+                  2 - row.left_accounts.size());
+        std::set<std::string> left;
+        for (const auto &registration : store->find_user("alice", 200)) {
+            if (registration.device_token == "tok") {
+                left.insert(registration.account_id);
+            }
+        }
+        EXPECT_EQ(left, row.left_accounts);
+        EXPECT_EQ(store->size(), row.left_accounts.size() + 1);
+    }
+}
+
+TEST_F(LmdbStoreTest, ImportIsIdempotentAndKeepsTimes) {
+    auto store = xaps::open_lmdb_store(options());
+    auto imported = make_registration("Alice", "a", "t", {"INBOX", "Notes"});
+    imported.registered_at = 10;
+    imported.last_seen = 20;
+    EXPECT_TRUE(store->import(imported));
+    auto again = imported;
+    again.last_seen = 99;
+    again.mailboxes = {"changed"};
+    EXPECT_FALSE(store->import(again));
+    EXPECT_FALSE(store->import([&] {
+        auto other_case = imported;
+        other_case.user = "ALICE";
+        return other_case;
+    }()));
+    EXPECT_EQ(store->all(), std::vector<Registration>{imported});
+
+    store->put(make_registration("alice", "a", "t"), 500);
+    auto found = store->find_user("alice", 500);
+    ASSERT_EQ(found.size(), 1u);
+    EXPECT_EQ(found[0].registered_at, 10);
+    EXPECT_EQ(found[0].last_seen, 500);
+    EXPECT_EQ(store->expire(500 + 30 * 24 * 3600), 0u); // the old time left the index
+}
+
+TEST_F(LmdbStoreTest, ReopenKeepsEverything) {
+    std::vector<Registration> before;
+    {
+        auto store = xaps::open_lmdb_store(options());
+        store->put(make_registration("alice", "a", "t1", {"INBOX", "\xe2\x82\xac uro"}), 5);
+        store->put(make_registration("Bob", "b", "t2", {}), 6);
+        auto imported = make_registration("carol", "c", "t3");
+        imported.registered_at = -5; // times before the epoch survive the encoding
+        imported.last_seen = 7;
+        store->import(imported);
+        before = store->all();
+    }
+    ASSERT_EQ(before.size(), 3u);
+    auto store = xaps::open_lmdb_store(options());
+    EXPECT_EQ(store->all(), before);
+    EXPECT_EQ(store->find_user("bob", 6).size(), 1u);
+    EXPECT_EQ(store->remove_token("t3"), 1u);
+}
+
+TEST_F(LmdbStoreTest, RefusesInvalidRegistrations) {
+    auto store = xaps::open_lmdb_store(options());
+    struct Row {
+        std::string what;
+        Registration registration;
+    };
+    const Row rows[] = {
+        {"empty user", make_registration("", "a", "t")},
+        {"empty account", make_registration("u", "", "t")},
+        {"empty token", make_registration("u", "a", "")},
+        {"NUL in user", make_registration(std::string("u\0v", 3), "a", "t")},
+        {"NUL in account", make_registration("u", std::string("a\0", 2), "t")},
+        {"user too long", make_registration(std::string(300, 'u'), "a", "t")},
+        {"key beyond LMDB's key size",
+         make_registration(std::string(256, 'u'), std::string(256, 'a'), "t")},
+        {"too many mailboxes",
+         make_registration("u", "a", "t", std::vector<std::string>(1001, "m"))},
+    };
+    for (const auto &row : rows) {
+        SCOPED_TRACE(row.what);
+        EXPECT_EQ(error_kind_of([&] { store->put(row.registration, 1); }),
+                  ErrorKind::invalid_input);
+        EXPECT_EQ(error_kind_of([&] { store->import(row.registration); }),
+                  ErrorKind::invalid_input);
+    }
+    EXPECT_EQ(store->size(), 0u);
+}
+
+TEST(LmdbStore, FullMapIsUnavailableAndKeepsWhatWasStored) {
+    TempDir dir(fast_temp_base());
+    LmdbStoreOptions opts;
+    opts.path = dir.path();
+    opts.max_devices_per_user = 0;
+    opts.map_size = 256 * 1024;
+    auto store = xaps::open_lmdb_store(opts);
+    std::size_t stored = 0;
+    try {
+        for (; stored < 100000; ++stored) {
+            store->put(make_registration("user" + std::to_string(stored), "a", std::string(64, 'f'),
+                                         std::vector<std::string>(20, "mailbox")),
+                       1);
+        }
+        FAIL() << "the map never filled";
+    } catch (const xaps::Error &error) {
+        EXPECT_EQ(error.kind(), ErrorKind::unavailable);
+        EXPECT_NE(std::string(error.what()).find(opts.path), std::string::npos) << error.what();
+        EXPECT_NE(std::string(error.what()).find("MDB_MAP_FULL"), std::string::npos)
+            << error.what();
+    }
+    EXPECT_GT(stored, 0u);
+    EXPECT_EQ(store->size(), stored);
+    EXPECT_EQ(store->find_user("user0", 1).size(), 1u);
+    // A full map may refuse even removals (copy-on-write needs free pages);
+    // the remedy is a larger map_size, which an existing store accepts.
+    store.reset();
+    opts.map_size *= 4;
+    store = xaps::open_lmdb_store(opts);
+    EXPECT_EQ(store->size(), stored);
+    store->put(make_registration("again", "a", "t"), 2);
+    EXPECT_EQ(store->size(), stored + 1);
+}
+
+TEST_F(LmdbStoreTest, OpenErrorsNameThePath) {
+    std::string file = dir_.path() + "/plain-file";
+    std::ofstream(file) << "not a directory";
+    LmdbStoreOptions opts;
+    opts.path = file + "/db";
+    try {
+        xaps::open_lmdb_store(opts);
+        FAIL() << "opened a store below a file";
+    } catch (const xaps::Error &error) {
+        EXPECT_EQ(error.kind(), ErrorKind::config);
+        EXPECT_NE(std::string(error.what()).find(opts.path), std::string::npos) << error.what();
+    }
+}
+
+// Writes straight into the store's LMDB databases, as a newer or broken
+// version of the worker could have.
+void raw_put(const std::string &path, const char *db, std::string_view key,
+             std::string_view value) {
+    MDB_env *env = nullptr;
+    ASSERT_EQ(mdb_env_create(&env), 0);
+    mdb_env_set_maxdbs(env, 4);
+    ASSERT_EQ(mdb_env_open(env, path.c_str(), 0, 0600), 0);
+    MDB_txn *txn = nullptr;
+    ASSERT_EQ(mdb_txn_begin(env, nullptr, 0, &txn), 0);
+    MDB_dbi dbi = 0;
+    ASSERT_EQ(mdb_dbi_open(txn, db, 0, &dbi), 0);
+    MDB_val k{key.size(), const_cast<char *>(key.data())};
+    MDB_val v{value.size(), const_cast<char *>(value.data())};
+    ASSERT_EQ(mdb_put(txn, dbi, &k, &v, 0), 0);
+    ASSERT_EQ(mdb_txn_commit(txn), 0);
+    mdb_env_close(env);
+}
+
+TEST_F(LmdbStoreTest, RefusesAStoreWithANewerSchema) {
+    xaps::open_lmdb_store(options());
+    raw_put(options().path, "meta", "schema_version", std::string("\x02\0\0\0", 4));
+    try {
+        xaps::open_lmdb_store(options());
+        FAIL() << "opened a newer schema";
+    } catch (const xaps::Error &error) {
+        EXPECT_EQ(error.kind(), ErrorKind::config);
+        EXPECT_NE(std::string(error.what()).find("schema version 2"), std::string::npos)
+            << error.what();
+    }
+}
+
+TEST_F(LmdbStoreTest, RefusesARecordOfAnUnknownFormat) {
+    xaps::open_lmdb_store(options());
+    raw_put(options().path, "registrations", std::string("alice\0a\0t", 9), "\x09garbage");
+    auto store = xaps::open_lmdb_store(options());
+    EXPECT_EQ(error_kind_of([&] { store->find_user("alice", 1); }), ErrorKind::internal);
+    EXPECT_TRUE(store->find_user("bob", 1).empty());
+}
+
+// A child writes registrations in a loop and reports each put() that returned
+// through a pipe; it is killed with SIGKILL at an arbitrary moment. Every
+// reported registration must be there when the store is opened again, and the
+// store must keep working. Repeated so that later rounds open a store whose
+// previous writer died mid-transaction.
+TEST_F(LmdbStoreTest, EveryReturnedPutSurvivesKillDashNine) {
+    auto opts = options(0);
+    std::set<std::uint32_t> reported;
+    std::uint32_t next_id = 0;
+    const std::size_t kill_after[] = {1, 17, 60};
+    for (std::size_t round_reports : kill_after) {
+        SCOPED_TRACE(round_reports);
+        int fds[2];
+        ASSERT_EQ(::pipe(fds), 0);
+        pid_t pid = ::fork();
+        ASSERT_GE(pid, 0);
+        if (pid == 0) {
+            ::close(fds[0]);
+            try {
+                auto store = xaps::open_lmdb_store(opts);
+                for (std::uint32_t id = next_id;; ++id) {
+                    store->put(make_registration("user" + std::to_string(id), "acct",
+                                                 "token" + std::to_string(id),
+                                                 {"INBOX", "Sent Messages"}),
+                               id);
+                    if (::write(fds[1], &id, sizeof id) != sizeof id) {
+                        ::_exit(2);
+                    }
+                }
+            } catch (...) {
+            }
+            ::_exit(1);
+        }
+        ::close(fds[1]);
+        std::size_t got = 0;
+        std::uint32_t id = 0;
+        while (::read(fds[0], &id, sizeof id) == sizeof id) {
+            reported.insert(id);
+            next_id = std::max(next_id, id + 1);
+            if (++got == round_reports) {
+                ::kill(pid, SIGKILL);
+            }
+        }
+        ::close(fds[0]);
+        int status = 0;
+        ASSERT_EQ(::waitpid(pid, &status, 0), pid);
+        ASSERT_TRUE(WIFSIGNALED(status)) << "child exited with " << WEXITSTATUS(status);
+        next_id += 1; // the id being written when killed may or may not be there
+    }
+
+    auto store = xaps::open_lmdb_store(opts);
+    for (std::uint32_t id : reported) {
+        SCOPED_TRACE(id);
+        auto found = store->find_user("user" + std::to_string(id), id);
+        ASSERT_EQ(found.size(), 1u);
+        EXPECT_EQ(found[0].device_token, "token" + std::to_string(id));
+        EXPECT_EQ(found[0].mailboxes, (std::vector<std::string>{"INBOX", "Sent Messages"}));
+    }
+    EXPECT_GE(store->size(), reported.size());
+    EXPECT_LE(store->size(), reported.size() + std::size(kill_after));
+    store->put(make_registration("after", "a", "t"), 1);
+    EXPECT_EQ(store->remove_token("token0"), 1u);
+}
+
+} // namespace

@@ -1,0 +1,704 @@
+// The mock APNs server, driven by a real TLS + HTTP/2 client over loopback.
+#include "mock-apns-server.h"
+
+#include <gtest/gtest.h>
+#include <json/json.h>
+#include <nghttp2/nghttp2.h>
+#include <openssl/err.h>
+#include <openssl/ssl.h>
+
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <poll.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <array>
+#include <cstring>
+#include <fstream>
+#include <functional>
+#include <list>
+#include <thread>
+
+namespace {
+
+using namespace std::chrono_literals;
+using xaps::test::MockApnsConfig;
+using xaps::test::MockApnsRequest;
+using xaps::test::MockApnsResponse;
+using xaps::test::MockApnsServer;
+
+const std::string pki_dir = XAPS_TEST_PKI_DIR;
+// How long to wait for something that takes milliseconds, even under valgrind
+// on a busy machine.
+constexpr std::chrono::milliseconds patience = 10s;
+
+std::string pki(const std::string &name) {
+    return pki_dir + "/" + name;
+}
+
+std::string read_topic() {
+    std::ifstream file(pki("topic.txt"));
+    std::string topic;
+    std::getline(file, topic);
+    return topic;
+}
+
+MockApnsConfig server_config() {
+    MockApnsConfig config;
+    config.cert_file = pki("server.pem");
+    config.key_file = pki("server.key");
+    config.client_ca_file = pki("ca.pem");
+    return config;
+}
+
+bool eventually(const std::function<bool()> &condition, std::chrono::milliseconds timeout) {
+    const auto deadline = std::chrono::steady_clock::now() + timeout;
+    while (!condition()) {
+        if (std::chrono::steady_clock::now() >= deadline)
+            return false;
+        std::this_thread::sleep_for(5ms);
+    }
+    return true;
+}
+
+// APNs writes apns-id as an upper-case UUID, e.g. 123E4567-E89B-12D3-A456-4266554400A0.
+bool is_upper_case_uuid(const std::string &text) {
+    if (text.size() != 36)
+        return false;
+    for (size_t i = 0; i < text.size(); ++i) {
+        const bool dash_position = i == 8 || i == 13 || i == 18 || i == 23;
+        const bool upper_hex =
+            (text[i] >= '0' && text[i] <= '9') || (text[i] >= 'A' && text[i] <= 'F');
+        if (dash_position ? text[i] != '-' : !upper_hex)
+            return false;
+    }
+    return true;
+}
+
+bool parse_json(const std::string &text, Json::Value &value) {
+    const std::unique_ptr<Json::CharReader> reader(Json::CharReaderBuilder().newCharReader());
+    return reader->parse(text.data(), text.data() + text.size(), &value, nullptr);
+}
+
+struct ClientCertificate {
+    std::string cert_file;
+    std::string key_file;
+};
+
+// A minimal HTTP/2 client over TLS, in the test thread: enough to drive the
+// mock the way the APNs client will, and to see every frame it sends back.
+class TestClient {
+public:
+    struct Response {
+        int status = 0;
+        std::map<std::string, std::string> headers;
+        std::string body;
+        bool closed = false;
+        uint32_t error_code = NGHTTP2_NO_ERROR; // of the stream's closing
+        std::chrono::steady_clock::time_point closed_at;
+    };
+
+    TestClient(uint16_t port, const std::optional<ClientCertificate> &certificate) {
+        ctx_ = SSL_CTX_new(TLS_client_method());
+        SSL_CTX_set_min_proto_version(ctx_, TLS1_2_VERSION);
+        SSL_CTX_load_verify_locations(ctx_, pki("ca.pem").c_str(), nullptr);
+        SSL_CTX_set_verify(ctx_, SSL_VERIFY_PEER, nullptr);
+        if (certificate) {
+            SSL_CTX_use_certificate_file(ctx_, certificate->cert_file.c_str(), SSL_FILETYPE_PEM);
+            SSL_CTX_use_PrivateKey_file(ctx_, certificate->key_file.c_str(), SSL_FILETYPE_PEM);
+        }
+        static constexpr unsigned char alpn[] = {2, 'h', '2'};
+        SSL_CTX_set_alpn_protos(ctx_, alpn, sizeof alpn);
+        fd_ = ::socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+        const int on = 1;
+        ::setsockopt(fd_, IPPROTO_TCP, TCP_NODELAY, &on, sizeof on);
+        sockaddr_in address{};
+        address.sin_family = AF_INET;
+        address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+        address.sin_port = htons(port);
+        ::connect(fd_, reinterpret_cast<sockaddr *>(&address), sizeof address);
+        ssl_ = SSL_new(ctx_);
+        SSL_set_fd(ssl_, fd_);
+        SSL_set_tlsext_host_name(ssl_, "localhost");
+        SSL_set1_host(ssl_, "localhost");
+    }
+
+    ~TestClient() {
+        if (session_ != nullptr)
+            nghttp2_session_del(session_);
+        SSL_free(ssl_);
+        SSL_CTX_free(ctx_);
+        ::close(fd_);
+        ERR_clear_error();
+    }
+
+    // The TLS handshake and the HTTP/2 preface. With TLS 1.3 a server that
+    // rejects our certificate only says so after the client finished, so a
+    // true result does not mean the server accepted us: see usable().
+    bool connect(std::chrono::milliseconds timeout = patience) {
+        const auto deadline = std::chrono::steady_clock::now() + timeout;
+        for (;;) {
+            ERR_clear_error();
+            const int result = SSL_connect(ssl_);
+            if (result == 1)
+                break;
+            const int error = SSL_get_error(ssl_, result);
+            if (error != SSL_ERROR_WANT_READ && error != SSL_ERROR_WANT_WRITE)
+                return false;
+            if (!wait_socket(error == SSL_ERROR_WANT_WRITE ? POLLOUT : POLLIN, deadline))
+                return false;
+        }
+        const unsigned char *protocol = nullptr;
+        unsigned int length = 0;
+        SSL_get0_alpn_selected(ssl_, &protocol, &length);
+        if (std::string_view(reinterpret_cast<const char *>(protocol), length) != "h2")
+            return false;
+        start_session();
+        return true;
+    }
+
+    // True when a GET gets an HTTP answer over this connection.
+    bool usable() {
+        if (!connect())
+            return false;
+        const int32_t stream = submit("GET", "/3/device/probe", {}, "");
+        return run_until([&] { return responses_[stream].closed; }, patience) &&
+               responses_[stream].status != 0;
+    }
+
+    int32_t submit(const std::string &method, const std::string &path,
+                   const std::vector<std::pair<std::string, std::string>> &extra_headers,
+                   const std::string &body) {
+        std::vector<std::pair<std::string, std::string>> headers{{":method", method},
+                                                                 {":scheme", "https"},
+                                                                 {":authority", "localhost"},
+                                                                 {":path", path}};
+        headers.insert(headers.end(), extra_headers.begin(), extra_headers.end());
+        std::vector<nghttp2_nv> nva;
+        for (const auto &[name, value] : headers)
+            nva.push_back(
+                nghttp2_nv{const_cast<uint8_t *>(reinterpret_cast<const uint8_t *>(name.data())),
+                           const_cast<uint8_t *>(reinterpret_cast<const uint8_t *>(value.data())),
+                           name.size(), value.size(), NGHTTP2_NV_FLAG_NONE});
+        nghttp2_data_provider provider{};
+        const nghttp2_data_provider *body_provider = nullptr;
+        if (!body.empty()) {
+            bodies_.push_back(BodySource{body, 0});
+            provider.source.ptr = &bodies_.back();
+            provider.read_callback = read_body;
+            body_provider = &provider;
+        }
+        const int32_t stream_id =
+            nghttp2_submit_request(session_, nullptr, nva.data(), nva.size(), body_provider, this);
+        flush();
+        return stream_id;
+    }
+
+    void ping() {
+        nghttp2_submit_ping(session_, NGHTTP2_FLAG_NONE, nullptr);
+        flush();
+    }
+
+    // Processes I/O until done() holds; false on timeout.
+    bool run_until(const std::function<bool()> &done, std::chrono::milliseconds timeout) {
+        const auto deadline = std::chrono::steady_clock::now() + timeout;
+        while (!done()) {
+            if (eof_)
+                return false;
+            flush();
+            if (SSL_pending(ssl_) == 0 && !wait_socket(POLLIN, deadline))
+                return false;
+            read_available();
+            flush();
+        }
+        return true;
+    }
+
+    Response &response(int32_t stream_id) { return responses_[stream_id]; }
+    bool eof() const { return eof_; }
+    bool goaway_received() const { return goaway_.has_value(); }
+    const nghttp2_goaway &goaway() const { return *goaway_; }
+    const std::string &goaway_data() const { return goaway_data_; }
+    uint32_t remote_max_streams() const {
+        return nghttp2_session_get_remote_settings(session_,
+                                                   NGHTTP2_SETTINGS_MAX_CONCURRENT_STREAMS);
+    }
+    size_t settings_received() const { return settings_received_; }
+
+private:
+    struct BodySource {
+        std::string data;
+        size_t offset;
+    };
+
+    bool wait_socket(short events, std::chrono::steady_clock::time_point deadline) {
+        const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
+            deadline - std::chrono::steady_clock::now());
+        if (left <= 0ms)
+            return false;
+        pollfd fd{fd_, events, 0};
+        return ::poll(&fd, 1, static_cast<int>(left.count())) > 0;
+    }
+
+    void start_session() {
+        nghttp2_session_callbacks *callbacks = nullptr;
+        nghttp2_session_callbacks_new(&callbacks);
+        nghttp2_session_callbacks_set_on_header_callback(callbacks, on_header);
+        nghttp2_session_callbacks_set_on_data_chunk_recv_callback(callbacks, on_data_chunk);
+        nghttp2_session_callbacks_set_on_frame_recv_callback(callbacks, on_frame);
+        nghttp2_session_callbacks_set_on_stream_close_callback(callbacks, on_stream_close);
+        nghttp2_session_client_new(&session_, callbacks, this);
+        nghttp2_session_callbacks_del(callbacks);
+        nghttp2_submit_settings(session_, NGHTTP2_FLAG_NONE, nullptr, 0);
+        flush();
+    }
+
+    void flush() {
+        if (session_ == nullptr || eof_)
+            return;
+        for (;;) {
+            const uint8_t *data = nullptr;
+            const ssize_t length = nghttp2_session_mem_send(session_, &data);
+            if (length <= 0)
+                return;
+            // Small writes on loopback: a blocking retry loop is enough.
+            size_t written = 0;
+            while (written < static_cast<size_t>(length)) {
+                ERR_clear_error();
+                const int result =
+                    SSL_write(ssl_, data + written, static_cast<int>(length - written));
+                if (result > 0) {
+                    written += static_cast<size_t>(result);
+                    continue;
+                }
+                const int error = SSL_get_error(ssl_, result);
+                if (error != SSL_ERROR_WANT_WRITE && error != SSL_ERROR_WANT_READ) {
+                    eof_ = true;
+                    return;
+                }
+                wait_socket(POLLOUT, std::chrono::steady_clock::now() + 1s);
+            }
+        }
+    }
+
+    void read_available() {
+        std::array<uint8_t, 16384> buffer{};
+        for (;;) {
+            ERR_clear_error();
+            const int length = SSL_read(ssl_, buffer.data(), buffer.size());
+            if (length > 0) {
+                if (session_ == nullptr ||
+                    nghttp2_session_mem_recv(session_, buffer.data(), length) < 0)
+                    eof_ = true;
+                continue;
+            }
+            const int error = SSL_get_error(ssl_, length);
+            if (error != SSL_ERROR_WANT_READ && error != SSL_ERROR_WANT_WRITE)
+                eof_ = true;
+            return;
+        }
+    }
+
+    static TestClient &self(void *user_data) { return *static_cast<TestClient *>(user_data); }
+
+    static int on_header(nghttp2_session *, const nghttp2_frame *frame, const uint8_t *name,
+                         size_t name_length, const uint8_t *value, size_t value_length, uint8_t,
+                         void *user_data) {
+        Response &response = self(user_data).responses_[frame->hd.stream_id];
+        const std::string header_name(reinterpret_cast<const char *>(name), name_length);
+        const std::string header_value(reinterpret_cast<const char *>(value), value_length);
+        if (header_name == ":status")
+            response.status = std::stoi(header_value);
+        else
+            response.headers[header_name] = header_value;
+        return 0;
+    }
+
+    static int on_data_chunk(nghttp2_session *, uint8_t, int32_t stream_id, const uint8_t *data,
+                             size_t length, void *user_data) {
+        self(user_data).responses_[stream_id].body.append(reinterpret_cast<const char *>(data),
+                                                          length);
+        return 0;
+    }
+
+    static int on_frame(nghttp2_session *, const nghttp2_frame *frame, void *user_data) {
+        TestClient &client = self(user_data);
+        if (frame->hd.type == NGHTTP2_GOAWAY) {
+            client.goaway_ = frame->goaway;
+            client.goaway_data_.assign(reinterpret_cast<const char *>(frame->goaway.opaque_data),
+                                       frame->goaway.opaque_data_len);
+        }
+        if (frame->hd.type == NGHTTP2_SETTINGS && (frame->hd.flags & NGHTTP2_FLAG_ACK) == 0)
+            ++client.settings_received_;
+        return 0;
+    }
+
+    static int on_stream_close(nghttp2_session *, int32_t stream_id, uint32_t error_code,
+                               void *user_data) {
+        Response &response = self(user_data).responses_[stream_id];
+        response.closed = true;
+        response.error_code = error_code;
+        response.closed_at = std::chrono::steady_clock::now();
+        return 0;
+    }
+
+    static ssize_t read_body(nghttp2_session *, int32_t, uint8_t *buffer, size_t length,
+                             uint32_t *data_flags, nghttp2_data_source *source, void *) {
+        BodySource &body = *static_cast<BodySource *>(source->ptr);
+        const size_t count = std::min(length, body.data.size() - body.offset);
+        std::memcpy(buffer, body.data.data() + body.offset, count);
+        body.offset += count;
+        if (body.offset == body.data.size())
+            *data_flags |= NGHTTP2_DATA_FLAG_EOF;
+        return static_cast<ssize_t>(count);
+    }
+
+    SSL_CTX *ctx_ = nullptr;
+    SSL *ssl_ = nullptr;
+    int fd_ = -1;
+    nghttp2_session *session_ = nullptr;
+    bool eof_ = false;
+    std::list<BodySource> bodies_;
+    std::map<int32_t, Response> responses_;
+    std::optional<nghttp2_goaway> goaway_;
+    std::string goaway_data_;
+    size_t settings_received_ = 0;
+};
+
+const ClientCertificate trusted_client{pki("client.pem"), pki("client.key")};
+
+class MockApnsServerTest : public ::testing::Test {
+protected:
+    void SetUp() override { server_.start(); }
+
+    MockApnsServer server_{server_config()};
+};
+
+TEST_F(MockApnsServerTest, RecordsRequestWithHeadersAndBody) {
+    TestClient client(server_.port(), trusted_client);
+    ASSERT_TRUE(client.connect());
+    const std::string body = R"({"aps":{"account-id":"0715A26B-CA09-4730-A419-793000CA982E"}})";
+    const int32_t stream = client.submit("POST", "/3/device/a1b2c3d4",
+                                         {{"apns-topic", read_topic()},
+                                          {"apns-push-type", "background"},
+                                          {"apns-expiration", "1700000000"}},
+                                         body);
+    ASSERT_TRUE(client.run_until([&] { return client.response(stream).closed; }, patience));
+
+    EXPECT_EQ(client.response(stream).status, 200);
+    EXPECT_TRUE(is_upper_case_uuid(client.response(stream).headers["apns-id"]))
+        << client.response(stream).headers["apns-id"];
+    EXPECT_TRUE(client.response(stream).body.empty());
+
+    ASSERT_TRUE(server_.wait_for_requests(1, patience));
+    const std::vector<MockApnsRequest> requests = server_.requests();
+    ASSERT_EQ(requests.size(), 1u);
+    const MockApnsRequest &request = requests[0];
+    EXPECT_EQ(request.method, "POST");
+    EXPECT_EQ(request.path, "/3/device/a1b2c3d4");
+    EXPECT_EQ(request.device_token, "a1b2c3d4");
+    EXPECT_EQ(request.body, body);
+    EXPECT_EQ(request.headers.at("apns-topic"), read_topic());
+    EXPECT_EQ(request.headers.at("apns-push-type"), "background");
+    EXPECT_EQ(request.headers.at("apns-expiration"), "1700000000");
+    EXPECT_EQ(request.headers.at(":authority"), "localhost");
+    EXPECT_EQ(request.client_uid, read_topic());
+    EXPECT_EQ(request.client_subject,
+              "/UID=" + read_topic() + "/CN=APSP:0b5f6d3e-8f1c-4f8e-9c3a-2d1e0f9a8b7c/C=US");
+    EXPECT_EQ(request.connection_index, 0u);
+    EXPECT_EQ(request.stream_id, stream);
+    EXPECT_EQ(server_.connections_accepted(), 1u);
+    EXPECT_EQ(server_.handshake_failures(), 0u);
+}
+
+TEST_F(MockApnsServerTest, EchoesTheApnsIdTheClientChose) {
+    TestClient client(server_.port(), trusted_client);
+    ASSERT_TRUE(client.connect());
+    const std::string id = "123E4567-E89B-12D3-A456-4266554400A0";
+    const int32_t stream = client.submit("POST", "/3/device/aa", {{"apns-id", id}}, "{}");
+    ASSERT_TRUE(client.run_until([&] { return client.response(stream).closed; }, patience));
+    EXPECT_EQ(client.response(stream).headers["apns-id"], id);
+}
+
+TEST_F(MockApnsServerTest, ClientCertificateMustVerifyAgainstTheConfiguredCa) {
+    struct Row {
+        const char *name;
+        std::optional<ClientCertificate> certificate;
+        bool accepted;
+    };
+    const Row rows[] = {
+        {"trusted", trusted_client, true},
+        {"short topic",
+         ClientCertificate{pki("client-short-topic.pem"), pki("client-short-topic.key")}, true},
+        {"other CA", ClientCertificate{pki("client-untrusted.pem"), pki("client-untrusted.key")},
+         false},
+        {"expired", ClientCertificate{pki("client-expired.pem"), pki("client-expired.key")}, false},
+        {"none", std::nullopt, false},
+    };
+    size_t expected_failures = 0;
+    for (const Row &row : rows) {
+        SCOPED_TRACE(row.name);
+        TestClient client(server_.port(), row.certificate);
+        EXPECT_EQ(client.usable(), row.accepted);
+        if (!row.accepted)
+            ++expected_failures;
+        EXPECT_TRUE(
+            eventually([&] { return server_.handshake_failures() == expected_failures; }, patience))
+            << server_.handshake_failures();
+    }
+    EXPECT_EQ(server_.connections_accepted(), std::size(rows));
+    const std::vector<MockApnsRequest> requests = server_.requests();
+    ASSERT_EQ(requests.size(), 2u);
+    EXPECT_EQ(requests[1].client_uid, "com.apple.mail.nil");
+}
+
+TEST_F(MockApnsServerTest, AnswersAsScripted) {
+    struct Row {
+        const char *name;
+        MockApnsResponse response;
+        int status;
+        std::optional<std::string> reason; // nullopt: no body at all
+        std::optional<int64_t> timestamp;
+    };
+    MockApnsResponse unregistered;
+    unregistered.status = 410;
+    unregistered.timestamp_ms = 1700000000123;
+    MockApnsResponse bad_token;
+    bad_token.status = 400;
+    MockApnsResponse not_for_topic;
+    not_for_topic.status = 400;
+    not_for_topic.reason = "DeviceTokenNotForTopic";
+    MockApnsResponse unavailable;
+    unavailable.status = 503;
+    const Row rows[] = {
+        {"ok", MockApnsResponse{}, 200, std::nullopt, std::nullopt},
+        {"410 with timestamp", unregistered, 410, "Unregistered", 1700000000123},
+        {"400 default reason", bad_token, 400, "BadDeviceToken", std::nullopt},
+        {"400 given reason", not_for_topic, 400, "DeviceTokenNotForTopic", std::nullopt},
+        {"503", unavailable, 503, "ServiceUnavailable", std::nullopt},
+    };
+    TestClient client(server_.port(), trusted_client);
+    ASSERT_TRUE(client.connect());
+    for (const Row &row : rows) {
+        SCOPED_TRACE(row.name);
+        server_.set_responder([&](const MockApnsRequest &) { return row.response; });
+        const int32_t stream = client.submit("POST", "/3/device/ab", {}, "{}");
+        ASSERT_TRUE(client.run_until([&] { return client.response(stream).closed; }, patience));
+        TestClient::Response &response = client.response(stream);
+        EXPECT_EQ(response.status, row.status);
+        EXPECT_FALSE(response.headers["apns-id"].empty());
+        if (!row.reason) {
+            EXPECT_TRUE(response.body.empty()) << response.body;
+            continue;
+        }
+        EXPECT_EQ(response.headers["content-type"], "application/json");
+        Json::Value body;
+        ASSERT_TRUE(parse_json(response.body, body)) << response.body;
+        EXPECT_EQ(body["reason"].asString(), *row.reason);
+        if (row.timestamp)
+            EXPECT_EQ(body["timestamp"].asInt64(), *row.timestamp);
+        else
+            EXPECT_FALSE(body.isMember("timestamp")) << response.body;
+    }
+}
+
+TEST_F(MockApnsServerTest, UnregisteredWithoutTimestampSaysNow) {
+    MockApnsResponse unregistered;
+    unregistered.status = 410;
+    server_.set_responder([&](const MockApnsRequest &) { return unregistered; });
+    TestClient client(server_.port(), trusted_client);
+    ASSERT_TRUE(client.connect());
+    const int64_t before = std::chrono::duration_cast<std::chrono::milliseconds>(
+                               std::chrono::system_clock::now().time_since_epoch())
+                               .count();
+    const int32_t stream = client.submit("POST", "/3/device/ab", {}, "{}");
+    ASSERT_TRUE(client.run_until([&] { return client.response(stream).closed; }, patience));
+    Json::Value body;
+    ASSERT_TRUE(parse_json(client.response(stream).body, body));
+    EXPECT_GE(body["timestamp"].asInt64(), before);
+    EXPECT_LT(body["timestamp"].asInt64(), before + 60'000);
+}
+
+TEST_F(MockApnsServerTest, WithoutResponderAnswersLikeApns) {
+    struct Row {
+        const char *method;
+        const char *path;
+        int status;
+        const char *reason;
+    };
+    const Row rows[] = {
+        {"POST", "/3/device/a1b2", 200, ""},
+        {"GET", "/3/device/a1b2", 405, "MethodNotAllowed"},
+        {"POST", "/3/device/", 404, "BadPath"},
+        {"POST", "/2/device/a1b2", 404, "BadPath"},
+        {"POST", "/3/device/a1b2/extra", 404, "BadPath"},
+    };
+    TestClient client(server_.port(), trusted_client);
+    ASSERT_TRUE(client.connect());
+    for (const Row &row : rows) {
+        SCOPED_TRACE(std::string(row.method) + " " + row.path);
+        const int32_t stream = client.submit(row.method, row.path, {}, "{}");
+        ASSERT_TRUE(client.run_until([&] { return client.response(stream).closed; }, patience));
+        EXPECT_EQ(client.response(stream).status, row.status);
+        Json::Value body;
+        parse_json(client.response(stream).body, body);
+        EXPECT_EQ(body["reason"].asString(), row.reason) << client.response(stream).body;
+    }
+}
+
+TEST_F(MockApnsServerTest, ResponderExceptionBecomesInternalServerError) {
+    server_.set_responder([](const MockApnsRequest &) -> MockApnsResponse {
+        throw std::runtime_error("scripted failure");
+    });
+    TestClient client(server_.port(), trusted_client);
+    ASSERT_TRUE(client.connect());
+    const int32_t stream = client.submit("POST", "/3/device/ab", {}, "{}");
+    ASSERT_TRUE(client.run_until([&] { return client.response(stream).closed; }, patience));
+    EXPECT_EQ(client.response(stream).status, 500);
+}
+
+TEST_F(MockApnsServerTest, DelayedAnswerDoesNotStallOtherStreams) {
+    server_.set_responder([](const MockApnsRequest &request) {
+        MockApnsResponse response;
+        if (request.device_token == "slow")
+            response.delay = 300ms;
+        return response;
+    });
+    TestClient client(server_.port(), trusted_client);
+    ASSERT_TRUE(client.connect());
+    const auto sent = std::chrono::steady_clock::now();
+    const int32_t slow = client.submit("POST", "/3/device/slow", {}, "{}");
+    const int32_t fast = client.submit("POST", "/3/device/fast", {}, "{}");
+    ASSERT_TRUE(client.run_until([&] { return client.response(fast).closed; }, patience));
+    EXPECT_FALSE(client.response(slow).closed);
+    ASSERT_TRUE(client.run_until([&] { return client.response(slow).closed; }, patience));
+    EXPECT_EQ(client.response(slow).status, 200);
+    EXPECT_GE(client.response(slow).closed_at - sent, 300ms);
+}
+
+TEST_F(MockApnsServerTest, GoawayLetsReceivedStreamsFinishThenCloses) {
+    server_.set_responder([](const MockApnsRequest &) {
+        MockApnsResponse response;
+        response.delay = 500ms;
+        return response;
+    });
+    TestClient client(server_.port(), trusted_client);
+    ASSERT_TRUE(client.connect());
+    const int32_t pending = client.submit("POST", "/3/device/ab", {}, "{}");
+    ASSERT_TRUE(server_.wait_for_requests(1, patience));
+    server_.send_goaway("Shutdown");
+
+    ASSERT_TRUE(client.run_until([&] { return client.goaway_received(); }, patience));
+    EXPECT_EQ(client.goaway().error_code, NGHTTP2_NO_ERROR);
+    EXPECT_EQ(client.goaway().last_stream_id, pending);
+    EXPECT_EQ(client.goaway_data(), R"({"reason":"Shutdown"})");
+    ASSERT_TRUE(client.run_until([&] { return client.response(pending).closed; }, patience));
+    EXPECT_EQ(client.response(pending).status, 200);
+    EXPECT_TRUE(server_.wait_for_open_connections(0, patience));
+}
+
+TEST_F(MockApnsServerTest, GoawayRefusingStreamsLeavesThemUnanswered) {
+    server_.set_responder([](const MockApnsRequest &) {
+        MockApnsResponse response;
+        response.delay = 60s;
+        return response;
+    });
+    TestClient client(server_.port(), trusted_client);
+    ASSERT_TRUE(client.connect());
+    const int32_t refused = client.submit("POST", "/3/device/ab", {}, "{}");
+    ASSERT_TRUE(server_.wait_for_requests(1, patience));
+    server_.send_goaway("Shutdown", xaps::test::GoawayStreams::refuse);
+
+    ASSERT_TRUE(client.run_until([&] { return client.response(refused).closed; }, patience));
+    ASSERT_TRUE(client.goaway_received());
+    EXPECT_EQ(client.goaway().last_stream_id, 0);
+    EXPECT_EQ(client.response(refused).status, 0);
+    EXPECT_EQ(client.response(refused).error_code, NGHTTP2_REFUSED_STREAM);
+    EXPECT_TRUE(server_.wait_for_open_connections(0, patience));
+}
+
+TEST_F(MockApnsServerTest, MaxConcurrentStreamsFollowsTheServerSetting) {
+    server_.stop();
+    MockApnsConfig config = server_config();
+    config.max_concurrent_streams = 1;
+    MockApnsServer server(config);
+    server.start();
+    TestClient client(server.port(), trusted_client);
+    ASSERT_TRUE(client.connect());
+    ASSERT_TRUE(client.run_until([&] { return client.settings_received() == 1; }, patience));
+    EXPECT_EQ(client.remote_max_streams(), 1u);
+
+    server.set_max_concurrent_streams(500);
+    ASSERT_TRUE(client.run_until([&] { return client.settings_received() == 2; }, patience));
+    EXPECT_EQ(client.remote_max_streams(), 500u);
+
+    TestClient later(server.port(), trusted_client);
+    ASSERT_TRUE(later.connect());
+    ASSERT_TRUE(later.run_until([&] { return later.settings_received() == 1; }, patience));
+    EXPECT_EQ(later.remote_max_streams(), 500u);
+}
+
+TEST_F(MockApnsServerTest, DropConnectionsResetsTcp) {
+    TestClient client(server_.port(), trusted_client);
+    ASSERT_TRUE(client.usable());
+    server_.drop_connections();
+    EXPECT_TRUE(server_.wait_for_open_connections(0, patience));
+    EXPECT_FALSE(client.run_until([] { return false; }, patience));
+    EXPECT_TRUE(client.eof());
+    EXPECT_FALSE(client.goaway_received());
+}
+
+TEST_F(MockApnsServerTest, RestartListensOnTheSamePort) {
+    const uint16_t port = server_.port();
+    {
+        TestClient client(port, trusted_client);
+        ASSERT_TRUE(client.usable());
+    }
+    server_.stop();
+    EXPECT_EQ(server_.open_connections(), 0u);
+    server_.start();
+    EXPECT_EQ(server_.port(), port);
+    TestClient client(port, trusted_client);
+    EXPECT_TRUE(client.usable());
+    EXPECT_EQ(server_.requests_received(), 2u);
+    EXPECT_EQ(server_.requests().back().connection_index, 1u);
+}
+
+TEST_F(MockApnsServerTest, CountsPings) {
+    TestClient client(server_.port(), trusted_client);
+    ASSERT_TRUE(client.connect());
+    client.ping();
+    EXPECT_TRUE(client.run_until([&] { return server_.pings_received() == 1; }, patience));
+}
+
+TEST_F(MockApnsServerTest, ManyConnectionsAndStreamsAtOnce) {
+    std::vector<std::unique_ptr<TestClient>> clients;
+    std::vector<std::vector<int32_t>> streams(4);
+    for (size_t i = 0; i < streams.size(); ++i) {
+        clients.push_back(std::make_unique<TestClient>(server_.port(), trusted_client));
+        ASSERT_TRUE(clients.back()->connect());
+        for (int n = 0; n < 50; ++n)
+            streams[i].push_back(clients.back()->submit("POST", "/3/device/ab", {}, "{}"));
+    }
+    for (size_t i = 0; i < clients.size(); ++i) {
+        ASSERT_TRUE(clients[i]->run_until(
+            [&] {
+                return std::all_of(streams[i].begin(), streams[i].end(),
+                                   [&](int32_t id) { return clients[i]->response(id).closed; });
+            },
+            patience));
+    }
+    EXPECT_EQ(server_.requests_received(), 200u);
+    EXPECT_EQ(server_.open_connections(), 4u);
+}
+
+TEST(MockApnsServerConfig, UnusableCertificateThrows) {
+    MockApnsConfig config = server_config();
+    config.key_file = pki("client.key"); // does not match server.pem
+    EXPECT_THROW(MockApnsServer server(config), std::exception);
+}
+
+} // namespace
