@@ -41,11 +41,28 @@ bool device_gone(int status, std::string_view reason) {
            (status == 400 && (reason == "BadDeviceToken" || reason == "DeviceTokenNotForTopic"));
 }
 
+// Orders the heap of delayed retries: the earliest on top.
+constexpr auto retries_later = [](const auto *a, const auto *b) {
+    return a->retry_at > b->retry_at;
+};
+
 std::string token_for_log(std::string_view token) {
     return std::string(token.substr(0, 8)) + (token.size() > 8 ? "..." : "");
 }
 
 } // namespace
+
+template <typename Function> EventLoop::Callback ApnsClient::guarded(Function function) {
+    return [this, function] {
+        try {
+            function();
+        } catch (const std::exception &error) {
+            log(LogLevel::error, std::string("APNs client: ") + error.what());
+        } catch (...) {
+            log(LogLevel::error, "APNs client: unknown exception");
+        }
+    };
+}
 
 ApnsClient::ApnsClient(EventLoop &loop, ApnsSettings settings, TlsContext tls, LogSink log)
     : loop_(loop), settings_(std::move(settings)), tls_(std::move(tls)), log_(std::move(log)),
@@ -102,9 +119,20 @@ void ApnsClient::send(Push push, Done done) {
         return;
     }
     if (queue_.size() + delayed_.size() >= settings_.max_queued) {
+        if (!queue_full_reported_) {
+            queue_full_reported_ = true;
+            log(LogLevel::warning,
+                std::to_string(settings_.max_queued) +
+                    " pushes wait for APNs already; failing new ones" +
+                    (last_connection_error_.empty()
+                         ? std::string()
+                         : " (last connection error: " + last_connection_error_ + ")"));
+        }
         finish_later(pending, PushOutcome::Result::failed, "too many pushes waiting for APNs");
         return;
     }
+    if (queue_full_reported_ && queue_.size() + delayed_.size() < settings_.max_queued / 2)
+        queue_full_reported_ = false;
     pending.path.assign("/3/device/").append(pending.push.device_token);
     payload_.write_mail_push(pending.push.account_id, pending.body);
     refresh_expiration();
@@ -119,7 +147,6 @@ ApnsClient::Stats ApnsClient::stats() const {
     Stats stats = stats_;
     stats.queued = queue_.size() + delayed_.size();
     stats.in_flight = 0;
-    stats.connected = false;
     for (const Slot &slot : slots_) {
         if (slot.connection) {
             stats.in_flight += slot.connection->in_flight();
@@ -136,9 +163,9 @@ ApnsClient::Stats ApnsClient::stats() const {
 
 void ApnsClient::open(Slot &slot) {
     slot.reconnect_timer.reset();
-    if (slot.ever_connected)
+    if (slot.opened_before)
         stats_.reconnects++;
-    slot.ever_connected = true;
+    slot.opened_before = true;
     ApnsConnection::Observer &observer = *this;
     slot.connection =
         std::make_unique<ApnsConnection>(loop_, tls_.native(), connection_config_, observer);
@@ -153,7 +180,7 @@ void ApnsClient::schedule_reconnect(Slot &slot, bool healthy) {
     const milliseconds delay = healthy ? milliseconds{0}
                                        : backoff(settings_.reconnect_initial_delay,
                                                  settings_.reconnect_max_delay, ++slot.failures);
-    slot.reconnect_timer = loop_.call_after(delay, [this, &slot] { open(slot); });
+    slot.reconnect_timer = loop_.call_after(delay, guarded([this, &slot] { open(slot); }));
 }
 
 ApnsClient::Slot *ApnsClient::slot_of(const ApnsConnection &connection) {
@@ -183,10 +210,10 @@ void ApnsClient::bury(std::unique_ptr<ApnsConnection> connection) {
         return;
     graveyard_.push_back(std::move(connection));
     if (!reap_timer_) {
-        reap_timer_ = loop_.call_after(milliseconds{0}, [this] {
-            graveyard_.clear();
-            reap_timer_.reset();
-        });
+        reap_timer_ = loop_.call_after(milliseconds{0}, guarded([this] {
+                                           graveyard_.clear();
+                                           reap_timer_.reset();
+                                       }));
     }
 }
 
@@ -250,9 +277,11 @@ void ApnsClient::dispatch() {
             return;
         PendingPush &pending = *queue_.front();
         if (!target->connection->submit(pending)) {
-            // The session cannot open more streams: it drains, a new one takes over.
+            // The session cannot open more streams (out of stream ids after a
+            // long life): it drains while a new one takes over.
+            const bool healthy = target->connection->responses() > 0;
             draining_.push_back(std::move(target->connection));
-            open(*target);
+            schedule_reconnect(*target, healthy);
             continue;
         }
         queue_.pop_front();
@@ -322,9 +351,7 @@ void ApnsClient::retry_later(PendingPush &pending) {
     }
     stats_.retries++;
     delayed_.push_back(&pending);
-    std::push_heap(
-        delayed_.begin(), delayed_.end(),
-        [](const PendingPush *a, const PendingPush *b) { return a->retry_at > b->retry_at; });
+    std::push_heap(delayed_.begin(), delayed_.end(), retries_later);
     arm_retry_timer();
 }
 
@@ -338,17 +365,14 @@ void ApnsClient::arm_retry_timer() {
         return;
     retry_timer_at_ = earliest;
     retry_timer_ = loop_.call_after(std::chrono::ceil<milliseconds>(earliest - loop_.now()),
-                                    [this] { on_retry_timer(); });
+                                    guarded([this] { on_retry_timer(); }));
 }
 
 void ApnsClient::on_retry_timer() {
     retry_timer_.reset();
     const auto now = loop_.now();
-    const auto later = [](const PendingPush *a, const PendingPush *b) {
-        return a->retry_at > b->retry_at;
-    };
     while (!delayed_.empty() && delayed_.front()->retry_at <= now) {
-        std::pop_heap(delayed_.begin(), delayed_.end(), later);
+        std::pop_heap(delayed_.begin(), delayed_.end(), retries_later);
         queue_.push_back(delayed_.back());
         delayed_.pop_back();
     }
@@ -363,7 +387,7 @@ void ApnsClient::arm_sweep() {
         return;
     const milliseconds period =
         std::clamp(settings_.give_up_after / 10, milliseconds{10}, milliseconds{1000});
-    sweep_timer_ = loop_.call_after(period, [this] { on_sweep(); });
+    sweep_timer_ = loop_.call_after(period, guarded([this] { on_sweep(); }));
 }
 
 // Pushes that waited for a connection past their deadline fail here.
@@ -429,7 +453,7 @@ void ApnsClient::finish_later(PendingPush &pending, PushOutcome::Result result,
                               std::string_view reason) {
     deferred_.push_back(Deferred{&pending, result, std::string(reason)});
     if (!deferred_timer_)
-        deferred_timer_ = loop_.call_after(milliseconds{0}, [this] { run_deferred(); });
+        deferred_timer_ = loop_.call_after(milliseconds{0}, guarded([this] { run_deferred(); }));
 }
 
 void ApnsClient::run_deferred() {

@@ -58,7 +58,7 @@ private:
         std::unique_ptr<ApnsConnection> connection;
         std::unique_ptr<EventLoop::Watch> reconnect_timer;
         unsigned failures = 0; // connection attempts failed in a row
-        bool ever_connected = false;
+        bool opened_before = false;
     };
 
     // ApnsConnection::Observer
@@ -75,7 +75,6 @@ private:
     void bury(std::unique_ptr<ApnsConnection> connection);
 
     void dispatch();
-    void requeue(PendingPush &push);
     void retry_later(PendingPush &push);
     void on_retry_timer();
     void arm_retry_timer();
@@ -92,6 +91,8 @@ private:
     PendingPush &acquire();
     void release(PendingPush &push);
     void log(LogLevel level, std::string_view message) const noexcept;
+    // Wraps a timer callback so that nothing it throws reaches the event loop.
+    template <typename Function> EventLoop::Callback guarded(Function function);
 
     EventLoop &loop_;
     ApnsSettings settings_;
@@ -107,6 +108,7 @@ private:
     std::unique_ptr<EventLoop::Watch> reap_timer_;
     std::size_t next_slot_ = 0;
     std::string last_connection_error_;
+    bool queue_full_reported_ = false; // logged once per episode, not per push
 
     std::deque<PendingPush *> queue_;
     std::vector<PendingPush *> delayed_; // a min-heap on PendingPush::retry_at

@@ -221,7 +221,7 @@ void ApnsConnection::start_connect() noexcept {
         const int rc = ::getaddrinfo(config_.host.c_str(), std::to_string(config_.port).c_str(),
                                      &hints, &found);
         if (rc != 0) {
-            fail("cannot resolve " + config_.host + ": " + ::gai_strerror(rc));
+            close("cannot resolve " + config_.host + ": " + ::gai_strerror(rc));
             return;
         }
         for (const addrinfo *ai = found; ai != nullptr; ai = ai->ai_next) {
@@ -231,7 +231,7 @@ void ApnsConnection::start_connect() noexcept {
         ::freeaddrinfo(found);
         try_next_address();
     } catch (const std::exception &error) {
-        fail(error.what());
+        close(error.what());
     }
 }
 
@@ -258,7 +258,7 @@ void ApnsConnection::try_next_address() {
         ::close(fd_);
         fd_ = -1;
     }
-    fail("cannot connect to " + description() + ": " + last_connect_error_);
+    close("cannot connect to " + description() + ": " + last_connect_error_);
 }
 
 void ApnsConnection::on_connect_ready() {
@@ -307,7 +307,7 @@ void ApnsConnection::continue_handshake() {
         unsigned int protocol_length = 0;
         SSL_get0_alpn_selected(ssl_.get(), &protocol, &protocol_length);
         if (std::string_view(reinterpret_cast<const char *>(protocol), protocol_length) != "h2") {
-            fail(description() + " did not agree to HTTP/2 (ALPN h2)");
+            close(description() + " did not agree to HTTP/2 (ALPN h2)");
             return;
         }
         start_session();
@@ -320,8 +320,8 @@ void ApnsConnection::continue_handshake() {
     else if (error == SSL_ERROR_WANT_WRITE)
         watch(false, true);
     else
-        fail("TLS handshake with " + description() +
-             " failed: " + describe_tls_failure(ssl_.get(), error, saved_errno));
+        close("TLS handshake with " + description() +
+              " failed: " + describe_tls_failure(ssl_.get(), error, saved_errno));
 }
 
 void ApnsConnection::start_session() {
@@ -468,7 +468,7 @@ void ApnsConnection::on_readable() {
             after_io();
         }
     } catch (const std::exception &error) {
-        fail(error.what());
+        close(error.what());
     }
 }
 
@@ -484,7 +484,7 @@ void ApnsConnection::on_writable() {
             after_io();
         }
     } catch (const std::exception &error) {
-        fail(error.what());
+        close(error.what());
     }
 }
 
@@ -645,12 +645,8 @@ void ApnsConnection::on_tick() {
         arm_tick();
         after_io();
     } catch (const std::exception &error) {
-        fail(error.what());
+        close(error.what());
     }
-}
-
-void ApnsConnection::fail(std::string reason) {
-    close(reason);
 }
 
 void ApnsConnection::close(std::string_view reason) noexcept {

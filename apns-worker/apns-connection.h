@@ -136,7 +136,6 @@ private:
     void after_io();
     void update_watches();
     void watch(bool read, bool write);
-    void fail(std::string reason);
     void link_in_flight(ApnsRequest &request) noexcept;
     void unlink_in_flight(ApnsRequest &request) noexcept;
     void arm_tick();

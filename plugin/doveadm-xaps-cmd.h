@@ -4,6 +4,9 @@
 #pragma once
 
 #include "dovecot-cxx.h"
+#include "xaps-error.h"
+
+#include <string>
 
 namespace xaps::doveadm {
 
@@ -33,6 +36,13 @@ inline struct doveadm_cmd_ver2 command(const char *name, doveadm_command_ver2_t 
     cmd.flags = CMD_FLAG_NONE;
     cmd.parameters = parameters;
     return cmd;
+}
+
+// Refuses the command's arguments (EX_USAGE), showing how to call it.
+[[noreturn]] inline void usage_error(const struct doveadm_cmd_ver2 &cmd,
+                                     const std::string &problem) {
+    throw Error(ErrorKind::invalid_input, problem + " (usage: doveadm " + cmd.name +
+                                              (*cmd.usage == '\0' ? "" : " ") + cmd.usage + ")");
 }
 
 extern struct doveadm_cmd_ver2 cmd_xaps_list;

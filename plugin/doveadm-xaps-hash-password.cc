@@ -33,7 +33,8 @@ std::string sha256_hex(std::string_view data) {
 
 void hash_password(struct doveadm_cmd_context *cctx) {
     if (cctx->conn_type != DOVEADM_CONNECTION_TYPE_CLI) {
-        throw Error(ErrorKind::invalid_input, "hash-password reads a terminal: run it locally");
+        usage_error(cmd_xaps_hash_password,
+                    "it reads the password from a terminal: run it locally");
     }
     // askpass reads into the data stack; the copy there is wiped too.
     char *typed = const_cast<char *>(t_askpass("Apple ID password: "));

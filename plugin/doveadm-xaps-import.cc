@@ -61,15 +61,15 @@ struct ImportCounts {
 
 void warn_skipped(const std::string &user, const std::string &account_id,
                   const std::string &reason) {
-    std::string entry = account_id.empty() ? "user '" + user + "'"
-                                           : "'" + user + "' account '" + account_id + "'";
+    std::string entry =
+        account_id.empty() ? "user '" + user + "'" : "'" + user + "' account '" + account_id + "'";
     i_warning("xaps import: skipped %s: %s", entry.c_str(), reason.c_str());
 }
 
 void import(struct doveadm_cmd_context *cctx) {
     const char *path = nullptr;
     if (!doveadm_cmd_param_str(cctx, "file", &path) || *path == '\0') {
-        throw Error(ErrorKind::invalid_input, "import needs the path of xapsd's database.json");
+        usage_error(cmd_xaps_import, "the file is missing");
     }
     std::optional<plugin::XapsdDatabase> file = read_file(path);
     if (!file) {
@@ -78,10 +78,7 @@ void import(struct doveadm_cmd_context *cctx) {
     const plugin::XapsdDatabase &database = *file;
 
     ImportCounts counts;
-    for (const auto &skipped : database.skipped) {
-        warn_skipped(skipped.user, skipped.account_id, skipped.reason);
-        counts.skipped++;
-    }
+    counts.skipped = database.skipped.size();
 
     WorkerSession session;
     std::optional<Error> fatal;
@@ -116,6 +113,11 @@ void import(struct doveadm_cmd_context *cctx) {
     };
     send_more();
     session.wait();
+    // After the import: when the worker is unreachable they would only
+    // hide the error.
+    for (const auto &skipped : database.skipped) {
+        warn_skipped(skipped.user, skipped.account_id, skipped.reason);
+    }
     if (fatal) {
         throw Error(fatal->kind(), std::string(fatal->what()) + " (imported " +
                                        std::to_string(counts.imported) + " before)");
@@ -129,8 +131,8 @@ void import(struct doveadm_cmd_context *cctx) {
     doveadm_print_num(counts.present);
     doveadm_print_num(counts.skipped);
     if (counts.skipped > 0) {
-        report_error(EX_DATAERR, "xaps import: " + std::to_string(counts.skipped) +
-                                     " entries of " + path + " were skipped");
+        report_error(EX_DATAERR, std::string("xaps import: ") + path +
+                                     ": entries skipped: " + std::to_string(counts.skipped));
     }
 }
 

@@ -37,7 +37,7 @@ void list(struct doveadm_cmd_context *cctx) {
     const char *user = nullptr;
     // An empty name would ask the worker for every user.
     if (doveadm_cmd_param_str(cctx, "user", &user) && *user == '\0') {
-        throw Error(ErrorKind::invalid_input, "-u needs a user name");
+        usage_error(cmd_xaps_list, "-u needs a user name");
     }
 
     // Nothing is printed before the whole answer is in: a failure must not

@@ -16,17 +16,17 @@ protocol::Purge purge_request(struct doveadm_cmd_context *cctx) {
     bool has_token = doveadm_cmd_param_str(cctx, "token", &token);
     (void)doveadm_cmd_param_bool(cctx, "all", &all);
     if (int(has_user) + int(has_token) + int(all) != 1) {
-        throw Error(ErrorKind::invalid_input, "give exactly one of -u <user>, -t <token>, -A");
+        usage_error(cmd_xaps_purge, "give exactly one of -u, -t, -A");
     }
     if (has_user) {
         if (*user == '\0') {
-            throw Error(ErrorKind::invalid_input, "-u needs a user name");
+            usage_error(cmd_xaps_purge, "-u needs a user name");
         }
         return {protocol::PurgeScope::user, user};
     }
     if (has_token) {
         if (*token == '\0') {
-            throw Error(ErrorKind::invalid_input, "-t needs a device token");
+            usage_error(cmd_xaps_purge, "-t needs a device token");
         }
         return {protocol::PurgeScope::token, token};
     }

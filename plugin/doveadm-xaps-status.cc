@@ -13,14 +13,13 @@ namespace {
 void status(struct doveadm_cmd_context *) {
     std::vector<std::pair<std::string, std::string>> rows;
     WorkerSession session;
-    ok_fields(session.call(protocol::Status{}, request_timeout,
-                           [&rows](const protocol::Reply &row) {
-                               if (row.fields.size() != 2) {
-                                   throw Error(ErrorKind::internal,
-                                               "a STATUS row is not a key and a value");
-                               }
-                               rows.emplace_back(row.fields[0], row.fields[1]);
-                           }));
+    ok_fields(
+        session.call(protocol::Status{}, request_timeout, [&rows](const protocol::Reply &row) {
+            if (row.fields.size() != 2) {
+                throw Error(ErrorKind::internal, "a STATUS row is not a key and a value");
+            }
+            rows.emplace_back(row.fields[0], row.fields[1]);
+        }));
 
     doveadm_print_init(DOVEADM_PRINT_TYPE_TABLE);
     doveadm_print_header_simple("key");

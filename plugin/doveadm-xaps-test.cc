@@ -23,18 +23,19 @@ struct DeviceAnswer {
 void test(struct doveadm_cmd_context *cctx) {
     const char *user = nullptr;
     if (!doveadm_cmd_param_str(cctx, "user", &user) || *user == '\0') {
-        throw Error(ErrorKind::invalid_input, "-u <user> is required");
+        usage_error(cmd_xaps_test, "-u is required");
     }
 
     std::vector<DeviceAnswer> answers;
     WorkerSession session;
-    ok_fields(session.call(protocol::Test{user}, test_timeout, [&answers](const protocol::Reply &row) {
-        if (row.fields.size() != 4) {
-            throw Error(ErrorKind::internal, "a TEST row does not have 4 fields");
-        }
-        answers.push_back({row.fields[0], row.fields[1],
-                           number_field(row.fields, 2, "HTTP status"), row.fields[3]});
-    }));
+    ok_fields(
+        session.call(protocol::Test{user}, test_timeout, [&answers](const protocol::Reply &row) {
+            if (row.fields.size() != 4) {
+                throw Error(ErrorKind::internal, "a TEST row does not have 4 fields");
+            }
+            answers.push_back({row.fields[0], row.fields[1],
+                               number_field(row.fields, 2, "HTTP status"), row.fields[3]});
+        }));
     if (answers.empty()) {
         report_error(EX_NOUSER, std::string("xaps test: ") + user + " has no registered device");
         return;

@@ -37,23 +37,38 @@ WorkerSession::~WorkerSession() {
     io_loop_destroy(&ioloop_);
 }
 
+namespace {
+
+// Sends through the client, saying what could not be reached when it fails.
+template <typename... Handlers>
+void send_request(plugin::WorkerClient &client, const protocol::Request &request,
+                  std::chrono::milliseconds timeout, Handlers &&...handlers) {
+    try {
+        client.send(request, timeout, std::forward<Handlers>(handlers)...);
+    } catch (const Error &e) {
+        throw Error(e.kind(), std::string("cannot reach the xaps worker: ") + e.what());
+    }
+}
+
+} // namespace
+
 void WorkerSession::send(const protocol::Request &request, std::chrono::milliseconds timeout,
                          plugin::ReplyHandler on_reply) {
-    client_->send(request, timeout,
-                  [this, on_reply = std::move(on_reply)](const protocol::Reply &reply) {
-                      outstanding_--;
-                      // The handler may send more: stop only if it did not,
-                      // also when it throws.
-                      struct StopWhenIdle {
-                          WorkerSession *session;
-                          ~StopWhenIdle() {
-                              if (session->outstanding_ == 0) {
-                                  io_loop_stop(session->ioloop_);
-                              }
-                          }
-                      } stop_when_idle{this};
-                      on_reply(reply);
-                  });
+    send_request(*client_, request, timeout,
+                 [this, on_reply = std::move(on_reply)](const protocol::Reply &reply) {
+                     outstanding_--;
+                     // The handler may send more: stop only if it did not,
+                     // also when it throws.
+                     struct StopWhenIdle {
+                         WorkerSession *session;
+                         ~StopWhenIdle() {
+                             if (session->outstanding_ == 0) {
+                                 io_loop_stop(session->ioloop_);
+                             }
+                         }
+                     } stop_when_idle{this};
+                     on_reply(reply);
+                 });
     outstanding_++;
 }
 
@@ -83,8 +98,8 @@ protocol::Reply WorkerSession::call(const protocol::Request &request,
             }
         };
     }
-    client_->send(
-        request, timeout,
+    send_request(
+        *client_, request, timeout,
         [this, &final_reply](const protocol::Reply &reply) {
             final_reply = reply;
             io_loop_stop(ioloop_);

@@ -292,8 +292,8 @@ const std::string &WorkerClient::socket_path() const noexcept {
 }
 
 WorkerClient::RequestId WorkerClient::send(const protocol::Request &request,
-                                           std::chrono::milliseconds timeout,
-                                           ReplyHandler on_reply, RowHandler on_row) {
+                                           std::chrono::milliseconds timeout, ReplyHandler on_reply,
+                                           RowHandler on_row) {
     Impl &impl = *impl_;
     if (impl.wconn == nullptr) {
         throw Error(ErrorKind::unavailable, "the worker client is closed");
@@ -303,8 +303,8 @@ WorkerClient::RequestId WorkerClient::send(const protocol::Request &request,
     }
     RequestId id = impl.next_id++;
     impl.write_line(protocol::encode_request(id, request));
-    auto [it, inserted] = impl.pending.emplace(
-        id, Impl::Pending{&impl, id, std::move(on_reply), std::move(on_row)});
+    auto [it, inserted] =
+        impl.pending.emplace(id, Impl::Pending{&impl, id, std::move(on_reply), std::move(on_row)});
     it->second.to =
         timeout_add_to(impl.wconn->conn.ioloop, static_cast<unsigned int>(timeout.count()),
                        request_timed_out, static_cast<void *>(&it->second));

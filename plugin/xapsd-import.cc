@@ -69,8 +69,8 @@ std::string device_token(const Json::Value &account) {
         throw Skip("DeviceToken is missing or not a string");
     }
     std::string token = value.asString();
-    if (token.empty() || token.size() > limits::max_device_token_length ||
-        token.size() % 2 != 0 || !is_hex(token)) {
+    if (token.empty() || token.size() > limits::max_device_token_length || token.size() % 2 != 0 ||
+        !is_hex(token)) {
         throw Skip("DeviceToken is not an even number of hex digits (at most " +
                    std::to_string(limits::max_device_token_length) + ")");
     }

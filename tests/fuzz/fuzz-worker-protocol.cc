@@ -71,8 +71,7 @@ std::vector<std::string> split_encoded(const std::string &line) {
 }
 
 void check_escaping(std::string_view line, const std::vector<std::string> &fields) {
-    XAPS_FUZZ_CHECK(fields.size() ==
-                    static_cast<std::size_t>(std::ranges::count(line, '\t')) + 1);
+    XAPS_FUZZ_CHECK(fields.size() == static_cast<std::size_t>(std::ranges::count(line, '\t')) + 1);
     for (const std::string &field : fields) {
         std::string escaped = xaps::tab_escape(field);
         XAPS_FUZZ_CHECK(escaped.find_first_of("\t\r\n") == std::string::npos);

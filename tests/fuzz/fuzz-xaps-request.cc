@@ -175,8 +175,7 @@ private:
 };
 
 bool is_base64_char(char c) {
-    return (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || is_digit(c) || c == '+' ||
-           c == ',';
+    return (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || is_digit(c) || c == '+' || c == ',';
 }
 
 // A stand-in for Dovecot's imap_utf7_to_utf8 with the same kinds of outcome:
@@ -221,8 +220,7 @@ bool has_control_character(std::string_view text) {
 }
 
 bool is_lower_hex(std::string_view text) {
-    return std::ranges::all_of(text,
-                               [](char c) { return is_digit(c) || (c >= 'a' && c <= 'f'); });
+    return std::ranges::all_of(text, [](char c) { return is_digit(c) || (c >= 'a' && c <= 'f'); });
 }
 
 std::string lowered(std::string_view text) {

@@ -339,6 +339,25 @@ TEST_F(ApnsClientTest, DroppedConnectionResendsWhatWasInFlight) {
     EXPECT_EQ(client.stats().in_flight, 0u);
 }
 
+TEST_F(ApnsClientTest, APushNeverAnsweredIsResentABoundedNumberOfTimes) {
+    mock_.set_responder([](const MockApnsRequest &) {
+        MockApnsResponse response;
+        response.delay = 10s;
+        return response;
+    });
+    ApnsSettings s = settings();
+    s.request_timeout = 40ms;
+    s.max_resends = 2;
+    started_client(s);
+    send(token(1));
+    ASSERT_TRUE(wait_done(1));
+    EXPECT_EQ(outcome(token(1)).result, Result::failed);
+    EXPECT_NE(outcome(token(1)).reason.find("before it answered"), std::string::npos)
+        << outcome(token(1)).reason;
+    EXPECT_EQ(mock_.requests().size(), 3u);
+    EXPECT_EQ(mock_.connections_accepted(), 1u) << "a slow answer does not cost the connection";
+}
+
 TEST_F(ApnsClientTest, GoawayMidStreamResendsWhatTheServerDidNotTake) {
     mock_.set_responder([](const MockApnsRequest &request) {
         MockApnsResponse response;

@@ -146,8 +146,9 @@ TEST(XapsdImport, EntriesAreCheckedOneByOne) {
          expected({"INBOX", "A"}, now), ""},
         {"invalid modified UTF-7 is kept as it is",
          one_account(token_member() + R"(, "Mailboxes": ["R&D"])"), expected({"R&D"}, now), ""},
-        {"time with Z", one_account(token_member() + R"(, "Mailboxes": ["INBOX"], )" +
-                                    R"("RegistrationTime": "2020-02-29T23:59:59Z")"),
+        {"time with Z",
+         one_account(token_member() + R"(, "Mailboxes": ["INBOX"], )" +
+                     R"("RegistrationTime": "2020-02-29T23:59:59Z")"),
          expected({"INBOX"}, 1'583'020'799), ""},
         {"time in the future is now",
          one_account(token_member() + R"(, "Mailboxes": ["INBOX"], )" +
@@ -171,8 +172,8 @@ TEST(XapsdImport, EntriesAreCheckedOneByOne) {
          std::nullopt, "Mailboxes is not a list"},
         {"mailbox not a string", one_account(token_member() + R"(, "Mailboxes": ["INBOX", 7])"),
          std::nullopt, "a mailbox name is not a string"},
-        {"empty mailbox name", one_account(token_member() + R"(, "Mailboxes": [""])"),
-         std::nullopt, "a mailbox name is empty"},
+        {"empty mailbox name", one_account(token_member() + R"(, "Mailboxes": [""])"), std::nullopt,
+         "a mailbox name is empty"},
         {"mailbox name with a control character",
          one_account(token_member() + R"(, "Mailboxes": ["a\tb"])"), std::nullopt,
          "a mailbox name contains control characters"},

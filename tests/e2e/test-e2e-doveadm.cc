@@ -1,0 +1,561 @@
+// End to end: `doveadm xaps ...` (the built doveadm plugin, run by the
+// installed doveadm) against a real Dovecot with the xaps worker and the mock
+// APNs server.
+//
+// doveadm loads plugins only from its fixed module directory
+// (/usr/lib/dovecot/modules/doveadm, compiled in; no setting or environment
+// variable changes it). Each doveadm run here gets a private mount namespace
+// in which a directory holding the built module is bind-mounted over that
+// directory: nothing on the system changes, and the namespace disappears with
+// the process. Without the privilege to do that the tests skip.
+#include "e2e-environment.h"
+#include "imap-client.h"
+#include "lmtp-client.h"
+#include "temporary-directory.h"
+#include "worker-client.h"
+
+#include <gtest/gtest.h>
+#include <json/json.h>
+
+#include <cerrno>
+#include <chrono>
+#include <csignal>
+#include <ctime>
+#include <fcntl.h>
+#include <filesystem>
+#include <fstream>
+#include <memory>
+#include <poll.h>
+#include <regex>
+#include <sched.h>
+#include <sys/mount.h>
+#include <sys/prctl.h>
+#include <sys/wait.h>
+#include <sysexits.h>
+#include <thread>
+#include <unistd.h>
+
+#ifndef XAPS_DOVEADM_MODULE_PATH
+#error "meson must define XAPS_DOVEADM_MODULE_PATH"
+#endif
+
+namespace {
+
+using namespace xaps::test;
+using namespace std::chrono_literals;
+namespace fs = std::filesystem;
+
+constexpr const char *doveadm_binary = "/usr/bin/doveadm";
+constexpr const char *doveadm_module_dir = "/usr/lib/dovecot/modules/doveadm";
+constexpr auto doveadm_time_limit = 90s;
+constexpr auto push_timeout = 10s;
+
+struct DoveadmResult {
+    int exit_code = -1; // -1: killed or did not exit normally
+    std::string out;
+    std::string err;
+};
+
+// Child side of run_in_namespace(): only async-signal-safe calls.
+[[noreturn]] void exec_in_namespace(const char *module_dir, const char *const *argv, int in_fd,
+                                    int out_fd, int err_fd, pid_t parent) {
+    ::prctl(PR_SET_PDEATHSIG, SIGKILL);
+    if (::getppid() != parent) {
+        ::_exit(127);
+    }
+    ::dup2(in_fd, STDIN_FILENO);
+    ::dup2(out_fd, STDOUT_FILENO);
+    ::dup2(err_fd, STDERR_FILENO);
+    sigset_t none;
+    ::sigemptyset(&none);
+    ::sigprocmask(SIG_SETMASK, &none, nullptr);
+    if (::unshare(CLONE_NEWNS) != 0 ||
+        ::mount(nullptr, "/", nullptr, MS_REC | MS_PRIVATE, nullptr) != 0 ||
+        ::mount(module_dir, doveadm_module_dir, nullptr, MS_BIND, nullptr) != 0) {
+        static const char message[] = "cannot bind-mount the doveadm module directory\n";
+        (void)!::write(STDERR_FILENO, message, sizeof(message) - 1);
+        ::_exit(126);
+    }
+    ::execv(argv[0], const_cast<char *const *>(argv));
+    ::_exit(127);
+}
+
+void set_cloexec(int fd) {
+    ::fcntl(fd, F_SETFD, FD_CLOEXEC);
+}
+
+// Runs argv with doveadm's module directory replaced by module_dir, feeding
+// it `input` and collecting its output, killed after doveadm_time_limit.
+DoveadmResult run_in_namespace(const std::string &module_dir, const std::vector<std::string> &args,
+                               const std::string &input) {
+    std::vector<const char *> argv;
+    for (const auto &arg : args) {
+        argv.push_back(arg.c_str());
+    }
+    argv.push_back(nullptr);
+
+    int in_pipe[2], out_pipe[2], err_pipe[2];
+    if (::pipe(in_pipe) != 0 || ::pipe(out_pipe) != 0 || ::pipe(err_pipe) != 0) {
+        throw std::runtime_error("pipe failed");
+    }
+    for (int fd : {in_pipe[0], in_pipe[1], out_pipe[0], out_pipe[1], err_pipe[0], err_pipe[1]}) {
+        set_cloexec(fd);
+    }
+    const pid_t parent = ::getpid();
+    pid_t pid = ::fork();
+    if (pid == 0) {
+        exec_in_namespace(module_dir.c_str(), argv.data(), in_pipe[0], out_pipe[1], err_pipe[1],
+                          parent);
+    }
+    ::close(in_pipe[0]);
+    ::close(out_pipe[1]);
+    ::close(err_pipe[1]);
+    if (pid < 0) {
+        ::close(in_pipe[1]);
+        ::close(out_pipe[0]);
+        ::close(err_pipe[0]);
+        throw std::runtime_error("fork failed");
+    }
+    // doveadm reads its input only after it started: small inputs fit the
+    // pipe buffer, so this cannot block.
+    std::signal(SIGPIPE, SIG_IGN);
+    (void)!::write(in_pipe[1], input.data(), input.size());
+    ::close(in_pipe[1]);
+
+    DoveadmResult result;
+    const auto deadline = std::chrono::steady_clock::now() + doveadm_time_limit;
+    struct pollfd fds[2] = {{out_pipe[0], POLLIN, 0}, {err_pipe[0], POLLIN, 0}};
+    std::string *sinks[2] = {&result.out, &result.err};
+    int open_fds = 2;
+    bool killed = false;
+    while (open_fds > 0) {
+        auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
+            deadline - std::chrono::steady_clock::now());
+        if (left.count() <= 0) {
+            ::kill(pid, SIGKILL);
+            killed = true;
+            break;
+        }
+        int ready = ::poll(fds, 2, static_cast<int>(left.count()));
+        if (ready < 0 && errno != EINTR) {
+            break;
+        }
+        for (int i = 0; i < 2; i++) {
+            if (fds[i].fd >= 0 && (fds[i].revents & (POLLIN | POLLHUP | POLLERR)) != 0) {
+                char buffer[4096];
+                ssize_t n = ::read(fds[i].fd, buffer, sizeof(buffer));
+                if (n > 0) {
+                    sinks[i]->append(buffer, static_cast<std::size_t>(n));
+                } else if (n == 0 || errno != EINTR) {
+                    ::close(fds[i].fd);
+                    fds[i].fd = -1;
+                    open_fds--;
+                }
+            }
+        }
+    }
+    for (auto &fd : fds) {
+        if (fd.fd >= 0) {
+            ::close(fd.fd);
+        }
+    }
+    int status = 0;
+    ::waitpid(pid, &status, 0);
+    if (!killed && WIFEXITED(status)) {
+        result.exit_code = WEXITSTATUS(status);
+    }
+    return result;
+}
+
+Json::Value parse_json(const std::string &text) {
+    Json::CharReaderBuilder builder;
+    std::unique_ptr<Json::CharReader> reader(builder.newCharReader());
+    Json::Value value;
+    std::string errors;
+    EXPECT_TRUE(reader->parse(text.data(), text.data() + text.size(), &value, &errors))
+        << errors << " in '" << text << "'";
+    return value;
+}
+
+std::vector<std::string> lines_of(const std::string &text) {
+    std::vector<std::string> lines;
+    std::size_t start = 0;
+    while (start < text.size()) {
+        std::size_t end = text.find('\n', start);
+        if (end == std::string::npos) {
+            end = text.size();
+        }
+        lines.push_back(text.substr(start, end - start));
+        start = end + 1;
+    }
+    return lines;
+}
+
+std::int64_t unix_now() {
+    return static_cast<std::int64_t>(std::time(nullptr));
+}
+
+// "2026-11-28T08:14:36Z" -> unix seconds.
+std::int64_t parse_iso8601_utc(const std::string &text) {
+    struct tm tm {};
+    const char *end = ::strptime(text.c_str(), "%Y-%m-%dT%H:%M:%SZ", &tm);
+    EXPECT_TRUE(end != nullptr && *end == '\0') << text;
+    return end == nullptr ? 0 : static_cast<std::int64_t>(::timegm(&tm));
+}
+
+const std::string second_token = "00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff";
+
+class E2eDoveadm : public ::testing::Test {
+protected:
+    void SetUp() override {
+        if (::geteuid() != 0) {
+            GTEST_SKIP() << "end-to-end tests run Dovecot and create users: they need root";
+        }
+        module_dir_ = std::make_unique<TemporaryDirectory>("xaps-doveadm-modules-");
+        fs::create_symlink(fs::absolute(XAPS_DOVEADM_MODULE_PATH),
+                           fs::path(module_dir_->path()) /
+                               fs::path(XAPS_DOVEADM_MODULE_PATH).filename());
+        DoveadmResult probe = run_in_namespace(module_dir_->path(), {"/bin/true"}, "");
+        if (probe.exit_code == 126) {
+            GTEST_SKIP() << "no private mount namespace for doveadm here: " << probe.err;
+        }
+        ASSERT_EQ(probe.exit_code, 0) << probe.err;
+        apns_ = std::make_unique<MockApnsServer>(e2e::mock_apns_config());
+        apns_->start();
+    }
+
+    void TearDown() override {
+        if (!dovecot_) {
+            return;
+        }
+        dovecot_->stop();
+        std::string problems;
+        for (const auto &line : dovecot_->log_problems()) {
+            problems += line + "\n";
+        }
+        EXPECT_EQ(problems, "") << "Dovecot's log:\n" << dovecot_->log();
+    }
+
+    void start_dovecot(DovecotOptions options) {
+        dovecot_ = std::make_unique<DovecotInstance>(std::move(options));
+        dovecot_->start();
+    }
+    void start_dovecot() { start_dovecot(e2e::dovecot_options(apns_->port())); }
+
+    // doveadm -c <the instance's conf> <args>
+    DoveadmResult doveadm(std::vector<std::string> args, const std::string &input = "") {
+        args.insert(args.begin(), {doveadm_binary, "-c", dovecot_->conf_path()});
+        return run_in_namespace(module_dir_->path(), args, input);
+    }
+
+    // `-f json` output, parsed; the run must exit with `expected_exit`.
+    Json::Value doveadm_json(std::vector<std::string> args, int expected_exit = 0) {
+        args.insert(args.begin(), {"-f", "json"});
+        DoveadmResult result = doveadm(args);
+        EXPECT_EQ(result.exit_code, expected_exit) << result.err;
+        return parse_json(result.out);
+    }
+
+    // Registers alice's iPhone over IMAP, as iOS Mail does.
+    void register_iphone() {
+        ImapClient imap(dovecot_->imap_port());
+        ASSERT_TRUE(imap.login("alice", DovecotInstance::password).ok());
+        ImapResponse reply = imap.command(e2e::xapplepushservice_command());
+        ASSERT_TRUE(reply.ok()) << reply.tagged;
+    }
+
+    std::vector<xaps::Registration> stored(const std::string &user = {}) {
+        return WorkerClient(dovecot_->worker_socket_path()).list(user);
+    }
+
+    std::string write_file(const std::string &name, const std::string &text) {
+        std::string path = dovecot_->dir() + "/" + name;
+        std::ofstream(path, std::ios::binary) << text;
+        return path;
+    }
+
+    std::unique_ptr<TemporaryDirectory> module_dir_;
+    std::unique_ptr<MockApnsServer> apns_;
+    std::unique_ptr<DovecotInstance> dovecot_;
+};
+
+TEST_F(E2eDoveadm, ListShowsRegistrationsInEveryFormatter) {
+    start_dovecot();
+    const std::int64_t before = unix_now();
+    register_iphone();
+
+    Json::Value rows = doveadm_json({"xaps", "list"});
+    ASSERT_TRUE(rows.isArray());
+    ASSERT_EQ(rows.size(), 1u) << rows;
+    const Json::Value &row = rows[0];
+    EXPECT_EQ(row["user"], "alice");
+    EXPECT_EQ(row["account_id"], e2e::iphone_account_id);
+    EXPECT_EQ(row["device_token"], e2e::iphone_device_token);
+    EXPECT_EQ(row["subtopic"], "com.apple.mobilemail");
+    EXPECT_EQ(row["mailboxes"], "INBOX,Sent Messages");
+    EXPECT_EQ(row["aps_version"], 2) << "a number, not a string";
+    const std::int64_t registered = parse_iso8601_utc(row["registered"].asString());
+    EXPECT_GE(registered, before - 1);
+    EXPECT_LE(registered, unix_now() + 1);
+    EXPECT_EQ(row["last_seen"], row["registered"]);
+
+    // User names are compared case-insensitively; other users see nothing.
+    EXPECT_EQ(doveadm_json({"xaps", "list", "-u", "ALICE"}).size(), 1u);
+    Json::Value none = doveadm_json({"xaps", "list", "-u", "bob"});
+    EXPECT_TRUE(none.isArray() && none.empty()) << none;
+
+    const std::string fields = "user\taccount_id\tdevice_token\tsubtopic\tmailboxes\taps_version\t"
+                               "registered\tlast_seen";
+    DoveadmResult tab = doveadm({"-f", "tab", "xaps", "list"});
+    EXPECT_EQ(tab.exit_code, 0) << tab.err;
+    const std::vector<std::string> expected_tab = {
+        fields, std::string("alice\t") + e2e::iphone_account_id + "\t" + e2e::iphone_device_token +
+                    "\tcom.apple.mobilemail\tINBOX,Sent Messages\t2\t" +
+                    row["registered"].asString() + "\t" + row["last_seen"].asString()};
+    EXPECT_EQ(lines_of(tab.out), expected_tab);
+
+    DoveadmResult flow = doveadm({"-f", "flow", "xaps", "list"});
+    EXPECT_EQ(flow.exit_code, 0) << flow.err;
+    EXPECT_NE(flow.out.find(std::string("user=alice account_id=") + e2e::iphone_account_id),
+              std::string::npos)
+        << flow.out;
+
+    DoveadmResult table = doveadm({"xaps", "list"});
+    EXPECT_EQ(table.exit_code, 0) << table.err;
+    ASSERT_EQ(lines_of(table.out).size(), 2u) << table.out;
+    EXPECT_NE(lines_of(table.out)[1].find(e2e::iphone_device_token), std::string::npos);
+}
+
+TEST_F(E2eDoveadm, PurgeNeedsOneSelectorAndCountsWhatItRemoved) {
+    start_dovecot();
+    register_iphone();
+
+    for (const auto &args :
+         std::vector<std::vector<std::string>>{{"xaps", "purge"},
+                                               {"xaps", "purge", "-u", "alice", "-A"},
+                                               {"xaps", "purge", "-u", ""}}) {
+        DoveadmResult result = doveadm(args);
+        EXPECT_EQ(result.exit_code, EX_USAGE) << args.size();
+        EXPECT_NE(result.err.find("usage: doveadm xaps purge"), std::string::npos) << result.err;
+    }
+    EXPECT_EQ(stored().size(), 1u) << "a refused purge removes nothing";
+
+    EXPECT_EQ(doveadm_json({"xaps", "purge", "-t", second_token})[0]["removed"], 0);
+    // Tokens are matched in any case, as iOS sends them upper-case.
+    std::string upper_token = e2e::iphone_device_token;
+    for (char &c : upper_token) {
+        c = static_cast<char>(std::toupper(static_cast<unsigned char>(c)));
+    }
+    EXPECT_EQ(doveadm_json({"xaps", "purge", "-t", upper_token})[0]["removed"], 1);
+    EXPECT_TRUE(stored().empty());
+
+    register_iphone();
+    EXPECT_EQ(doveadm_json({"xaps", "purge", "-u", "bob"})[0]["removed"], 0);
+    EXPECT_EQ(doveadm_json({"xaps", "purge", "-u", "alice"})[0]["removed"], 1);
+    EXPECT_TRUE(stored().empty());
+
+    register_iphone();
+    DoveadmResult all = doveadm({"xaps", "purge", "-A"});
+    EXPECT_EQ(all.exit_code, 0) << all.err;
+    EXPECT_EQ(all.out, "removed=1\n");
+    EXPECT_TRUE(stored().empty());
+}
+
+TEST_F(E2eDoveadm, StatusShowsTheWorkersFigures) {
+    start_dovecot();
+    register_iphone();
+
+    Json::Value rows = doveadm_json({"xaps", "status"});
+    ASSERT_TRUE(rows.isArray());
+    std::map<std::string, std::string> status;
+    for (const auto &row : rows) {
+        ASSERT_EQ(row.size(), 2u) << row;
+        status[row["key"].asString()] = row["value"].asString();
+    }
+    EXPECT_EQ(status["topic"], e2e::apns_topic());
+    EXPECT_EQ(status["credential"], "pem");
+    EXPECT_EQ(status["registrations"], "1");
+    EXPECT_TRUE(status.contains("apns_connected")) << rows;
+    EXPECT_TRUE(status.contains("pushes_sent")) << rows;
+}
+
+TEST_F(E2eDoveadm, TestPushesNowAndShowsApplesAnswer) {
+    start_dovecot();
+    register_iphone();
+
+    Json::Value answers = doveadm_json({"xaps", "test", "-u", "alice"});
+    ASSERT_EQ(answers.size(), 1u) << answers;
+    EXPECT_EQ(answers[0]["account_id"], e2e::iphone_account_id);
+    EXPECT_EQ(answers[0]["device_token"], e2e::iphone_device_token);
+    EXPECT_EQ(answers[0]["status"], 200);
+    ASSERT_TRUE(apns_->wait_for_requests(1, push_timeout));
+    std::vector<MockApnsRequest> pushes = apns_->requests();
+    ASSERT_EQ(pushes.size(), 1u);
+    EXPECT_EQ(pushes[0].device_token, e2e::iphone_device_token);
+    Json::Value body = parse_json(pushes[0].body);
+    EXPECT_EQ(body["aps"]["account-id"], e2e::iphone_account_id);
+
+    DoveadmResult nobody = doveadm({"xaps", "test", "-u", "bob"});
+    EXPECT_EQ(nobody.exit_code, EX_NOUSER);
+    EXPECT_NE(nobody.err.find("bob has no registered device"), std::string::npos) << nobody.err;
+    DoveadmResult no_user = doveadm({"xaps", "test"});
+    EXPECT_EQ(no_user.exit_code, EX_USAGE) << no_user.err;
+
+    // Apple refuses the token: the answer is shown, the command fails, and
+    // the worker forgets the device.
+    apns_->set_responder([](const MockApnsRequest &) {
+        MockApnsResponse response;
+        response.status = 400;
+        response.reason = "BadDeviceToken";
+        return response;
+    });
+    Json::Value refused = doveadm_json({"xaps", "test", "-u", "alice"}, EX_DATAERR);
+    ASSERT_EQ(refused.size(), 1u) << refused;
+    EXPECT_EQ(refused[0]["status"], 400);
+    EXPECT_EQ(refused[0]["reason"], "BadDeviceToken");
+    EXPECT_TRUE(stored("alice").empty());
+}
+
+TEST_F(E2eDoveadm, ImportsXapsdDatabaseOnceAndItsDevicesGetPushes) {
+    start_dovecot();
+    register_iphone();
+    // As xapsd wrote it: alice's iPhone is already registered here, bob's
+    // device is new, with a modified UTF-7 mailbox name; no time for B-2.
+    const std::string database = R"({
+  "Users": {
+    "alice": {
+      "Accounts": {
+        ")" + std::string(e2e::iphone_account_id) +
+                                 R"(": {
+          "DeviceToken": ")" + std::string(e2e::iphone_device_token) +
+                                 R"(",
+          "Mailboxes": ["INBOX"],
+          "RegistrationTime": "2026-01-02T03:04:05.123456789+01:00"
+        }
+      }
+    },
+    "bob": {
+      "Accounts": {
+        "B-1": {
+          "DeviceToken": ")" + second_token +
+                                 R"(",
+          "Mailboxes": ["Inbox", "Entw&APw-rfe"],
+          "RegistrationTime": "2026-01-02T03:04:05Z"
+        },
+        "B-2": {"DeviceToken": "0a0b", "Mailboxes": ["INBOX"]}
+      }
+    }
+  }
+})";
+    const std::string path = write_file("database.json", database);
+    const std::int64_t before = unix_now();
+
+    Json::Value counts = doveadm_json({"xaps", "import", path});
+    ASSERT_EQ(counts.size(), 1u) << counts;
+    EXPECT_EQ(counts[0]["imported"], 2);
+    EXPECT_EQ(counts[0]["present"], 1);
+    EXPECT_EQ(counts[0]["skipped"], 0);
+
+    std::vector<xaps::Registration> bob = stored("bob");
+    ASSERT_EQ(bob.size(), 2u);
+    EXPECT_EQ(bob[0].account_id, "B-1");
+    EXPECT_EQ(bob[0].device_token, second_token);
+    EXPECT_EQ(bob[0].subtopic, "com.apple.mobilemail");
+    EXPECT_EQ(bob[0].mailboxes, (std::vector<std::string>{"INBOX", "Entwürfe"}));
+    EXPECT_EQ(bob[0].registered_at, 1'767'323'045) << "xapsd's time is kept";
+    EXPECT_EQ(bob[1].account_id, "B-2");
+    EXPECT_GE(bob[1].registered_at, before) << "no time in the file: now";
+    std::vector<xaps::Registration> alice = stored("alice");
+    ASSERT_EQ(alice.size(), 1u);
+    EXPECT_GE(alice[0].registered_at, before - 60) << "a present registration is left alone";
+    EXPECT_EQ(alice[0].mailboxes, (std::vector<std::string>{"INBOX", "Sent Messages"}));
+
+    // Idempotent.
+    Json::Value again = doveadm_json({"xaps", "import", path});
+    EXPECT_EQ(again[0]["imported"], 0);
+    EXPECT_EQ(again[0]["present"], 3);
+    EXPECT_EQ(stored().size(), 3u);
+
+    // An imported device is a device like any other: bob's mail wakes it.
+    LmtpClient lmtp(dovecot_->lmtp_port());
+    SmtpReply delivery =
+        lmtp.deliver("sender@example.net", "bob@example.com",
+                     make_test_message("sender@example.net", "bob@example.com", "Hi", "Hello.\n"));
+    EXPECT_EQ(delivery.code, 250) << delivery.text();
+    ASSERT_TRUE(apns_->wait_for_requests(2, push_timeout)) << dovecot_->log();
+    std::set<std::string> pushed;
+    for (const auto &push : apns_->requests()) {
+        pushed.insert(push.device_token);
+    }
+    EXPECT_EQ(pushed, (std::set<std::string>{second_token, "0a0b"}));
+}
+
+TEST_F(E2eDoveadm, ImportReportsBadFilesAndEntries) {
+    start_dovecot();
+
+    const std::string partly_bad = write_file("partly-bad.json", R"({"Users": {"bob": {"Accounts": {
+        "B-1": {"DeviceToken": "not hex", "Mailboxes": ["INBOX"]},
+        "B-2": {"DeviceToken": "0a0b", "Mailboxes": ["INBOX"]},
+        "B-3": {"DeviceToken": "0c0d", "Mailboxes": []}}}}})");
+    DoveadmResult partly = doveadm({"-f", "json", "xaps", "import", partly_bad});
+    EXPECT_EQ(partly.exit_code, EX_DATAERR) << partly.err;
+    Json::Value counts = parse_json(partly.out);
+    EXPECT_EQ(counts[0]["imported"], 1);
+    EXPECT_EQ(counts[0]["skipped"], 2);
+    EXPECT_NE(partly.err.find("skipped 'bob' account 'B-1': DeviceToken is not"), std::string::npos)
+        << partly.err;
+    EXPECT_NE(partly.err.find("skipped 'bob' account 'B-3': no mailboxes"), std::string::npos)
+        << partly.err;
+    EXPECT_EQ(stored("bob").size(), 1u);
+
+    const std::vector<std::pair<std::string, int>> rows = {
+        {write_file("not-json.json", "Users: bob\n"), EX_DATAERR},
+        {write_file("not-xapsd.json", R"({"users": {}})"), EX_DATAERR},
+        {dovecot_->dir() + "/missing.json", EX_NOINPUT},
+    };
+    for (const auto &[path, code] : rows) {
+        DoveadmResult result = doveadm({"xaps", "import", path});
+        EXPECT_EQ(result.exit_code, code) << path << ": " << result.err;
+        EXPECT_NE(result.err.find("xaps import: "), std::string::npos) << result.err;
+        EXPECT_EQ(result.out, "") << path;
+    }
+    EXPECT_EQ(stored().size(), 1u);
+}
+
+TEST_F(E2eDoveadm, UnreachableWorkerIsATemporaryFailure) {
+    DovecotOptions options = e2e::dovecot_options(apns_->port());
+    options.enable_worker = false;
+    start_dovecot(std::move(options));
+
+    const std::string database =
+        write_file("database.json", R"({"Users": {"bob": {"Accounts": {"B": {
+        "DeviceToken": "0a0b", "Mailboxes": ["INBOX"]}}}}})");
+    for (const auto &args : std::vector<std::vector<std::string>>{{"xaps", "list"},
+                                                                  {"xaps", "status"},
+                                                                  {"xaps", "purge", "-A"},
+                                                                  {"xaps", "test", "-u", "alice"},
+                                                                  {"xaps", "import", database}}) {
+        const auto started = std::chrono::steady_clock::now();
+        DoveadmResult result = doveadm(args);
+        EXPECT_EQ(result.exit_code, EX_TEMPFAIL) << args[1] << ": " << result.err;
+        EXPECT_NE(result.err.find("cannot reach the xaps worker"), std::string::npos) << result.err;
+        EXPECT_EQ(result.out, "") << args[1];
+        EXPECT_LT(std::chrono::steady_clock::now() - started, 5s) << args[1];
+    }
+}
+
+TEST_F(E2eDoveadm, HashPasswordPrintsWhatXapsdPrinted) {
+    start_dovecot();
+    // Go: hex.EncodeToString(sha256.Sum256([]byte("secret"))), the line
+    // without its newline.
+    DoveadmResult result = doveadm({"xaps", "hash-password"}, "secret\n");
+    EXPECT_EQ(result.exit_code, 0) << result.err;
+    EXPECT_EQ(result.out, "2bb80d537b1da3e38bd30361aa855686bde0eacd7162fef6a25fe97bf527a25b\n");
+    EXPECT_EQ(result.err, "") << "no prompt when stdin is not a terminal";
+
+    DoveadmResult empty = doveadm({"xaps", "hash-password"}, "\n");
+    EXPECT_EQ(empty.exit_code, EX_USAGE) << empty.err;
+    EXPECT_EQ(empty.out, "");
+}
+
+} // namespace
