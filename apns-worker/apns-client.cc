@@ -20,6 +20,8 @@ struct ApnsClient::PendingPush : ApnsRequest {
     unsigned resends = 0; // after its connection died unanswered
     int last_status = 0;
     std::string last_reason;
+    std::uint64_t token_generation = 0; // of the provider token it was last sent with
+    bool token_renewal_tried = false;   // resent once after ExpiredProviderToken
 };
 
 namespace {
@@ -65,8 +67,15 @@ template <typename Function> EventLoop::Callback ApnsClient::guarded(Function fu
 }
 
 ApnsClient::ApnsClient(EventLoop &loop, ApnsSettings settings, TlsContext tls, LogSink log)
-    : loop_(loop), settings_(std::move(settings)), tls_(std::move(tls)), log_(std::move(log)),
-      random_(std::random_device{}()) {
+    : ApnsClient(loop, std::move(settings), std::move(tls), std::nullopt, std::move(log)) {}
+
+ApnsClient::ApnsClient(EventLoop &loop, ApnsSettings settings, TlsContext tls,
+                       std::optional<ProviderToken> token, LogSink log)
+    : loop_(loop), settings_(std::move(settings)), tls_(std::move(tls)), token_(std::move(token)),
+      log_(std::move(log)), random_(std::random_device{}()) {
+    if (!token_ && !tls_.has_client_certificate())
+        throw Error(ErrorKind::config, "no APNs credential: neither a client certificate nor a "
+                                       "provider token (xaps_apns_token_key_file)");
     if (settings_.host.empty())
         throw Error(ErrorKind::config, "no APNs host configured");
     if (settings_.push_type.empty())
@@ -98,7 +107,7 @@ ApnsClient::~ApnsClient() {
 }
 
 void ApnsClient::start() {
-    if (started_)
+    if (started_ || disabled_)
         return;
     started_ = true;
     for (Slot &slot : slots_)
@@ -113,7 +122,12 @@ void ApnsClient::send(Push push, Done done) {
     pending.resends = 0;
     pending.last_status = 0;
     pending.last_reason.clear();
+    pending.token_renewal_tried = false;
     pending.deadline = loop_.now() + settings_.give_up_after;
+    if (disabled_) {
+        finish_later(pending, PushOutcome::Result::failed, disabled_reason_);
+        return;
+    }
     if (!valid_device_token(pending.push.device_token)) {
         finish_later(pending, PushOutcome::Result::rejected, "invalid device token");
         return;
@@ -243,6 +257,10 @@ void ApnsClient::on_goaway(ApnsConnection &connection, std::string_view reason) 
 void ApnsClient::on_closed(ApnsConnection &connection, std::string_view reason) {
     Slot *slot = slot_of(connection);
     std::unique_ptr<ApnsConnection> owned = take_connection(connection);
+    if (disabled_) {
+        bury(std::move(owned));
+        return;
+    }
     if (slot != nullptr) {
         const bool healthy = connection.responses() > 0;
         last_connection_error_ = reason;
@@ -262,6 +280,18 @@ void ApnsClient::on_closed(ApnsConnection &connection, std::string_view reason) 
 // --- pushes ----------------------------------------------------------------
 
 void ApnsClient::dispatch() {
+    if (disabled_ || queue_.empty())
+        return;
+    const std::string *authorization = nullptr;
+    if (token_) {
+        try {
+            authorization = &token_->authorization();
+        } catch (const std::exception &error) {
+            // Pushes wait, and fail at their deadline if signing keeps failing.
+            log_token_problem(std::string("cannot sign an APNs provider token: ") + error.what());
+            return;
+        }
+    }
     const std::size_t slot_count = slots_.size();
     while (!queue_.empty()) {
         Slot *target = nullptr;
@@ -276,6 +306,10 @@ void ApnsClient::dispatch() {
         if (target == nullptr)
             return;
         PendingPush &pending = *queue_.front();
+        if (authorization != nullptr) {
+            pending.authorization.assign(*authorization);
+            pending.token_generation = token_->generation();
+        }
         if (!target->connection->submit(pending)) {
             // The session cannot open more streams (out of stream ids after a
             // long life): it drains while a new one takes over.
@@ -308,6 +342,18 @@ void ApnsClient::on_response(ApnsConnection &, ApnsRequest &request) {
         retry_later(pending);
         return;
     }
+    if (token_ && status == 403 && error.reason == "ExpiredProviderToken" &&
+        retry_with_renewed_token(pending))
+        return;
+    if (token_ && status == 403 &&
+        (error.reason == "InvalidProviderToken" || error.reason == "MissingProviderToken")) {
+        log_token_problem("APNs refused the provider token (" + error.reason + "): check that " +
+                          "xaps_apns_key_id (" + token_->key_id() + ") is the id of the key in " +
+                          settings_.token_key_file + " and xaps_apns_team_id (" +
+                          token_->team_id() + ") the team it belongs to");
+        finish(pending, PushOutcome::Result::rejected, status, error.reason);
+        return;
+    }
     log(LogLevel::warning, "APNs rejected a push to " + token_for_log(pending.push.device_token) +
                                ": " + std::to_string(status) + " " + error.reason);
     finish(pending, PushOutcome::Result::rejected, status, error.reason);
@@ -315,6 +361,10 @@ void ApnsClient::on_response(ApnsConnection &, ApnsRequest &request) {
 
 void ApnsClient::on_unanswered(ApnsConnection &, ApnsRequest &request, bool refused) {
     PendingPush &pending = static_cast<PendingPush &>(request);
+    if (disabled_) {
+        finish_later(pending, PushOutcome::Result::failed, disabled_reason_);
+        return;
+    }
     // A refused stream was never processed: sending it again is always safe.
     if (!refused && ++pending.resends > settings_.max_resends) {
         finish(pending, PushOutcome::Result::failed, 0,
@@ -331,6 +381,81 @@ void ApnsClient::on_unanswered(ApnsConnection &, ApnsRequest &request, bool refu
     dispatch();
     if (!queue_.empty())
         arm_sweep();
+}
+
+// 403 ExpiredProviderToken. Apple refuses a provider that signs tokens more
+// often than every 20 minutes, so: a push sent with a token that was renewed
+// since is simply resent; otherwise the token is renewed only when it is at
+// least 20 minutes old. A younger token that Apple calls expired means the
+// clocks disagree: a new token would fare no better, the push is rejected.
+// Each push is resent after this at most once.
+bool ApnsClient::retry_with_renewed_token(PendingPush &pending) {
+    if (pending.token_renewal_tried) {
+        log_token_problem("APNs refused a renewed provider token as expired too: is this "
+                          "host's clock right?");
+        return false;
+    }
+    if (pending.token_generation == token_->generation()) {
+        const std::chrono::seconds age = token_->age();
+        if (!token_->renew_expired()) {
+            log_token_problem("APNs says the provider token signed " + std::to_string(age.count()) +
+                              " s ago expired; a new one is not signed before it is 20 minutes "
+                              "old (Apple's limit): is this host's clock right?");
+            return false;
+        }
+        stats_.token_renewals++;
+        log(LogLevel::info, "APNs says the provider token signed " + std::to_string(age.count()) +
+                                " s ago expired; signed a new one");
+    }
+    pending.token_renewal_tried = true;
+    stats_.retries++;
+    queue_.push_front(&pending);
+    dispatch();
+    if (!queue_.empty())
+        arm_sweep();
+    return true;
+}
+
+void ApnsClient::log_token_problem(std::string_view message) {
+    const std::uint64_t generation = token_ ? token_->generation() : 0;
+    const bool first = token_problem_logged_ != generation;
+    token_problem_logged_ = generation;
+    log(first ? LogLevel::error : LogLevel::debug, message);
+}
+
+void ApnsClient::disable(std::string reason) {
+    if (disabled_)
+        return;
+    disabled_ = true;
+    disabled_reason_ = std::move(reason);
+    retry_timer_.reset();
+    sweep_timer_.reset();
+    std::vector<std::unique_ptr<ApnsConnection>> closing;
+    for (Slot &slot : slots_) {
+        slot.reconnect_timer.reset();
+        if (slot.connection)
+            closing.push_back(std::move(slot.connection));
+    }
+    for (auto &connection : draining_)
+        closing.push_back(std::move(connection));
+    draining_.clear();
+    // Requests in flight come back through on_unanswered and fail there.
+    for (auto &connection : closing) {
+        connection->close(disabled_reason_);
+        bury(std::move(connection));
+    }
+    std::vector<PendingPush *> waiting(queue_.begin(), queue_.end());
+    waiting.insert(waiting.end(), delayed_.begin(), delayed_.end());
+    queue_.clear();
+    delayed_.clear();
+    for (PendingPush *pending : waiting)
+        finish_later(*pending, PushOutcome::Result::failed, disabled_reason_);
+}
+
+std::optional<std::chrono::seconds> ApnsClient::provider_token_age() const {
+    if (!token_)
+        return std::nullopt;
+    return token_->age();
 }
 
 void ApnsClient::retry_later(PendingPush &pending) {

@@ -2,12 +2,16 @@
 // HTTP/2 connections to APNs open (reconnecting with backoff, never in a tight
 // loop), multiplexes pushes over them, retries what is transient (429, 500,
 // 503, lost connections, GOAWAY) and reports each push once it is final.
+// Authenticates with the TLS client certificate or, with token auth, a
+// provider token on every request, renewed on schedule and when Apple says
+// it expired.
 #pragma once
 
 #include "apns-connection.h"
 #include "apns-payload.h"
 #include "apns-settings.h"
 #include "event-loop.h"
+#include "provider-token.h"
 #include "push-sender.h"
 #include "tls-context.h"
 
@@ -25,7 +29,13 @@ namespace xaps {
 
 class ApnsClient : public PushSender, private ApnsConnection::Observer {
 public:
+    // Certificate auth: tls holds the client certificate.
     ApnsClient(EventLoop &loop, ApnsSettings settings, TlsContext tls, LogSink log = {});
+    // Token auth: every request carries token's authorization header, and
+    // tls usually holds no client certificate. Throws Error(config) when tls
+    // has no client certificate and token is nullopt.
+    ApnsClient(EventLoop &loop, ApnsSettings settings, TlsContext tls,
+               std::optional<ProviderToken> token, LogSink log = {});
     // Closes the connections. Pushes not final yet are dropped without
     // calling their `done`: their owner is going away too.
     ~ApnsClient() override;
@@ -36,6 +46,13 @@ public:
     void start();
     void send(Push push, Done done) override;
     const std::string &topic() const noexcept { return tls_.topic(); }
+    // For good, e.g. when the client certificate expired: closes the
+    // connections, fails every push not final yet and every later one with
+    // `reason`, and connects no more. Never calls `done` from within.
+    void disable(std::string reason);
+    bool disabled() const noexcept { return disabled_; }
+    // Token auth: how old the token in use is; nullopt with certificate auth.
+    std::optional<std::chrono::seconds> provider_token_age() const;
 
     struct Stats {
         std::uint64_t sent = 0;      // requests written to APNs (retries included)
@@ -43,12 +60,13 @@ public:
         std::uint64_t device_gone = 0;
         std::uint64_t rejected = 0;
         std::uint64_t failed = 0;
-        std::uint64_t retries = 0;      // requests sent again (429/5xx, lost connection)
-        std::uint64_t reconnects = 0;   // connections opened after the first ones
-        std::size_t queued = 0;         // waiting for a connection or a retry
-        std::size_t in_flight = 0;      // sent, not answered yet
-        bool connected = false;         // at least one connection takes requests
-        unsigned connections_ready = 0; // connections taking requests
+        std::uint64_t retries = 0;        // requests sent again (429/5xx, lost connection)
+        std::uint64_t reconnects = 0;     // connections opened after the first ones
+        std::uint64_t token_renewals = 0; // provider tokens signed after 403 ExpiredProviderToken
+        std::size_t queued = 0;           // waiting for a connection or a retry
+        std::size_t in_flight = 0;        // sent, not answered yet
+        bool connected = false;           // at least one connection takes requests
+        unsigned connections_ready = 0;   // connections taking requests
     };
     Stats stats() const;
 
@@ -67,6 +85,9 @@ private:
     void on_unanswered(ApnsConnection &connection, ApnsRequest &request, bool refused) override;
     void on_goaway(ApnsConnection &connection, std::string_view reason) override;
     void on_closed(ApnsConnection &connection, std::string_view reason) override;
+
+    bool retry_with_renewed_token(PendingPush &push);
+    void log_token_problem(std::string_view message);
 
     void open(Slot &slot);
     void schedule_reconnect(Slot &slot, bool healthy);
@@ -97,6 +118,7 @@ private:
     EventLoop &loop_;
     ApnsSettings settings_;
     TlsContext tls_;
+    std::optional<ProviderToken> token_;
     LogSink log_;
     ApnsConnectionConfig connection_config_;
     ApnsPayloadWriter payload_;
@@ -109,6 +131,11 @@ private:
     std::size_t next_slot_ = 0;
     std::string last_connection_error_;
     bool queue_full_reported_ = false; // logged once per episode, not per push
+    bool disabled_ = false;
+    std::string disabled_reason_;
+    // The provider token generation whose problem was logged at error: once
+    // per token, not once per push.
+    std::uint64_t token_problem_logged_ = 0;
 
     std::deque<PendingPush *> queue_;
     std::vector<PendingPush *> delayed_; // a min-heap on PendingPush::retry_at

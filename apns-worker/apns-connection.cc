@@ -361,7 +361,7 @@ bool ApnsConnection::submit(ApnsRequest &request) noexcept {
     request.response_body.clear();
     request.body_sent = 0;
 
-    nghttp2_nv headers[9];
+    nghttp2_nv headers[10];
     std::size_t count = 0;
     headers[count++] = header(":method", "POST");
     headers[count++] = header(":scheme", "https");
@@ -372,6 +372,8 @@ bool ApnsConnection::submit(ApnsRequest &request) noexcept {
     headers[count++] = header("apns-expiration", request.expiration);
     if (!config_.priority.empty())
         headers[count++] = header("apns-priority", config_.priority);
+    if (!request.authorization.empty())
+        headers[count++] = header("authorization", request.authorization);
 
     nghttp2_data_provider body{};
     body.source.ptr = &request;

@@ -27,6 +27,9 @@ struct ApnsRequest {
     std::string path;       // "/3/device/<token>"
     std::string expiration; // apns-expiration: unix seconds
     std::string body;
+    // The authorization header ("bearer <provider token>"); empty with
+    // certificate auth.
+    std::string authorization;
 
     // The answer, filled while the stream is open.
     int status = 0; // 0: no answer (yet)

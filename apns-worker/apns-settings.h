@@ -22,6 +22,15 @@ struct ApnsSettings {
     // PKCS#12 instead of cert_file/key_file (certificate, key and chain in one file).
     std::string p12_file;
     std::string p12_password;
+    // Token auth instead of a client certificate: the .p8 key Apple issued,
+    // its key id and the team id. Used when no certificate is set above.
+    std::string token_key_file;
+    std::string key_id;
+    std::string team_id;
+    // The apns-topic with token auth (a certificate names its own topic).
+    std::string topic;
+    // A new provider token after this long; Apple's bounds are 20 to 60 minutes.
+    std::chrono::seconds token_renew_after{std::chrono::minutes{50}};
     std::string push_type = "background";
     std::optional<int> priority; // apns-priority is sent only when set
     std::chrono::seconds expiration{std::chrono::hours{24}};

@@ -1,15 +1,10 @@
 #include "tls-context.h"
 
+#include "credential-file.h"
 #include "xaps-error.h"
 
-#include <cerrno>
-#include <cstring>
 #include <ctime>
 #include <vector>
-
-#include <fcntl.h>
-#include <sys/stat.h>
-#include <unistd.h>
 
 #include <openssl/err.h>
 #include <openssl/pem.h>
@@ -19,9 +14,6 @@
 
 namespace xaps {
 namespace {
-
-// Credential files are small; anything bigger is not one.
-constexpr off_t max_credential_file_size = 1024 * 1024;
 
 struct BioFree {
     void operator()(BIO *bio) const noexcept { BIO_free(bio); }
@@ -41,56 +33,6 @@ struct X509StackFree {
 using BioPtr = std::unique_ptr<BIO, BioFree>;
 using X509Ptr = std::unique_ptr<X509, X509Free>;
 using EvpPkeyPtr = std::unique_ptr<EVP_PKEY, EvpPkeyFree>;
-
-struct Fd {
-    int fd;
-    ~Fd() {
-        if (fd >= 0)
-            ::close(fd);
-    }
-};
-
-// The most specific message OpenSSL queued (the last one), and an empty queue after.
-std::string openssl_error() {
-    std::string message;
-    while (unsigned long code = ERR_get_error()) {
-        char buffer[256];
-        ERR_error_string_n(code, buffer, sizeof(buffer));
-        message = buffer;
-    }
-    return message.empty() ? "unknown OpenSSL error" : message;
-}
-
-[[noreturn]] void fail(std::string_view what, const std::string &path, std::string_view problem) {
-    throw Error(ErrorKind::config, std::string(what) + " " + path + ": " + std::string(problem));
-}
-
-std::string read_file(std::string_view what, const std::string &path) {
-    Fd file{::open(path.c_str(), O_RDONLY | O_CLOEXEC)};
-    if (file.fd < 0)
-        fail(what, path, std::string("cannot read: ") + std::strerror(errno));
-    struct stat st {};
-    if (::fstat(file.fd, &st) < 0)
-        fail(what, path, std::string("cannot read: ") + std::strerror(errno));
-    if (!S_ISREG(st.st_mode))
-        fail(what, path, "not a regular file");
-    if (st.st_size > max_credential_file_size)
-        fail(what, path, "too large to be a credential file");
-    std::string content(static_cast<std::size_t>(st.st_size), '\0');
-    std::size_t done = 0;
-    while (done < content.size()) {
-        const ssize_t got = ::read(file.fd, content.data() + done, content.size() - done);
-        if (got < 0 && errno == EINTR)
-            continue;
-        if (got < 0)
-            fail(what, path, std::string("cannot read: ") + std::strerror(errno));
-        if (got == 0)
-            break;
-        done += static_cast<std::size_t>(got);
-    }
-    content.resize(done);
-    return content;
-}
 
 BioPtr memory_bio(const std::string &content) {
     BioPtr bio(BIO_new_mem_buf(content.data(), static_cast<int>(content.size())));
@@ -112,7 +54,8 @@ struct Credentials {
 
 Credentials load_pem(const ApnsSettings &settings) {
     Credentials credentials;
-    const std::string certificate_pem = read_file("APNs certificate file", settings.cert_file);
+    const std::string certificate_pem =
+        read_credential_file("APNs certificate file", settings.cert_file);
     {
         BioPtr bio = memory_bio(certificate_pem);
         while (X509 *cert = PEM_read_bio_X509(bio.get(), nullptr, refuse_passphrase, nullptr)) {
@@ -124,36 +67,51 @@ Credentials load_pem(const ApnsSettings &settings) {
         // Reading stops at the end of the input with a "no start line" error: expected.
         const std::string error = openssl_error();
         if (!credentials.certificate)
-            fail("APNs certificate file", settings.cert_file, "no PEM certificate: " + error);
+            credential_error("APNs certificate file", settings.cert_file,
+                             "no PEM certificate: " + error);
     }
     const std::string &key_path =
         settings.key_file.empty() ? settings.cert_file : settings.key_file;
-    const std::string key_pem =
-        settings.key_file.empty() ? certificate_pem : read_file("APNs key file", key_path);
+    const std::string key_pem = settings.key_file.empty()
+                                    ? certificate_pem
+                                    : read_credential_file("APNs key file", key_path);
     BioPtr bio = memory_bio(key_pem);
     credentials.key.reset(PEM_read_bio_PrivateKey(bio.get(), nullptr, refuse_passphrase, nullptr));
     if (!credentials.key) {
         const std::string error = openssl_error();
         const bool encrypted = key_pem.find("ENCRYPTED") != std::string::npos;
-        fail("APNs key file", key_path,
-             encrypted ? "the key is encrypted; a key without passphrase is needed"
-                       : "no PEM private key: " + error);
+        credential_error("APNs key file", key_path,
+                         encrypted ? "the key is encrypted; a key without passphrase is needed"
+                                   : "no PEM private key: " + error);
     }
     return credentials;
 }
 
 Credentials load_pkcs12(const ApnsSettings &settings) {
-    const std::string content = read_file("APNs PKCS#12 file", settings.p12_file);
+    const std::string content = read_credential_file("APNs PKCS#12 file", settings.p12_file);
     BioPtr bio = memory_bio(content);
     std::unique_ptr<PKCS12, Pkcs12Free> p12(d2i_PKCS12_bio(bio.get(), nullptr));
     if (!p12)
-        fail("APNs PKCS#12 file", settings.p12_file, "not PKCS#12: " + openssl_error());
+        credential_error("APNs PKCS#12 file", settings.p12_file, "not PKCS#12: " + openssl_error());
     X509 *cert = nullptr;
     EVP_PKEY *key = nullptr;
     STACK_OF(X509) *chain = nullptr;
-    if (PKCS12_parse(p12.get(), settings.p12_password.c_str(), &key, &cert, &chain) != 1)
-        fail("APNs PKCS#12 file", settings.p12_file,
-             "cannot open (wrong password?): " + openssl_error());
+    const char *password = settings.p12_password.c_str();
+    // Exports with an empty password differ in whether the MAC was made with
+    // "" or with no password at all: accept either, as PKCS12_parse does.
+    const bool password_matches =
+        PKCS12_mac_present(p12.get()) != 1 || PKCS12_verify_mac(p12.get(), password, -1) == 1 ||
+        (settings.p12_password.empty() && PKCS12_verify_mac(p12.get(), nullptr, 0) == 1);
+    if (!password_matches) {
+        ERR_clear_error();
+        credential_error("APNs PKCS#12 file", settings.p12_file,
+                         settings.p12_password.empty()
+                             ? "wrong password: the file needs one (xaps_apns_p12_password)"
+                             : "wrong password (xaps_apns_p12_password)");
+    }
+    if (PKCS12_parse(p12.get(), password, &key, &cert, &chain) != 1)
+        credential_error("APNs PKCS#12 file", settings.p12_file,
+                         "cannot open (wrong password?): " + openssl_error());
     Credentials credentials;
     credentials.certificate.reset(cert);
     credentials.key.reset(key);
@@ -161,7 +119,7 @@ Credentials load_pkcs12(const ApnsSettings &settings) {
     while (chain != nullptr && sk_X509_num(chain) > 0)
         credentials.chain.emplace_back(sk_X509_shift(chain));
     if (!credentials.certificate || !credentials.key)
-        fail("APNs PKCS#12 file", settings.p12_file, "no certificate and key in it");
+        credential_error("APNs PKCS#12 file", settings.p12_file, "no certificate and key in it");
     return credentials;
 }
 
@@ -196,39 +154,63 @@ std::string subject_uid(X509 *certificate) {
     return uid;
 }
 
-} // namespace
-
-TlsContext TlsContext::load(const ApnsSettings &settings) {
+// The client certificate, checked as Apple would: usable, matching its key,
+// valid now, naming the topic. Adds it to ctx and fills topic and expiry.
+void use_client_certificate(const ApnsSettings &settings, SSL_CTX *ctx, std::string &topic,
+                            std::optional<std::chrono::system_clock::time_point> &expiry) {
     const bool pkcs12 = !settings.p12_file.empty();
-    if (!pkcs12 && settings.cert_file.empty())
-        throw Error(ErrorKind::config, "no APNs certificate configured (xaps_apns_cert_file or "
-                                       "xaps_apns_p12_file)");
-    ERR_clear_error();
     Credentials credentials = pkcs12 ? load_pkcs12(settings) : load_pem(settings);
     const std::string &cert_path = pkcs12 ? settings.p12_file : settings.cert_file;
     const std::string &key_path = pkcs12                      ? settings.p12_file
                                   : settings.key_file.empty() ? settings.cert_file
                                                               : settings.key_file;
+    X509 *certificate = credentials.certificate.get();
 
-    if (X509_check_private_key(credentials.certificate.get(), credentials.key.get()) != 1) {
+    if (X509_check_private_key(certificate, credentials.key.get()) != 1) {
         ERR_clear_error();
-        fail("APNs key file", key_path, "the key does not match the certificate in " + cert_path);
+        credential_error("APNs key file", key_path,
+                         "the key does not match the certificate in " + cert_path);
     }
+    const auto not_after = to_time_point(X509_get0_notAfter(certificate));
+    if (X509_cmp_current_time(X509_get0_notAfter(certificate)) < 0)
+        credential_error("APNs certificate file", cert_path,
+                         "the certificate expired on " + format_time(not_after));
+    if (X509_cmp_current_time(X509_get0_notBefore(certificate)) > 0)
+        credential_error("APNs certificate file", cert_path,
+                         "the certificate is not valid before " +
+                             format_time(to_time_point(X509_get0_notBefore(certificate))));
+    topic = subject_uid(certificate);
+    if (topic.empty())
+        credential_error("APNs certificate file", cert_path,
+                         "the certificate subject has no UID (the APNs topic)");
+    expiry = not_after;
 
+    if (SSL_CTX_use_certificate(ctx, certificate) != 1)
+        credential_error("APNs certificate file", cert_path,
+                         "unusable certificate: " + openssl_error());
+    for (const X509Ptr &intermediate : credentials.chain) {
+        if (SSL_CTX_add1_chain_cert(ctx, intermediate.get()) != 1)
+            credential_error("APNs certificate file", cert_path,
+                             "unusable chain certificate: " + openssl_error());
+    }
+    if (SSL_CTX_use_PrivateKey(ctx, credentials.key.get()) != 1)
+        credential_error("APNs key file", key_path, "unusable key: " + openssl_error());
+}
+
+} // namespace
+
+TlsContext TlsContext::load(const ApnsSettings &settings) {
+    const bool certificate = !settings.p12_file.empty() || !settings.cert_file.empty();
+    if (!certificate && settings.token_key_file.empty())
+        throw Error(ErrorKind::config,
+                    "no APNs credential configured (xaps_apns_cert_file, xaps_apns_p12_file or "
+                    "xaps_apns_token_key_file)");
+    if (!certificate && settings.topic.empty())
+        throw Error(ErrorKind::config, "xaps_apns_topic is not set: token auth with " +
+                                           settings.token_key_file +
+                                           " needs the topic pushes are sent to");
+    ERR_clear_error();
     TlsContext context;
-    context.expiry_ = to_time_point(X509_get0_notAfter(credentials.certificate.get()));
-    if (X509_cmp_current_time(X509_get0_notAfter(credentials.certificate.get())) < 0)
-        fail("APNs certificate file", cert_path,
-             "the certificate expired on " + format_time(context.expiry_));
-    if (X509_cmp_current_time(X509_get0_notBefore(credentials.certificate.get())) > 0)
-        fail("APNs certificate file", cert_path,
-             "the certificate is not valid before " +
-                 format_time(to_time_point(X509_get0_notBefore(credentials.certificate.get()))));
-    context.topic_ = subject_uid(credentials.certificate.get());
-    if (context.topic_.empty())
-        fail("APNs certificate file", cert_path,
-             "the certificate subject has no UID (the APNs topic)");
-
     context.ctx_.reset(SSL_CTX_new(TLS_client_method()));
     SSL_CTX *ctx = context.ctx_.get();
     if (ctx == nullptr)
@@ -239,24 +221,21 @@ TlsContext TlsContext::load(const ApnsSettings &settings) {
     SSL_CTX_set_mode(ctx, SSL_MODE_ENABLE_PARTIAL_WRITE | SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER);
     // Read whole socket buffers, not a record header then its body: half the syscalls.
     SSL_CTX_set_read_ahead(ctx, 1);
-    if (SSL_CTX_use_certificate(ctx, credentials.certificate.get()) != 1)
-        fail("APNs certificate file", cert_path, "unusable certificate: " + openssl_error());
-    for (const X509Ptr &intermediate : credentials.chain) {
-        if (SSL_CTX_add1_chain_cert(ctx, intermediate.get()) != 1)
-            fail("APNs certificate file", cert_path,
-                 "unusable chain certificate: " + openssl_error());
-    }
-    if (SSL_CTX_use_PrivateKey(ctx, credentials.key.get()) != 1)
-        fail("APNs key file", key_path, "unusable key: " + openssl_error());
+    if (certificate)
+        use_client_certificate(settings, ctx, context.topic_, context.expiry_);
+    else
+        context.topic_ = settings.topic; // the provider token authenticates each request
 
     if (settings.ca_file.empty()) {
         if (SSL_CTX_set_default_verify_paths(ctx) != 1)
             throw Error(ErrorKind::config,
                         "cannot load the system trust store: " + openssl_error());
     } else {
-        read_file("APNs CA file", settings.ca_file); // for a clear message when unreadable
+        // For a clear message when unreadable.
+        read_credential_file("APNs CA file", settings.ca_file);
         if (SSL_CTX_load_verify_locations(ctx, settings.ca_file.c_str(), nullptr) != 1)
-            fail("APNs CA file", settings.ca_file, "no usable certificate: " + openssl_error());
+            credential_error("APNs CA file", settings.ca_file,
+                             "no usable certificate: " + openssl_error());
     }
     SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER, nullptr);
 

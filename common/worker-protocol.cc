@@ -212,10 +212,11 @@ Reply decode_reply(std::span<const std::string> fields) {
     }
     Reply reply;
     reply.id = request_id_of(fields);
-    if (reply.id == 0) {
+    const std::string &status = fields[1];
+    // Id 0 only answers a request line whose own id was unreadable.
+    if (reply.id == 0 && (fields[0] != "0" || status != "FAIL")) {
         fail("invalid reply id '" + fields[0].substr(0, 32) + "'");
     }
-    const std::string &status = fields[1];
     if (status == "OK") {
         reply.status = ReplyStatus::ok;
     } else if (status == "ROW") {

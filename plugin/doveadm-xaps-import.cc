@@ -1,7 +1,8 @@
 // doveadm xaps import FILE: moves the registrations of xapsd, the Go daemon,
 // from its database.json into the worker's store (IMPORT requests, which
 // keep xapsd's registration times). Idempotent: entries the store already
-// holds are counted as present and left alone.
+// holds are counted as present and left alone. Entries older than
+// xaps_registration_ttl are skipped as expired: the worker would drop them.
 //
 // Prints the counts (fields imported, present, skipped); each skipped entry
 // is a warning on stderr with its reason. Exit code: EX_DATAERR when the file
@@ -43,6 +44,8 @@ std::optional<std::string> decode_mailbox_name(const std::string &name) {
 std::optional<plugin::XapsdDatabase> read_file(const char *path) {
     plugin::XapsdImportOptions options;
     options.now = static_cast<std::int64_t>(std::time(nullptr));
+    // What the worker would expire at once is not worth importing.
+    options.expired_before = options.now - read_settings().registration_ttl.count();
     options.decode_mailbox_name = decode_mailbox_name;
     try {
         return plugin::read_xapsd_database(path, options);

@@ -1,7 +1,6 @@
 #include "doveadm-xaps-worker.h"
 
 #include "dovecot-cxx.h"
-#include "xaps-settings.h"
 
 #include <charconv>
 #include <ctime>
@@ -11,13 +10,15 @@
 
 namespace xaps::doveadm {
 
+XapsSettings read_settings() {
+    return read_xaps_settings([](std::string_view name) -> std::optional<std::string> {
+        const char *value = doveadm_plugin_getenv(std::string(name).c_str());
+        return value == nullptr ? std::nullopt : std::optional<std::string>(value);
+    });
+}
+
 std::string worker_socket_path() {
-    XapsSettings settings =
-        read_xaps_settings([](std::string_view name) -> std::optional<std::string> {
-            const char *value = doveadm_plugin_getenv(std::string(name).c_str());
-            return value == nullptr ? std::nullopt : std::optional<std::string>(value);
-        });
-    return resolve_socket_path(settings, doveadm_settings->base_dir);
+    return resolve_socket_path(read_settings(), doveadm_settings->base_dir);
 }
 
 WorkerSession::WorkerSession() {

@@ -4,6 +4,7 @@
 
 #include "worker-protocol.h"
 #include "xaps-error.h"
+#include "xaps-settings.h"
 #include "xaps-worker-client.h"
 
 #include <chrono>
@@ -21,8 +22,12 @@ namespace xaps::doveadm {
 inline constexpr std::chrono::milliseconds request_timeout{10'000};
 inline constexpr std::chrono::milliseconds test_timeout{60'000};
 
-// The worker's socket: xaps_socket_path from plugin { } against base_dir, as
-// the mail plugin resolves it. Throws Error(config) for unparsable settings.
+// The xaps_* settings of doveadm's global plugin { } (the worker reads the
+// same). Throws Error(config) for unparsable values.
+XapsSettings read_settings();
+
+// The worker's socket: xaps_socket_path against base_dir, as the mail plugin
+// resolves it. Throws like read_settings().
 std::string worker_socket_path();
 
 // A connection to the worker for one command, on a private ioloop: doveadm

@@ -112,10 +112,10 @@ std::vector<std::string> mailboxes(const Json::Value &account, const XapsdImport
     return names;
 }
 
-std::int64_t registration_time(const Json::Value &account, std::int64_t now) {
+std::int64_t registration_time(const Json::Value &account, const XapsdImportOptions &options) {
     const Json::Value &value = account["RegistrationTime"];
     if (value.isNull()) {
-        return now;
+        return options.now;
     }
     if (!value.isString()) {
         throw Skip("RegistrationTime is not a string");
@@ -125,7 +125,13 @@ std::int64_t registration_time(const Json::Value &account, std::int64_t now) {
         throw Skip("RegistrationTime is not an RFC 3339 time");
     }
     // Go's zero time (year 1) means "unknown"; a time after now is a wrong clock.
-    return *time <= 0 || *time > now ? now : *time;
+    if (*time <= 0 || *time > options.now) {
+        return options.now;
+    }
+    if (*time < options.expired_before) {
+        throw Skip("expired: last registered at " + value.asString());
+    }
+    return *time;
 }
 
 Registration registration(const std::string &user, const std::string &account_id,
@@ -141,7 +147,7 @@ Registration registration(const std::string &user, const std::string &account_id
     reg.subtopic = xapsd_subtopic;
     reg.aps_version = 2;
     reg.mailboxes = mailboxes(account, options);
-    reg.registered_at = registration_time(account, options.now);
+    reg.registered_at = registration_time(account, options);
     reg.last_seen = reg.registered_at;
     return reg;
 }

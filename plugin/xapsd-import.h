@@ -43,6 +43,9 @@ struct XapsdImportOptions {
     // Unix seconds: the registration and last-seen time of entries whose
     // time is missing, zero or in the future.
     std::int64_t now = 0;
+    // Unix seconds: entries whose time is older are skipped as expired (the
+    // worker would drop them, as xapsd did after 30 days). 0: none expire.
+    std::int64_t expired_before = 0;
     // Converts a modified UTF-7 mailbox name to UTF-8; nullopt when the name
     // is not valid modified UTF-7 (it is then kept as it is). Empty: names are
     // kept as they are.

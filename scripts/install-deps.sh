@@ -9,6 +9,7 @@ packages="
   clang clang-format
   dovecot-dev dovecot-core dovecot-imapd dovecot-lmtpd
   libnghttp2-dev libssl-dev liblmdb-dev libjsoncpp-dev
+  libplist-dev libcurl4-openssl-dev
   libgtest-dev libgmock-dev
   openssl ca-certificates nghttp2-client python3 adduser
   debhelper devscripts fakeroot lintian

@@ -24,15 +24,15 @@
 #include <fcntl.h>
 #include <filesystem>
 #include <fstream>
+#include <map>
 #include <memory>
 #include <poll.h>
-#include <regex>
 #include <sched.h>
+#include <set>
 #include <sys/mount.h>
 #include <sys/prctl.h>
 #include <sys/wait.h>
 #include <sysexits.h>
-#include <thread>
 #include <unistd.h>
 
 #ifndef XAPS_DOVEADM_MODULE_PATH
@@ -193,6 +193,16 @@ std::vector<std::string> lines_of(const std::string &text) {
 
 std::int64_t unix_now() {
     return static_cast<std::int64_t>(std::time(nullptr));
+}
+
+// Unix seconds -> "2026-11-28T08:14:36Z".
+std::string format_iso8601_utc(std::int64_t seconds) {
+    std::time_t time = static_cast<std::time_t>(seconds);
+    struct tm tm {};
+    char text[32];
+    ::gmtime_r(&time, &tm);
+    std::strftime(text, sizeof(text), "%Y-%m-%dT%H:%M:%SZ", &tm);
+    return text;
 }
 
 // "2026-11-28T08:14:36Z" -> unix seconds.
@@ -419,34 +429,27 @@ TEST_F(E2eDoveadm, TestPushesNowAndShowsApplesAnswer) {
 TEST_F(E2eDoveadm, ImportsXapsdDatabaseOnceAndItsDevicesGetPushes) {
     start_dovecot();
     register_iphone();
-    // As xapsd wrote it: alice's iPhone is already registered here, bob's
-    // device is new, with a modified UTF-7 mailbox name; no time for B-2.
-    const std::string database = R"({
-  "Users": {
-    "alice": {
-      "Accounts": {
-        ")" + std::string(e2e::iphone_account_id) +
-                                 R"(": {
-          "DeviceToken": ")" + std::string(e2e::iphone_device_token) +
-                                 R"(",
-          "Mailboxes": ["INBOX"],
-          "RegistrationTime": "2026-01-02T03:04:05.123456789+01:00"
-        }
-      }
-    },
-    "bob": {
-      "Accounts": {
-        "B-1": {
-          "DeviceToken": ")" + second_token +
-                                 R"(",
-          "Mailboxes": ["Inbox", "Entw&APw-rfe"],
-          "RegistrationTime": "2026-01-02T03:04:05Z"
-        },
-        "B-2": {"DeviceToken": "0a0b", "Mailboxes": ["INBOX"]}
-      }
-    }
-  }
-})";
+    // As xapsd writes it: alice's iPhone is already registered here; bob's
+    // B-1 is new, with a modified UTF-7 mailbox name; B-2 has no time (files
+    // of old xapsd versions).
+    const std::int64_t b1_time = unix_now() - 2 * 86400;
+    Json::Value file;
+    Json::Value &iphone = file["Users"]["alice"]["Accounts"][e2e::iphone_account_id];
+    iphone["DeviceToken"] = e2e::iphone_device_token;
+    iphone["Mailboxes"].append("INBOX");
+    // Go writes local time with nanoseconds: here UTC+01:00.
+    std::string local_time = format_iso8601_utc(unix_now() - 86400 + 3600);
+    local_time.pop_back();
+    iphone["RegistrationTime"] = local_time + ".123456789+01:00";
+    Json::Value &b1 = file["Users"]["bob"]["Accounts"]["B-1"];
+    b1["DeviceToken"] = second_token;
+    b1["Mailboxes"].append("Inbox");
+    b1["Mailboxes"].append("Entw&APw-rfe");
+    b1["RegistrationTime"] = format_iso8601_utc(b1_time);
+    Json::Value &b2 = file["Users"]["bob"]["Accounts"]["B-2"];
+    b2["DeviceToken"] = "0a0b";
+    b2["Mailboxes"].append("INBOX");
+    const std::string database = Json::writeString(Json::StreamWriterBuilder(), file);
     const std::string path = write_file("database.json", database);
     const std::int64_t before = unix_now();
 
@@ -462,7 +465,7 @@ TEST_F(E2eDoveadm, ImportsXapsdDatabaseOnceAndItsDevicesGetPushes) {
     EXPECT_EQ(bob[0].device_token, second_token);
     EXPECT_EQ(bob[0].subtopic, "com.apple.mobilemail");
     EXPECT_EQ(bob[0].mailboxes, (std::vector<std::string>{"INBOX", "Entwürfe"}));
-    EXPECT_EQ(bob[0].registered_at, 1'767'323'045) << "xapsd's time is kept";
+    EXPECT_EQ(bob[0].registered_at, b1_time) << "xapsd's time is kept";
     EXPECT_EQ(bob[1].account_id, "B-2");
     EXPECT_GE(bob[1].registered_at, before) << "no time in the file: now";
     std::vector<xaps::Registration> alice = stored("alice");
@@ -496,15 +499,21 @@ TEST_F(E2eDoveadm, ImportReportsBadFilesAndEntries) {
     const std::string partly_bad = write_file("partly-bad.json", R"({"Users": {"bob": {"Accounts": {
         "B-1": {"DeviceToken": "not hex", "Mailboxes": ["INBOX"]},
         "B-2": {"DeviceToken": "0a0b", "Mailboxes": ["INBOX"]},
-        "B-3": {"DeviceToken": "0c0d", "Mailboxes": []}}}}})");
+        "B-3": {"DeviceToken": "0c0d", "Mailboxes": []},
+        "B-4": {"DeviceToken": "0e0f", "Mailboxes": ["INBOX"],
+                "RegistrationTime": "2001-02-03T04:05:06Z"}}}}})");
     DoveadmResult partly = doveadm({"-f", "json", "xaps", "import", partly_bad});
     EXPECT_EQ(partly.exit_code, EX_DATAERR) << partly.err;
     Json::Value counts = parse_json(partly.out);
     EXPECT_EQ(counts[0]["imported"], 1);
-    EXPECT_EQ(counts[0]["skipped"], 2);
+    EXPECT_EQ(counts[0]["skipped"], 3);
     EXPECT_NE(partly.err.find("skipped 'bob' account 'B-1': DeviceToken is not"), std::string::npos)
         << partly.err;
     EXPECT_NE(partly.err.find("skipped 'bob' account 'B-3': no mailboxes"), std::string::npos)
+        << partly.err;
+    EXPECT_NE(partly.err.find("skipped 'bob' account 'B-4': expired: last registered at "
+                              "2001-02-03T04:05:06Z"),
+              std::string::npos)
         << partly.err;
     EXPECT_EQ(stored("bob").size(), 1u);
 

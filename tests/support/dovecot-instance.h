@@ -38,6 +38,9 @@ struct DovecotOptions {
     std::map<std::string, std::string> plugin_settings;
     // Users besides alice and bob; every user's password is DovecotInstance::password.
     std::vector<std::string> extra_users;
+    // Appended to the static userdb's args: extra userdb fields such as
+    // "xaps_push_user=%Uu" (Dovecot's %variables are expanded).
+    std::string userdb_fields;
     // Appended to dovecot.conf as it is.
     std::string extra_config;
     Milliseconds start_timeout{15000};

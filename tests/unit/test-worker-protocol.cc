@@ -139,9 +139,18 @@ TEST(WorkerProtocol, FailReplyCarriesTheError) {
     EXPECT_STREQ(error.what(), "no such user");
 }
 
+TEST(WorkerProtocol, FailForAnUnreadableRequestHasIdZero) {
+    auto reply = protocol::Reply::fail(protocol::request_id_of(std::vector<std::string>{"??"}),
+                                       xaps::ErrorKind::invalid_input, "bad line");
+    auto decoded = protocol::decode_reply(fields_of(protocol::encode_reply(reply)));
+    EXPECT_EQ(decoded.id, 0U);
+    EXPECT_EQ(decoded.status, protocol::ReplyStatus::fail);
+}
+
 TEST(WorkerProtocol, BadRepliesAreInvalidInput) {
     const std::vector<std::vector<std::string>> cases = {
-        {}, {"1"}, {"x", "OK"}, {"1", "MAYBE"}, {"1", "FAIL", "invalid"},
+        {}, {"1"}, {"x", "OK"}, {"0", "OK"}, {"x", "FAIL", "invalid", "m"}, {"1", "MAYBE"},
+        {"1", "FAIL", "invalid"},
     };
     for (const auto &fields : cases) {
         EXPECT_THROW(protocol::decode_reply(fields), xaps::Error);

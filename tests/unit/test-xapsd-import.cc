@@ -38,8 +38,11 @@ std::optional<std::string> fake_utf7_decoder(const std::string &name) {
     return name;
 }
 
+// Registrations older than 30 days have expired.
+constexpr std::int64_t expired_before = now - 30 * 86400;
+
 XapsdImportOptions options() {
-    return {now, fake_utf7_decoder};
+    return {now, expired_before, fake_utf7_decoder};
 }
 
 // One user with one account whose JSON members are `members`.
@@ -80,7 +83,7 @@ TEST(XapsdImport, ReadsTheFileXapsdWrites) {
             "INBOX",
             "Sent Messages"
           ],
-          "RegistrationTime": "2026-11-20T10:15:30.123456789+01:00"
+          "RegistrationTime": "2027-01-10T10:15:30.123456789+01:00"
         }
       }
     },
@@ -110,7 +113,7 @@ TEST(XapsdImport, ReadsTheFileXapsdWrites) {
     EXPECT_EQ(alice.subtopic, "com.apple.mobilemail");
     EXPECT_EQ(alice.aps_version, 2u);
     EXPECT_EQ(alice.mailboxes, (std::vector<std::string>{"INBOX", "Sent Messages"}));
-    EXPECT_EQ(alice.registered_at, 1'795'166'130); // 2026-11-20T09:15:30Z
+    EXPECT_EQ(alice.registered_at, 1'799'572'530); // 2027-01-10T09:15:30Z
     EXPECT_EQ(alice.last_seen, alice.registered_at);
 
     const Registration &b1 = db.registrations[1];
@@ -148,12 +151,20 @@ TEST(XapsdImport, EntriesAreCheckedOneByOne) {
          one_account(token_member() + R"(, "Mailboxes": ["R&D"])"), expected({"R&D"}, now), ""},
         {"time with Z",
          one_account(token_member() + R"(, "Mailboxes": ["INBOX"], )" +
-                     R"("RegistrationTime": "2020-02-29T23:59:59Z")"),
-         expected({"INBOX"}, 1'583'020'799), ""},
+                     R"("RegistrationTime": "2027-01-01T23:59:59Z")"),
+         expected({"INBOX"}, 1'798'847'999), ""},
         {"time in the future is now",
          one_account(token_member() + R"(, "Mailboxes": ["INBOX"], )" +
                      R"("RegistrationTime": "2099-01-01T00:00:00Z")"),
          expected({"INBOX"}, now), ""},
+        {"time at the expiry bound",
+         one_account(token_member() + R"(, "Mailboxes": ["INBOX"], )" +
+                     R"("RegistrationTime": "2026-12-16T08:00:00Z")"),
+         expected({"INBOX"}, expired_before), ""},
+        {"expired",
+         one_account(token_member() + R"(, "Mailboxes": ["INBOX"], )" +
+                     R"("RegistrationTime": "2026-12-16T07:59:59Z")"),
+         std::nullopt, "expired: last registered at 2026-12-16T07:59:59Z"},
         {"null time is now",
          one_account(token_member() + R"(, "Mailboxes": ["INBOX"], "RegistrationTime": null)"),
          expected({"INBOX"}, now), ""},
