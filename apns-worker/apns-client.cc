@@ -288,7 +288,8 @@ void ApnsClient::dispatch() {
             authorization = &token_->authorization();
         } catch (const std::exception &error) {
             // Pushes wait, and fail at their deadline if signing keeps failing.
-            log_token_problem(std::string("cannot sign an APNs provider token: ") + error.what());
+            log_token_problem("sign",
+                              std::string("cannot sign an APNs provider token: ") + error.what());
             return;
         }
     }
@@ -347,10 +348,11 @@ void ApnsClient::on_response(ApnsConnection &, ApnsRequest &request) {
         return;
     if (token_ && status == 403 &&
         (error.reason == "InvalidProviderToken" || error.reason == "MissingProviderToken")) {
-        log_token_problem("APNs refused the provider token (" + error.reason + "): check that " +
-                          "xaps_apns_key_id (" + token_->key_id() + ") is the id of the key in " +
-                          settings_.token_key_file + " and xaps_apns_team_id (" +
-                          token_->team_id() + ") the team it belongs to");
+        log_token_problem("invalid", "APNs refused the provider token (" + error.reason +
+                                         "): check that " + "xaps_apns_key_id (" +
+                                         token_->key_id() + ") is the id of the key in " +
+                                         settings_.token_key_file + " and xaps_apns_team_id (" +
+                                         token_->team_id() + ") the team it belongs to");
         finish(pending, PushOutcome::Result::rejected, status, error.reason);
         return;
     }
@@ -391,16 +393,18 @@ void ApnsClient::on_unanswered(ApnsConnection &, ApnsRequest &request, bool refu
 // Each push is resent after this at most once.
 bool ApnsClient::retry_with_renewed_token(PendingPush &pending) {
     if (pending.token_renewal_tried) {
-        log_token_problem("APNs refused a renewed provider token as expired too: is this "
+        log_token_problem("expired again",
+                          "APNs refused a renewed provider token as expired too: is this "
                           "host's clock right?");
         return false;
     }
     if (pending.token_generation == token_->generation()) {
         const std::chrono::seconds age = token_->age();
         if (!token_->renew_expired()) {
-            log_token_problem("APNs says the provider token signed " + std::to_string(age.count()) +
-                              " s ago expired; a new one is not signed before it is 20 minutes "
-                              "old (Apple's limit): is this host's clock right?");
+            log_token_problem("expired young",
+                              "APNs says the provider token signed " + std::to_string(age.count()) +
+                                  " s ago expired; a new one is not signed before it is 20 minutes "
+                                  "old (Apple's limit): is this host's clock right?");
             return false;
         }
         stats_.token_renewals++;
@@ -416,10 +420,12 @@ bool ApnsClient::retry_with_renewed_token(PendingPush &pending) {
     return true;
 }
 
-void ApnsClient::log_token_problem(std::string_view message) {
+void ApnsClient::log_token_problem(std::string_view kind, std::string_view message) {
     const std::uint64_t generation = token_ ? token_->generation() : 0;
-    const bool first = token_problem_logged_ != generation;
-    token_problem_logged_ = generation;
+    const bool first =
+        token_problem_logged_.first != generation || token_problem_logged_.second != kind;
+    if (first)
+        token_problem_logged_ = {generation, std::string(kind)};
     log(first ? LogLevel::error : LogLevel::debug, message);
 }
 

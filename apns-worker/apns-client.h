@@ -23,6 +23,7 @@
 #include <optional>
 #include <random>
 #include <string>
+#include <utility>
 #include <vector>
 
 namespace xaps {
@@ -87,7 +88,8 @@ private:
     void on_closed(ApnsConnection &connection, std::string_view reason) override;
 
     bool retry_with_renewed_token(PendingPush &push);
-    void log_token_problem(std::string_view message);
+    // At error once per token and kind of problem, at debug after that.
+    void log_token_problem(std::string_view kind, std::string_view message);
 
     void open(Slot &slot);
     void schedule_reconnect(Slot &slot, bool healthy);
@@ -133,9 +135,9 @@ private:
     bool queue_full_reported_ = false; // logged once per episode, not per push
     bool disabled_ = false;
     std::string disabled_reason_;
-    // The provider token generation whose problem was logged at error: once
-    // per token, not once per push.
-    std::uint64_t token_problem_logged_ = 0;
+    // The provider token generation and kind of problem last logged at
+    // error: once per token, not once per push.
+    std::pair<std::uint64_t, std::string> token_problem_logged_;
 
     std::deque<PendingPush *> queue_;
     std::vector<PendingPush *> delayed_; // a min-heap on PendingPush::retry_at

@@ -1,14 +1,11 @@
 #include "caservice-crypto.h"
 
+#include "credential-file.h"
 #include "xaps-error.h"
 
 #include <algorithm>
 #include <cctype>
-#include <cerrno>
-#include <cstring>
 #include <ctime>
-#include <fstream>
-#include <iterator>
 
 #include <openssl/bn.h>
 #include <openssl/err.h>
@@ -17,9 +14,6 @@
 
 namespace xaps::caservice {
 namespace {
-
-// Credential files are small; anything bigger is not one.
-constexpr std::size_t max_credential_file_size = 1024 * 1024;
 
 struct BioFree {
     void operator()(BIO *bio) const noexcept { BIO_free(bio); }
@@ -39,42 +33,12 @@ struct OpensslStringFree {
 using BioPtr = std::unique_ptr<BIO, BioFree>;
 
 // An encrypted key fails instead of prompting on the worker's terminal.
-extern "C" int caservice_refuse_passphrase(char *, int, int, void *) noexcept { return -1; }
-
-// The most specific message OpenSSL queued (the last one); empties the queue.
-std::string openssl_error() {
-    std::string message;
-    while (unsigned long code = ERR_get_error()) {
-        char buffer[256];
-        ERR_error_string_n(code, buffer, sizeof(buffer));
-        message = buffer;
-    }
-    return message.empty() ? "unknown OpenSSL error" : message;
+extern "C" int caservice_refuse_passphrase(char *, int, int, void *) noexcept {
+    return -1;
 }
 
 [[noreturn]] void fail_internal(const std::string &what) {
     throw Error(ErrorKind::internal, what + ": " + openssl_error());
-}
-
-std::string read_credential_file(const std::string &path, std::string_view setting) {
-    std::ifstream in(path, std::ios::binary);
-    if (!in) {
-        throw Error(ErrorKind::config, std::string(setting) + " " + path +
-                                           ": cannot open: " + std::strerror(errno));
-    }
-    std::string content;
-    char buffer[8192];
-    while (in.read(buffer, sizeof(buffer)) || in.gcount() > 0) {
-        content.append(buffer, static_cast<std::size_t>(in.gcount()));
-        if (content.size() > max_credential_file_size) {
-            throw Error(ErrorKind::config,
-                        std::string(setting) + " " + path + ": too large to be a credential");
-        }
-    }
-    if (content.empty()) {
-        throw Error(ErrorKind::config, std::string(setting) + " " + path + ": empty");
-    }
-    return content;
 }
 
 bool looks_like_pem(std::string_view content) {
@@ -159,14 +123,14 @@ VendorCredential load_vendor_credential(const std::string &key_file,
                         "Server sign every request to Apple's certificate service");
     }
     VendorCredential vendor;
-    vendor.key = parse_vendor_key(read_credential_file(key_file, key_setting));
+    vendor.key = parse_vendor_key(read_credential_file(key_setting, key_file));
     if (!vendor.key) {
-        throw Error(ErrorKind::config, std::string(key_setting) + " " + key_file +
-                                           ": not an unencrypted private key (PEM or DER): " +
-                                           openssl_error());
+        throw Error(ErrorKind::config,
+                    std::string(key_setting) + " " + key_file +
+                        ": not an unencrypted private key (PEM or DER): " + openssl_error());
     }
     X509Ptr first;
-    vendor.chain_der = parse_vendor_chain(read_credential_file(chain_file, chain_setting), first);
+    vendor.chain_der = parse_vendor_chain(read_credential_file(chain_setting, chain_file), first);
     if (vendor.chain_der.empty() || !first) {
         throw Error(ErrorKind::config, std::string(chain_setting) + " " + chain_file +
                                            ": not certificates (PEM, or DER back to back)");
@@ -243,7 +207,8 @@ std::string private_key_to_pem(EVP_PKEY *key) {
 
 EvpPkeyPtr private_key_from_pem(std::string_view pem) {
     BioPtr bio = memory_bio(pem);
-    EvpPkeyPtr key(PEM_read_bio_PrivateKey(bio.get(), nullptr, caservice_refuse_passphrase, nullptr));
+    EvpPkeyPtr key(
+        PEM_read_bio_PrivateKey(bio.get(), nullptr, caservice_refuse_passphrase, nullptr));
     return key;
 }
 

@@ -35,8 +35,7 @@ struct VendorCredential {
 // certificates, or DER certificates back to back). Throws Error(config)
 // naming the file: unreadable, unparsable, or key not matching the chain's
 // first certificate.
-VendorCredential load_vendor_credential(const std::string &key_file,
-                                        const std::string &chain_file);
+VendorCredential load_vendor_credential(const std::string &key_file, const std::string &chain_file);
 
 // RSA PKCS#1 v1.5 over SHA-1 of data, as macOS Server signed
 // PushCertRequestPlist. Throws Error(internal).
@@ -49,7 +48,7 @@ EvpPkeyPtr generate_rsa_key();
 // SHA-1 like macOS Server's (Apple's service predates SHA-2 requests).
 std::string make_csr_pem(EVP_PKEY *key, std::string_view common_name);
 
-std::string private_key_to_pem(EVP_PKEY *key);        // unencrypted PKCS#8
+std::string private_key_to_pem(EVP_PKEY *key);         // unencrypted PKCS#8
 EvpPkeyPtr private_key_from_pem(std::string_view pem); // nullptr when unparsable
 X509Ptr certificate_from_pem(std::string_view pem);    // nullptr when unparsable
 std::string certificate_to_pem(X509 *cert);

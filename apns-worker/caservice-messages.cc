@@ -25,9 +25,13 @@ struct XmlFree {
 constexpr std::size_t max_response_size = std::numeric_limits<std::uint32_t>::max() / 2;
 constexpr std::size_t max_error_text = 200;
 
-plist_t new_string(std::string_view value) { return plist_new_string(std::string(value).c_str()); }
+plist_t new_string(std::string_view value) {
+    return plist_new_string(std::string(value).c_str());
+}
 
-void set(plist_t dict, const char *key, plist_t value) { plist_dict_set_item(dict, key, value); }
+void set(plist_t dict, const char *key, plist_t value) {
+    plist_dict_set_item(dict, key, value);
+}
 
 std::string to_xml(plist_t root) {
     char *xml = nullptr;
@@ -40,7 +44,9 @@ std::string to_xml(plist_t root) {
     return std::string(owned.get(), length);
 }
 
-plist_t new_data(std::string_view bytes) { return plist_new_data(bytes.data(), bytes.size()); }
+plist_t new_data(std::string_view bytes) {
+    return plist_new_data(bytes.data(), bytes.size());
+}
 
 plist_t child(plist_t dict, const char *key, plist_type type) {
     if (dict == nullptr || plist_get_node_type(dict) != PLIST_DICT) {
@@ -96,7 +102,9 @@ const std::vector<ServiceSpec> &macos_server_services() {
     return services;
 }
 
-const ServiceSpec &mail_service() { return macos_server_services()[2]; }
+const ServiceSpec &mail_service() {
+    return macos_server_services()[2];
+}
 
 std::string build_request_plist(const CertRequest &request) {
     for (const CertRequestEntry &entry : request.entries) {
@@ -122,8 +130,8 @@ std::string build_request_plist(const CertRequest &request) {
     for (const CertRequestEntry &entry : request.entries) {
         plist_t item = plist_new_dict();
         set(item, "CSR", new_string(entry.csr_pem));
-        set(item, "CertRequestNo", plist_new_uint(static_cast<std::uint64_t>(
-                                       entry.service->request_no)));
+        set(item, "CertRequestNo",
+            plist_new_uint(static_cast<std::uint64_t>(entry.service->request_no)));
         if (!entry.renew_serial_hex.empty()) {
             set(item, "CertificateSerialNumber", new_string(entry.renew_serial_hex));
         }
@@ -187,8 +195,8 @@ CertResponse parse_response(std::string_view body) {
 std::string describe_service_error(const CertResponse &response) {
     std::string apple_words = printable(response.error_message);
     if (!response.error_description.empty()) {
-        apple_words += (apple_words.empty() ? "" : " ") +
-                       std::string("(") + printable(response.error_description) + ")";
+        apple_words += (apple_words.empty() ? "" : " ") + std::string("(") +
+                       printable(response.error_description) + ")";
     }
     std::string code = std::to_string(response.error_code);
     std::string said = "Apple's certificate service answered error " + code +

@@ -38,8 +38,8 @@ namespace xaps::caservice {
 // One push certificate macOS Server asked for. It always asked for all five
 // at once; the mail one is what we use.
 struct ServiceSpec {
-    std::string_view short_name;   // our file names: "mail" -> mail.pem, mail.key
-    std::string_view service_type; // "Service_Mail"
+    std::string_view short_name;      // our file names: "mail" -> mail.pem, mail.key
+    std::string_view service_type;    // "Service_Mail"
     std::string_view csr_common_name; // "com.apple.servermgrd.apns.mail"
     std::string_view description;     // "apns:com.apple.mail", after "<host> - "
     int request_no;

@@ -122,8 +122,7 @@ StateDirectory::load(const std::vector<ServiceSpec> &services, std::string &prob
         if (!credential.key || !credential.certificate) {
             problem = (credential.key ? certificate_path(service) : key_path(service)) +
                       " is not a PEM " + (credential.key ? "certificate" : "private key");
-        } else if (!certificate_matches_key(credential.certificate.get(),
-                                            credential.key.get())) {
+        } else if (!certificate_matches_key(credential.certificate.get(), credential.key.get())) {
             problem = certificate_path(service) + " does not belong to " + key_path(service);
         }
         stored.push_back(std::move(credential));
@@ -145,8 +144,7 @@ void StateDirectory::write_certificate(const ServiceSpec &service, X509 *certifi
     write_private_file(certificate_path(service), certificate_to_pem(certificate));
 }
 
-void StateDirectory::write_private_file(const std::string &path,
-                                        const std::string &content) const {
+void StateDirectory::write_private_file(const std::string &path, const std::string &content) const {
     const std::string temporary = path + ".tmp";
     ::unlink(temporary.c_str()); // left over by a crash
     Fd fd(::open(temporary.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0600));

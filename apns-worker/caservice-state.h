@@ -33,8 +33,8 @@ public:
     // when any is missing, unparsable or not a pair; problem_r then says
     // which (empty when nothing was ever stored). Throws Error(config) when
     // a file exists but cannot be read.
-    std::optional<std::vector<StoredCredential>>
-    load(const std::vector<ServiceSpec> &services, std::string &problem_r) const;
+    std::optional<std::vector<StoredCredential>> load(const std::vector<ServiceSpec> &services,
+                                                      std::string &problem_r) const;
 
     // Replaces the file atomically (temporary file, fsync, rename), mode 0600.
     // Throws Error(config) naming the file.

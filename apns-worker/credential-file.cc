@@ -58,6 +58,10 @@ std::string read_credential_file(std::string_view what, const std::string &path)
     return content;
 }
 
+extern "C" int refuse_passphrase_callback(char *, int, int, void *) noexcept {
+    return -1;
+}
+
 std::string openssl_error() {
     std::string message;
     while (unsigned long code = ERR_get_error()) {

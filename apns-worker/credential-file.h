@@ -16,6 +16,11 @@ std::string read_credential_file(std::string_view what, const std::string &path)
 [[noreturn]] void credential_error(std::string_view what, const std::string &path,
                                    std::string_view problem);
 
+// An OpenSSL pem_password_cb that refuses: without it OpenSSL would prompt
+// on the terminal for the passphrase of an encrypted key.
+extern "C" int refuse_passphrase_callback(char *buffer, int size, int rwflag,
+                                          void *user_data) noexcept;
+
 // The most specific message OpenSSL queued (the last one); empties the queue.
 std::string openssl_error();
 

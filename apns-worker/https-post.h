@@ -13,7 +13,7 @@
 namespace xaps {
 
 struct HttpsPostRequest {
-    std::string url;                  // https:// only; redirects are not followed
+    std::string url; // https:// only; redirects are not followed
     std::string body;
     std::vector<std::string> headers; // "Name: value"
     std::string ca_file;              // trust anchors; empty: the system store

@@ -64,7 +64,10 @@
 #include <array>
 #include <cerrno>
 #include <cstring>
+#include <optional>
+#include <span>
 #include <tuple>
+#include <utility>
 
 namespace xaps {
 
@@ -349,13 +352,62 @@ public:
     }
 
     void put(const Registration &registration, std::int64_t now) override {
-        validate(registration);
-        std::string lower_user = lower_ascii(registration.user);
-        std::string key =
-            primary_key(lower_user, registration.account_id, registration.device_token);
-        check_key_size(key);
-
+        PreparedPut prepared = prepare_put(registration);
         auto txn = lmdb::Txn::begin(env_.get(), 0, path_);
+        put_in(txn, registration, prepared, now);
+        txn.commit(path_);
+    }
+
+    std::vector<std::optional<Error>> put_batch(std::span<const Registration> registrations,
+                                                std::int64_t now) override {
+        std::vector<std::optional<Error>> results(registrations.size());
+        std::vector<std::pair<std::size_t, PreparedPut>> valid;
+        valid.reserve(registrations.size());
+        for (std::size_t i = 0; i < registrations.size(); ++i) {
+            try {
+                valid.emplace_back(i, prepare_put(registrations[i]));
+            } catch (const Error &error) {
+                results[i] = error;
+            }
+        }
+        if (valid.empty()) {
+            return results;
+        }
+        try {
+            auto txn = lmdb::Txn::begin(env_.get(), 0, path_);
+            for (const auto &[index, prepared] : valid) {
+                put_in(txn, registrations[index], prepared, now);
+            }
+            txn.commit(path_);
+        } catch (const Error &error) {
+            for (const auto &entry : valid) {
+                results[entry.first] = error;
+            }
+        }
+        return results;
+    }
+
+private:
+    struct PreparedPut {
+        std::string lower_user;
+        std::string key;
+    };
+
+    // The checks that need no transaction; throws Error(invalid_input).
+    PreparedPut prepare_put(const Registration &registration) const {
+        validate(registration);
+        PreparedPut prepared;
+        prepared.lower_user = lower_ascii(registration.user);
+        prepared.key =
+            primary_key(prepared.lower_user, registration.account_id, registration.device_token);
+        check_key_size(prepared.key);
+        return prepared;
+    }
+
+    void put_in(const lmdb::Txn &txn, const Registration &registration,
+                const PreparedPut &prepared, std::int64_t now) {
+        const std::string &lower_user = prepared.lower_user;
+        const std::string &key = prepared.key;
         Registration stored = registration;
         stored.registered_at = now;
         stored.last_seen = now;
@@ -369,9 +421,9 @@ public:
         lmdb::put(txn, registrations_, key, encode_record(stored, lower_user), 0, path_);
         lmdb::put(txn, by_last_seen_, time_key(now), key, 0, path_);
         evict_beyond_cap(txn, lower_user, key);
-        txn.commit(path_);
     }
 
+public:
     bool import(const Registration &registration) override {
         validate(registration);
         std::string lower_user = lower_ascii(registration.user);

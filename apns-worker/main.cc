@@ -4,8 +4,11 @@
 // credentials while still root, drop privileges, open the store as the
 // service's user, run, deinit.
 #include "apns-client.h"
+#include "caservice-client.h"
+#include "certificate-expiry.h"
 #include "dovecot-cxx.h"
 #include "dovecot-event-loop.h"
+#include "provider-token.h"
 #include "push-scheduler.h"
 #include "registration-store.h"
 #include "request-handler.h"
@@ -48,15 +51,32 @@ private:
     std::string reason_;
 };
 
+// Only the credential credential_kind() chose is passed on, so that the kind
+// STATUS reports is the one in use when several are configured.
 xaps::ApnsSettings apns_settings_from(const xaps::XapsSettings &s) {
     xaps::ApnsSettings apns;
     apns.host = s.apns_host;
     apns.port = s.apns_port;
     apns.ca_file = s.apns_ca_file;
-    apns.cert_file = s.apns_cert_file;
-    apns.key_file = s.apns_key_file;
-    apns.p12_file = s.apns_p12_file;
-    apns.p12_password = s.apns_p12_password;
+    switch (s.credential_kind()) {
+    case xaps::CredentialKind::pem:
+        apns.cert_file = s.apns_cert_file;
+        apns.key_file = s.apns_key_file;
+        break;
+    case xaps::CredentialKind::pkcs12:
+        apns.p12_file = s.apns_p12_file;
+        apns.p12_password = s.apns_p12_password;
+        break;
+    case xaps::CredentialKind::token:
+        apns.token_key_file = s.apns_token_key_file;
+        apns.key_id = s.apns_key_id;
+        apns.team_id = s.apns_team_id;
+        apns.topic = s.apns_topic;
+        break;
+    case xaps::CredentialKind::apple_id:
+    case xaps::CredentialKind::none:
+        break;
+    }
     apns.push_type = s.apns_push_type;
     apns.priority = s.apns_priority;
     apns.expiration = s.apns_expiration;
@@ -83,8 +103,10 @@ std::string_view credential_kind_name(xaps::CredentialKind kind) {
 // Everything the running worker owns, in construction order.
 struct Worker {
     xaps::XapsSettings settings;
-    std::optional<xaps::TlsContext> tls; // moved into the ApnsClient at start
+    std::optional<xaps::TlsContext> tls;      // moved into the ApnsClient at start
+    std::optional<xaps::ProviderToken> token; // likewise, with token auth
     std::string topic;
+    std::string certificate_file; // for the admin: the file whose expiry is watched
     std::optional<std::chrono::system_clock::time_point> certificate_expiry;
     std::string credential_problem;
 
@@ -96,9 +118,11 @@ struct Worker {
     std::unique_ptr<xaps::RequestHandler> handler;
     std::unique_ptr<xaps::WorkerServer> server;
     std::unique_ptr<xaps::EventLoop::Watch> expire_timer;
+    std::unique_ptr<xaps::EventLoop::Watch> certificate_timer;
 
     std::vector<std::pair<std::string, std::string>> status_rows() const;
     void schedule_expiry();
+    void check_certificate();
 };
 
 std::unique_ptr<Worker> worker;
@@ -111,10 +135,12 @@ std::vector<std::pair<std::string, std::string>> Worker::status_rows() const {
         rows.emplace_back("credential_problem", credential_problem);
     }
     if (certificate_expiry) {
-        rows.emplace_back("certificate_expiry", std::to_string(std::chrono::system_clock::to_time_t(
-                                                    *certificate_expiry)));
+        rows.emplace_back("certificate_expiry", xaps::iso8601_utc(*certificate_expiry));
     }
     if (apns) {
+        if (auto age = apns->provider_token_age()) {
+            rows.emplace_back("token_age_seconds", std::to_string(age->count()));
+        }
         auto stats = apns->stats();
         rows.emplace_back("apns_connected", stats.connected ? "yes" : "no");
         rows.emplace_back("apns_queued", std::to_string(stats.queued));
@@ -151,26 +177,82 @@ void Worker::schedule_expiry() {
     });
 }
 
+// At start, daily, and the moment it expires: Apple's certificates last a
+// year, and the admin needs the warning well before pushes stop.
+void Worker::check_certificate() {
+    certificate_timer.reset();
+    if (!certificate_expiry) {
+        return;
+    }
+    const auto now = std::chrono::system_clock::now();
+    if (auto notice = xaps::certificate_expiry_notice(certificate_file, *certificate_expiry, now)) {
+        xaps::log_from_core(notice->level, notice->message);
+        if (notice->level == xaps::LogLevel::error) {
+            // Apple refuses an expired certificate: stop trying, keep serving
+            // LIST/PURGE, and answer REGISTER unavailable from now on.
+            credential_problem = notice->message;
+            if (handler) {
+                handler->set_topic("");
+            }
+            if (apns) {
+                apns->disable(notice->message);
+            }
+            return;
+        }
+    }
+    auto next = std::chrono::milliseconds(24h);
+    const auto until_expiry =
+        std::chrono::ceil<std::chrono::milliseconds>(*certificate_expiry - now) + 1s;
+    next = std::min(next, until_expiry);
+    certificate_timer = loop.call_after(next, [this] { check_certificate(); });
+}
+
 // Runs as root: credentials may be readable by root only.
 void load_credentials(Worker &w) {
     auto kind = w.settings.credential_kind();
     if (kind == xaps::CredentialKind::none) {
         w.credential_problem = "no APNs credential configured: set xaps_apns_cert_file and "
-                               "xaps_apns_key_file (or xaps_apns_p12_file) in 95-xaps.conf";
+                               "xaps_apns_key_file, xaps_apns_p12_file, or "
+                               "xaps_apns_token_key_file (with xaps_apns_key_id, "
+                               "xaps_apns_team_id and xaps_apns_topic) in 95-xaps.conf";
         e_info(xaps::worker_event(), "%s; iOS devices are not offered push until then",
                w.credential_problem.c_str());
         return;
     }
-    if (kind != xaps::CredentialKind::pem && kind != xaps::CredentialKind::pkcs12) {
-        w.credential_problem = "this credential kind is not supported yet: use "
-                               "xaps_apns_cert_file/xaps_apns_key_file or xaps_apns_p12_file";
-        e_error(xaps::worker_event(), "%s", w.credential_problem.c_str());
-        return;
+    if (kind == xaps::CredentialKind::apple_id) {
+        // Legacy Apple-ID provisioning: one synchronous exchange, bounded to
+        // 30 s, and only when no valid certificate is stored yet. It runs
+        // before the worker serves anyone, so it delays no mail process.
+        try {
+            xaps::ProvisionedCertificate provisioned = xaps::provision_or_reuse(
+                xaps::caservice_settings_from(w.settings), w.settings.db_path,
+                std::chrono::system_clock::now(), xaps::log_from_core);
+            w.settings.apns_cert_file = provisioned.cert_file;
+            w.settings.apns_key_file = provisioned.key_file;
+        } catch (const xaps::Error &e) {
+            w.credential_problem = e.what();
+            e_error(xaps::worker_event(),
+                    "Apple ID certificate provisioning failed, push disabled: %s", e.what());
+            return;
+        }
     }
     try {
-        w.tls.emplace(xaps::TlsContext::load(apns_settings_from(w.settings)));
+        const xaps::ApnsSettings apns = apns_settings_from(w.settings);
+        // The key is read and a first token signed now, while root.
+        std::optional<xaps::ProviderToken> token;
+        if (kind == xaps::CredentialKind::token) {
+            token.emplace(xaps::ProviderToken::load(apns));
+        }
+        w.tls.emplace(xaps::TlsContext::load(apns));
+        w.token = std::move(token);
         w.topic = w.tls->topic();
         w.certificate_expiry = w.tls->certificate_expiry();
+        w.certificate_file = kind == xaps::CredentialKind::pkcs12 ? apns.p12_file : apns.cert_file;
+        if (w.token) {
+            e_info(xaps::worker_event(), "APNs token auth with key %s (id %s, team %s), topic %s",
+                   apns.token_key_file.c_str(), apns.key_id.c_str(), apns.team_id.c_str(),
+                   w.topic.c_str());
+        }
     } catch (const xaps::Error &e) {
         // Stay up without push: exiting would only make the master respawn
         // us in a loop, and registrations must still be listable.
@@ -189,7 +271,10 @@ void start_worker(Worker &w) {
     xaps::PushSender *sender = nullptr;
     if (w.tls) {
         w.apns = std::make_unique<xaps::ApnsClient>(w.loop, apns_settings_from(w.settings),
-                                                    std::move(*w.tls), xaps::log_from_core);
+                                                    std::move(*w.tls), std::move(w.token),
+                                                    xaps::log_from_core);
+        w.tls.reset();
+        w.token.reset();
         sender = w.apns.get();
     } else {
         w.no_credential = std::make_unique<NoCredentialSender>(w.loop, w.credential_problem);
@@ -211,6 +296,7 @@ void start_worker(Worker &w) {
         xaps::system_unix_seconds);
     w.server = std::make_unique<xaps::WorkerServer>(*w.handler);
     w.schedule_expiry();
+    w.check_certificate();
 }
 
 extern "C" void client_connected(struct master_service_connection *conn) noexcept {

@@ -30,11 +30,6 @@ struct EcdsaSigFree {
     void operator()(ECDSA_SIG *sig) const noexcept { ECDSA_SIG_free(sig); }
 };
 
-// Without this OpenSSL would prompt on the terminal for an encrypted key.
-extern "C" int refuse_passphrase(char *, int, int, void *) noexcept {
-    return -1;
-}
-
 std::string compact_json(const Json::Value &value) {
     Json::StreamWriterBuilder builder;
     builder["indentation"] = "";
@@ -53,7 +48,8 @@ ProviderKey ProviderKey::from_pem(std::string_view pem, const std::string &sourc
     std::unique_ptr<BIO, BioFree> bio(BIO_new_mem_buf(pem.data(), static_cast<int>(pem.size())));
     if (!bio)
         throw Error(ErrorKind::internal, "BIO_new_mem_buf: " + openssl_error());
-    EVP_PKEY *raw = PEM_read_bio_PrivateKey(bio.get(), nullptr, refuse_passphrase, nullptr);
+    EVP_PKEY *raw =
+        PEM_read_bio_PrivateKey(bio.get(), nullptr, refuse_passphrase_callback, nullptr);
     if (raw == nullptr) {
         const std::string error = openssl_error();
         if (pem.find("ENCRYPTED") != std::string_view::npos)

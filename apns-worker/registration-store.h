@@ -4,10 +4,13 @@
 #pragma once
 
 #include "registration.h"
+#include "xaps-error.h"
 
 #include <chrono>
 #include <cstdint>
 #include <memory>
+#include <optional>
+#include <span>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -25,6 +28,27 @@ public:
     // per-user cap. Durable (synced to disk) when it returns; throws
     // Error(unavailable) when it cannot be made durable.
     virtual void put(const Registration &registration, std::int64_t now) = 0;
+    // put() for each registration, all in one durable commit (group commit:
+    // one fsync for the batch instead of one per registration). Returns one
+    // entry per registration, in order: nullopt when it is stored and durable,
+    // else why not. A registration that fails validation fails alone; when the
+    // commit itself fails, every other one fails with that error. Later entries
+    // see earlier ones (same key twice: the second replaces the first).
+    // This default commits one by one, for stores without transactions.
+    virtual std::vector<std::optional<Error>> put_batch(std::span<const Registration> registrations,
+                                                        std::int64_t now) {
+        std::vector<std::optional<Error>> results;
+        results.reserve(registrations.size());
+        for (const Registration &registration : registrations) {
+            try {
+                put(registration, now);
+                results.emplace_back();
+            } catch (const Error &error) {
+                results.emplace_back(error);
+            }
+        }
+        return results;
+    }
     // Adds a registration with the times it carries, unless one with the same
     // key exists. Returns true when it was added. Durable when it returns.
     virtual bool import(const Registration &registration) = 0;

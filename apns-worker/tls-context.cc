@@ -41,11 +41,6 @@ BioPtr memory_bio(const std::string &content) {
     return bio;
 }
 
-// Without this OpenSSL would prompt on the terminal for an encrypted key.
-extern "C" int refuse_passphrase(char *, int, int, void *) noexcept {
-    return -1;
-}
-
 struct Credentials {
     X509Ptr certificate;
     std::vector<X509Ptr> chain;
@@ -58,7 +53,8 @@ Credentials load_pem(const ApnsSettings &settings) {
         read_credential_file("APNs certificate file", settings.cert_file);
     {
         BioPtr bio = memory_bio(certificate_pem);
-        while (X509 *cert = PEM_read_bio_X509(bio.get(), nullptr, refuse_passphrase, nullptr)) {
+        while (X509 *cert =
+                   PEM_read_bio_X509(bio.get(), nullptr, refuse_passphrase_callback, nullptr)) {
             if (!credentials.certificate)
                 credentials.certificate.reset(cert);
             else
@@ -76,7 +72,8 @@ Credentials load_pem(const ApnsSettings &settings) {
                                     ? certificate_pem
                                     : read_credential_file("APNs key file", key_path);
     BioPtr bio = memory_bio(key_pem);
-    credentials.key.reset(PEM_read_bio_PrivateKey(bio.get(), nullptr, refuse_passphrase, nullptr));
+    credentials.key.reset(
+        PEM_read_bio_PrivateKey(bio.get(), nullptr, refuse_passphrase_callback, nullptr));
     if (!credentials.key) {
         const std::string error = openssl_error();
         const bool encrypted = key_pem.find("ENCRYPTED") != std::string::npos;

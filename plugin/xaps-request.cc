@@ -29,6 +29,46 @@ bool has_control_character(std::string_view text) {
     });
 }
 
+// Well-formed UTF-8 (RFC 3629): no overlong forms, surrogates or code points
+// past U+10FFFF. The account id goes into the JSON body Apple receives.
+bool is_valid_utf8(std::string_view text) {
+    std::size_t i = 0;
+    while (i < text.size()) {
+        auto lead = static_cast<unsigned char>(text[i]);
+        if (lead < 0x80) {
+            i++;
+            continue;
+        }
+        std::size_t length = 0;
+        char32_t code = 0;
+        char32_t smallest = 0;
+        if ((lead & 0xe0) == 0xc0) {
+            length = 2, code = lead & 0x1f, smallest = 0x80;
+        } else if ((lead & 0xf0) == 0xe0) {
+            length = 3, code = lead & 0x0f, smallest = 0x800;
+        } else if ((lead & 0xf8) == 0xf0) {
+            length = 4, code = lead & 0x07, smallest = 0x10000;
+        } else {
+            return false;
+        }
+        if (text.size() - i < length) {
+            return false;
+        }
+        for (std::size_t k = 1; k < length; k++) {
+            auto next = static_cast<unsigned char>(text[i + k]);
+            if ((next & 0xc0) != 0x80) {
+                return false;
+            }
+            code = (code << 6) | (next & 0x3f);
+        }
+        if (code < smallest || code > 0x10ffff || (code >= 0xd800 && code <= 0xdfff)) {
+            return false;
+        }
+        i += length;
+    }
+    return true;
+}
+
 int hex_digit_value(char c) {
     if (c >= '0' && c <= '9') {
         return c - '0';
@@ -213,6 +253,9 @@ ParsedRequest parse_aps_request(std::span<const RequestArg> args, const RequestP
     }
     if (has_control_character(*account_id)) {
         return no("aps-account-id contains control characters.");
+    }
+    if (!is_valid_utf8(*account_id)) {
+        return no("aps-account-id is not valid UTF-8.");
     }
     request.account_id = *account_id;
 

@@ -53,7 +53,9 @@ def last_run_results(build_dir):
         for line in log:
             if line.strip():
                 entry = json.loads(line)
-                results.append((entry["name"], entry["result"]))
+                # "project:suite / name" when suites are shown, else "name".
+                name = entry["name"].rsplit(" / ", 1)[-1]
+                results.append((name, entry["result"]))
     return results
 
 

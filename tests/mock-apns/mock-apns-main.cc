@@ -27,7 +27,8 @@ struct Options {
                  "mock-apns: %s\n"
                  "usage: mock-apns --cert FILE --key FILE [--port N] [--client-ca FILE]\n"
                  "                 [--max-streams N] [--status CODE[:REASON]] [--delay-ms N]"
-                 " [--quiet]\n",
+                 " [--quiet]\n"
+                 "                 [--token-key FILE --key-id ID --team-id ID]\n",
                  message);
     std::exit(2);
 }
@@ -43,6 +44,11 @@ template <typename Number> Number parse_number(std::string_view text, const char
 Options parse_options(int argc, char **argv) {
     Options options;
     options.config.record_requests = false;
+    const auto token_auth = [&options]() -> xaps::test::MockApnsTokenAuth & {
+        if (!options.config.token_auth)
+            options.config.token_auth.emplace();
+        return *options.config.token_auth;
+    };
     for (int i = 1; i < argc; ++i) {
         const std::string_view option = argv[i];
         if (option == "--quiet") {
@@ -67,6 +73,12 @@ Options parse_options(int argc, char **argv) {
             options.response.status = parse_number<int>(value.substr(0, colon), argv[i - 1]);
             if (colon != std::string_view::npos)
                 options.response.reason = value.substr(colon + 1);
+        } else if (option == "--token-key") {
+            token_auth().key_file = value;
+        } else if (option == "--key-id") {
+            token_auth().key_id = value;
+        } else if (option == "--team-id") {
+            token_auth().team_id = value;
         } else if (option == "--delay-ms") {
             options.response.delay =
                 std::chrono::milliseconds(parse_number<uint32_t>(value, argv[i - 1]));
@@ -76,6 +88,10 @@ Options parse_options(int argc, char **argv) {
     }
     if (options.config.cert_file.empty() || options.config.key_file.empty())
         usage("--cert and --key are required");
+    if (options.config.token_auth &&
+        (options.config.token_auth->key_file.empty() || options.config.token_auth->key_id.empty() ||
+         options.config.token_auth->team_id.empty()))
+        usage("token auth needs --token-key, --key-id and --team-id");
     return options;
 }
 

@@ -210,7 +210,8 @@ SslCtxPtr make_server_context(const MockApnsConfig &config) {
 // What a connection needs from its server; called on the server thread.
 class ConnectionOwner {
 public:
-    virtual MockApnsResponse on_request(const MockApnsRequest &request) = 0;
+    // May fill in what it learns about the request (the provider token).
+    virtual MockApnsResponse on_request(MockApnsRequest &request) = 0;
     virtual void on_handshake_failure() = 0;
     virtual void on_ping() = 0;
     virtual void on_connection_closed() = 0;
@@ -228,7 +229,10 @@ class MockApnsServer::Impl final : public ConnectionOwner {
 public:
     explicit Impl(MockApnsConfig config)
         : config_(std::move(config)), ssl_ctx_(make_server_context(config_)),
-          max_streams_(config_.max_concurrent_streams), port_(config_.port) {}
+          max_streams_(config_.max_concurrent_streams), port_(config_.port) {
+        if (config_.token_auth)
+            token_verifier_ = std::make_unique<ProviderTokenVerifier>(*config_.token_auth);
+    }
     ~Impl();
 
     void start();
@@ -259,6 +263,11 @@ public:
     void send_goaway(const std::string &reason, GoawayStreams streams);
     void set_max_concurrent_streams(uint32_t max_streams);
     void drop_connections();
+    void expire_provider_tokens() {
+        std::lock_guard lock(mutex_);
+        if (token_verifier_)
+            token_verifier_->expire_tokens_seen();
+    }
 
     size_t connections_accepted() const { return accepted_.load(); }
     size_t handshake_failures() const { return handshake_failures_.load(); }
@@ -272,7 +281,7 @@ public:
         return changed_.wait_for(lock, timeout, [&] { return open_ == count; });
     }
 
-    MockApnsResponse on_request(const MockApnsRequest &request) override;
+    MockApnsResponse on_request(MockApnsRequest &request) override;
     void on_handshake_failure() override { ++handshake_failures_; }
     void on_ping() override { ++pings_; }
     void on_connection_closed() override {
@@ -304,6 +313,7 @@ private:
     size_t requests_received_ = 0;
     size_t open_ = 0;
     Responder responder_;
+    std::unique_ptr<ProviderTokenVerifier> token_verifier_;
 
     std::mutex lifecycle_mutex_; // serializes start() and stop()
     std::atomic<uint16_t> port_;
@@ -722,16 +732,36 @@ MockApnsServer::Impl::~Impl() {
     stop();
 }
 
-MockApnsResponse MockApnsServer::Impl::on_request(const MockApnsRequest &request) {
+MockApnsResponse MockApnsServer::Impl::on_request(MockApnsRequest &request) {
     Responder responder;
+    std::optional<MockApnsResponse> token_refused;
     {
         std::lock_guard lock(mutex_);
+        const auto authorization = request.headers.find("authorization");
+        const bool certificate_auth =
+            authorization == request.headers.end() && !request.client_subject.empty();
+        if (token_verifier_ && !certificate_auth) {
+            const ProviderTokenVerifier::Verdict verdict =
+                token_verifier_->check(authorization == request.headers.end()
+                                           ? std::nullopt
+                                           : std::optional<std::string>(authorization->second),
+                                       std::chrono::system_clock::now());
+            request.provider_token = verdict.token;
+            request.token_issued_at = verdict.issued_at;
+            if (verdict.status != 200) {
+                token_refused.emplace();
+                token_refused->status = verdict.status;
+                token_refused->reason = verdict.reason;
+            }
+        }
         if (config_.record_requests)
             requests_.push_back(request);
         ++requests_received_;
         responder = responder_;
     }
     changed_.notify_all();
+    if (token_refused)
+        return *token_refused;
     if (!responder)
         return default_response(request);
     try {
@@ -974,6 +1004,9 @@ void MockApnsServer::set_max_concurrent_streams(uint32_t max_streams) {
 }
 void MockApnsServer::drop_connections() {
     impl_->drop_connections();
+}
+void MockApnsServer::expire_provider_tokens() {
+    impl_->expire_provider_tokens();
 }
 size_t MockApnsServer::connections_accepted() const {
     return impl_->connections_accepted();

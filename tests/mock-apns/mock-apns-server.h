@@ -8,6 +8,8 @@
 // has carried them out. A responder runs on the server thread.
 #pragma once
 
+#include "provider-token-verifier.h"
+
 #include <chrono>
 #include <cstddef>
 #include <cstdint>
@@ -31,6 +33,14 @@ struct MockApnsConfig {
     // Keep every request for requests(). The mock-apns executable turns this
     // off so that long benchmarks do not grow without bound.
     bool record_requests = true;
+    // Token auth, checked like APNs does: a request without a client
+    // certificate must carry `authorization: bearer <JWT>`, ES256-signed with
+    // this key, with this kid and iss, an iat neither in the future nor
+    // older than max_age. Otherwise the answer is 403 MissingProviderToken,
+    // InvalidProviderToken or ExpiredProviderToken, or 429
+    // TooManyProviderTokenUpdates for a new token sooner than
+    // min_renewal_interval after the one in use; the responder is not asked.
+    std::optional<MockApnsTokenAuth> token_auth;
 };
 
 struct MockApnsRequest {
@@ -45,6 +55,10 @@ struct MockApnsRequest {
     // the client sent no certificate.
     std::string client_subject;
     std::string client_uid; // the UID attribute of that subject: the APNs topic
+    // With token_auth: the JWT the request carried (without "bearer "), and
+    // its iat when readable (0 otherwise).
+    std::string provider_token;
+    int64_t token_issued_at = 0;
     // The last path segment of "/3/device/<token>"; empty for other paths.
     std::string device_token;
     std::chrono::steady_clock::time_point received;
@@ -108,6 +122,10 @@ public:
     void set_max_concurrent_streams(uint32_t max_streams);
     // Closes every TCP connection abruptly (RST), without TLS close_notify or GOAWAY.
     void drop_connections();
+    // With token_auth: every token issued up to now is answered 403
+    // ExpiredProviderToken from here on, as Apple does once they are an hour
+    // old; a token issued later passes.
+    void expire_provider_tokens();
 
     size_t connections_accepted() const; // TCP connections accepted
     size_t handshake_failures() const;   // TLS handshakes that failed (e.g. untrusted client cert)

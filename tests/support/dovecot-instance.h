@@ -64,6 +64,9 @@ public:
     // SIGTERM, then waits for the master to exit (SIGKILL after 20 s).
     void stop();
     bool running() const { return master_pid_ > 0; }
+    // The Dovecot master's process id (-1 when not running): its children are
+    // the instance's service processes.
+    pid_t master_pid() const { return master_pid_; }
 
     std::uint16_t imap_port() const { return imap_port_; }
     std::uint16_t lmtp_port() const { return lmtp_port_; }

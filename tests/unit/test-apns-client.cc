@@ -2,14 +2,21 @@
 // with delays shortened so that outages and retries take milliseconds.
 #include "apns-client.h"
 
+#include "xaps-error.h"
+
 #include "mock-apns-server.h"
 #include "poll-event-loop.h"
 
 #include <gtest/gtest.h>
 #include <json/json.h>
 
+#include <openssl/evp.h>
+#include <openssl/pem.h>
+
 #include <atomic>
 #include <chrono>
+#include <cstdlib>
+#include <filesystem>
 #include <fstream>
 #include <map>
 #include <memory>
@@ -58,6 +65,13 @@ std::string token(int n) {
     char buffer[16];
     std::snprintf(buffer, sizeof(buffer), "%08x", n);
     return std::string(56, 'a') + buffer;
+}
+
+std::map<std::string, int> requests_per_token_on(const MockApnsServer &server) {
+    std::map<std::string, int> counts;
+    for (const MockApnsRequest &request : server.requests())
+        counts[request.device_token]++;
+    return counts;
 }
 
 class ApnsClientTest : public ::testing::Test {
@@ -492,6 +506,290 @@ TEST_F(ApnsClientTest, DestroyingTheClientWithPushesInFlightIsSafe) {
     loop_.run_once(20ms);
     EXPECT_EQ(done_calls_, 0u);
     EXPECT_EQ(loop_.watch_count(), 0u);
+}
+
+TEST_F(ApnsClientTest, Pkcs12ClientCertificateAuthenticates) {
+    ApnsSettings s = settings();
+    s.cert_file.clear();
+    s.key_file.clear();
+    s.p12_file = pki + "/client.p12";
+    s.p12_password = "test";
+    ApnsClient &client = started_client(s);
+    EXPECT_EQ(client.topic(), read_topic());
+    send(token(1));
+    ASSERT_TRUE(wait_done(1));
+    EXPECT_EQ(outcome(token(1)).result, Result::delivered);
+    const MockApnsRequest request = mock_.requests().at(0);
+    EXPECT_EQ(request.client_uid, read_topic()) << "the certificate from the PKCS#12 file";
+    EXPECT_EQ(request.headers.count("authorization"), 0u);
+    EXPECT_FALSE(client.provider_token_age().has_value());
+}
+
+TEST_F(ApnsClientTest, DisableFailsEverythingAndStopsConnecting) {
+    mock_.set_responder([](const MockApnsRequest &) {
+        MockApnsResponse response;
+        response.delay = 10s;
+        return response;
+    });
+    ApnsSettings s = settings();
+    s.give_up_after = 20s;
+    ApnsClient &client = started_client(s);
+    send(token(1));
+    ASSERT_TRUE(loop_.run_until([&] { return mock_.requests_received() == 1; }, 5s));
+    mock_.stop(); // a retry would need a new connection
+    send(token(2));
+    client.disable("certificate expired");
+    EXPECT_EQ(done_calls_, 0u) << "done is never called from within disable()";
+    ASSERT_TRUE(wait_done(2, 1s));
+    for (int i : {1, 2}) {
+        EXPECT_EQ(outcome(token(i)).result, Result::failed);
+        EXPECT_EQ(outcome(token(i)).reason, "certificate expired");
+    }
+    send(token(3));
+    ASSERT_TRUE(wait_done(3, 1s));
+    EXPECT_EQ(outcome(token(3)).reason, "certificate expired");
+    mock_.start();
+    client.start();
+    loop_.run_until([] { return false; }, 200ms);
+    EXPECT_EQ(mock_.connections_accepted(), 1u) << "no connection after disable()";
+    EXPECT_TRUE(client.disabled());
+    EXPECT_FALSE(client.stats().connected);
+}
+
+// Token auth against a mock that verifies the JWT like APNs: no client
+// certificate, a clock the test moves. Token times stay within the hour
+// before the real now, as the mock checks them against its own clock.
+class ApnsClientTokenTest : public ApnsClientTest {
+protected:
+    void SetUp() override {
+        char pattern[] = "/tmp/test-apns-client-token-XXXXXX";
+        ASSERT_NE(::mkdtemp(pattern), nullptr);
+        dir_ = pattern;
+        EVP_PKEY *key = EVP_EC_gen("P-256");
+        key_file_ = dir_ + "/AuthKey_ABC123DEFG.p8";
+        public_key_file_ = dir_ + "/public.pem";
+        FILE *out = std::fopen(key_file_.c_str(), "w");
+        PEM_write_PrivateKey(out, key, nullptr, nullptr, 0, nullptr, nullptr);
+        std::fclose(out);
+        out = std::fopen(public_key_file_.c_str(), "w");
+        PEM_write_PUBKEY(out, key);
+        std::fclose(out);
+        EVP_PKEY_free(key);
+
+        MockApnsConfig config = mock_config();
+        config.client_ca_file.clear(); // Apple does not ask for a certificate then
+        config.token_auth.emplace();
+        config.token_auth->key_file = public_key_file_;
+        config.token_auth->key_id = "ABC123DEFG";
+        config.token_auth->team_id = "DEF123GHIJ";
+        token_mock_ = std::make_unique<MockApnsServer>(config);
+        token_mock_->start();
+        now_ = std::chrono::system_clock::now() - 55min;
+    }
+    void TearDown() override {
+        client_.reset();
+        token_mock_.reset();
+        std::filesystem::remove_all(dir_);
+    }
+
+    ApnsSettings token_settings() {
+        ApnsSettings s = settings();
+        s.port = token_mock_->port();
+        s.cert_file.clear();
+        s.key_file.clear();
+        s.token_key_file = key_file_;
+        s.key_id = "ABC123DEFG";
+        s.team_id = "DEF123GHIJ";
+        s.topic = "com.example.mail";
+        return s;
+    }
+
+    ApnsClient &started_token_client(const ApnsSettings &s) {
+        ProviderToken token = ProviderToken::load(s, [this] { return now_; });
+        client_ = std::make_unique<ApnsClient>(loop_, s, TlsContext::load(s), std::move(token),
+                                               [this](LogLevel level, std::string_view message) {
+                                                   log_.emplace_back(level, std::string(message));
+                                               });
+        client_->start();
+        EXPECT_TRUE(loop_.run_until([&] { return client_->stats().connected; }, 5s));
+        return *client_;
+    }
+
+    std::set<std::string> tokens_seen() {
+        std::set<std::string> tokens;
+        for (const MockApnsRequest &request : token_mock_->requests())
+            tokens.insert(request.provider_token);
+        return tokens;
+    }
+
+    bool logged(LogLevel level, const std::string &text) {
+        for (const auto &[logged_level, message] : log_) {
+            if (logged_level == level && message.find(text) != std::string::npos)
+                return true;
+        }
+        return false;
+    }
+
+    std::int64_t unix_seconds(std::chrono::system_clock::time_point time) {
+        return std::chrono::duration_cast<std::chrono::seconds>(time.time_since_epoch()).count();
+    }
+
+    std::string dir_;
+    std::string key_file_;
+    std::string public_key_file_;
+    std::unique_ptr<MockApnsServer> token_mock_;
+    std::chrono::system_clock::time_point now_;
+};
+
+TEST_F(ApnsClientTokenTest, EveryRequestCarriesAVerifiedTokenAndNoCertificate) {
+    ApnsClient &client = started_token_client(token_settings());
+    EXPECT_EQ(client.topic(), "com.example.mail");
+    for (int i = 0; i < 3; i++)
+        send(token(i));
+    ASSERT_TRUE(wait_done(3));
+    const std::vector<MockApnsRequest> requests = token_mock_->requests();
+    ASSERT_EQ(requests.size(), 3u);
+    for (const MockApnsRequest &request : requests) {
+        SCOPED_TRACE(request.device_token);
+        EXPECT_EQ(outcome(request.device_token).result, Result::delivered);
+        EXPECT_EQ(request.client_subject, "") << "no client certificate with token auth";
+        EXPECT_EQ(request.headers.at("apns-topic"), "com.example.mail");
+        EXPECT_TRUE(request.headers.at("authorization").starts_with("bearer "));
+        EXPECT_EQ(request.token_issued_at, unix_seconds(now_));
+    }
+    EXPECT_EQ(tokens_seen().size(), 1u) << "one token for all";
+    EXPECT_EQ(client.provider_token_age(), std::chrono::seconds{0});
+    now_ += 90s;
+    EXPECT_EQ(client.provider_token_age(), std::chrono::seconds{90});
+}
+
+TEST_F(ApnsClientTokenTest, ANewTokenIsSignedOnScheduleNotBefore) {
+    started_token_client(token_settings()); // token_renew_after: 50 min
+    const std::int64_t first_issued = unix_seconds(now_);
+    const std::vector<std::chrono::minutes> steps = {10min, 39min, 1min, 4min};
+    const std::vector<std::int64_t> expected_iat = {first_issued, first_issued,
+                                                    first_issued + 50 * 60, first_issued + 50 * 60};
+    for (std::size_t i = 0; i < steps.size(); i++) {
+        SCOPED_TRACE(i);
+        now_ += steps[i];
+        send(token(static_cast<int>(i)));
+        ASSERT_TRUE(wait_done(i + 1));
+        EXPECT_EQ(outcome(token(static_cast<int>(i))).result, Result::delivered);
+        EXPECT_EQ(token_mock_->requests().at(i).token_issued_at, expected_iat[i]);
+    }
+    EXPECT_EQ(tokens_seen().size(), 2u);
+}
+
+TEST_F(ApnsClientTokenTest, ExpiredProviderTokenIsRenewedAndThePushesRetried) {
+    ApnsClient &client = started_token_client(token_settings());
+    send(token(0));
+    ASSERT_TRUE(wait_done(1));
+    token_mock_->expire_provider_tokens();
+    now_ += 21min; // older than Apple's 20-minute limit, younger than renew_after
+    for (int i = 1; i <= 5; i++)
+        send(token(i));
+    ASSERT_TRUE(wait_done(6));
+    for (int i = 1; i <= 5; i++) {
+        SCOPED_TRACE(i);
+        EXPECT_EQ(outcome(token(i)).result, Result::delivered);
+        EXPECT_EQ(requests_per_token_on(*token_mock_)[token(i)], 2) << "refused once, then sent";
+    }
+    EXPECT_EQ(tokens_seen().size(), 2u) << "one renewal for all the pushes refused";
+    EXPECT_EQ(client.stats().token_renewals, 1u);
+    EXPECT_TRUE(logged(LogLevel::info, "expired; signed a new one"));
+    EXPECT_EQ(token_mock_->requests().back().token_issued_at, unix_seconds(now_));
+}
+
+TEST_F(ApnsClientTokenTest, ATokenYoungerThanTwentyMinutesIsNotRenewedWhenApnsCallsItExpired) {
+    ApnsClient &client = started_token_client(token_settings());
+    send(token(0));
+    ASSERT_TRUE(wait_done(1));
+    token_mock_->expire_provider_tokens();
+    now_ += 19min;
+    send(token(1));
+    send(token(2));
+    ASSERT_TRUE(wait_done(3));
+    for (int i : {1, 2}) {
+        SCOPED_TRACE(i);
+        EXPECT_EQ(outcome(token(i)).result, Result::rejected);
+        EXPECT_EQ(outcome(token(i)).reason, "ExpiredProviderToken");
+    }
+    EXPECT_EQ(token_mock_->requests().size(), 3u) << "not resent with the same token";
+    EXPECT_EQ(tokens_seen().size(), 1u);
+    EXPECT_EQ(client.stats().token_renewals, 0u);
+    std::size_t errors = 0;
+    for (const auto &[level, message] : log_)
+        errors += level == LogLevel::error && message.find("clock") != std::string::npos;
+    EXPECT_EQ(errors, 1u) << "logged once per token, not per push";
+
+    // Once the token is old enough the next refusal renews it, and right
+    // after that a refusal of the new token renews nothing.
+    now_ += 2min;
+    send(token(3));
+    ASSERT_TRUE(wait_done(4));
+    EXPECT_EQ(outcome(token(3)).result, Result::delivered);
+    token_mock_->expire_provider_tokens();
+    now_ += 5min;
+    send(token(4));
+    ASSERT_TRUE(wait_done(5));
+    EXPECT_EQ(outcome(token(4)).result, Result::rejected);
+    EXPECT_EQ(client.stats().token_renewals, 1u);
+    EXPECT_EQ(tokens_seen().size(), 2u);
+}
+
+TEST_F(ApnsClientTokenTest, InvalidProviderTokenIsLoggedOnceAndRejected) {
+    struct Row {
+        std::string name;
+        std::function<void(ApnsSettings &)> change;
+        std::string logged;
+    };
+    const std::vector<Row> rows = {
+        {"wrong key id", [](ApnsSettings &s) { s.key_id = "WRONG12345"; }, "WRONG12345"},
+        {"wrong team", [](ApnsSettings &s) { s.team_id = "WRONG67890"; }, "WRONG67890"},
+        {"another key",
+         [this](ApnsSettings &s) {
+             EVP_PKEY *other = EVP_EC_gen("P-256");
+             s.token_key_file = dir_ + "/other.p8";
+             FILE *out = std::fopen(s.token_key_file.c_str(), "w");
+             PEM_write_PrivateKey(out, other, nullptr, nullptr, 0, nullptr, nullptr);
+             std::fclose(out);
+             EVP_PKEY_free(other);
+         },
+         "other.p8"},
+    };
+    for (const Row &row : rows) {
+        SCOPED_TRACE(row.name);
+        ApnsSettings s = token_settings();
+        row.change(s);
+        log_.clear();
+        outcomes_.clear();
+        done_calls_ = 0;
+        token_mock_->clear_requests();
+        started_token_client(s);
+        send(token(1));
+        send(token(2));
+        ASSERT_TRUE(wait_done(2));
+        for (int i : {1, 2}) {
+            EXPECT_EQ(outcome(token(i)).result, Result::rejected);
+            EXPECT_EQ(outcome(token(i)).http_status, 403);
+            EXPECT_EQ(outcome(token(i)).reason, "InvalidProviderToken");
+        }
+        EXPECT_EQ(token_mock_->requests_received(), 2u) << "not retried";
+        std::size_t errors = 0;
+        for (const auto &[level, message] : log_) {
+            if (level == LogLevel::error) {
+                errors++;
+                EXPECT_NE(message.find("InvalidProviderToken"), std::string::npos) << message;
+                EXPECT_NE(message.find(row.logged), std::string::npos) << message;
+            }
+        }
+        EXPECT_EQ(errors, 1u);
+    }
+}
+
+TEST_F(ApnsClientTokenTest, WithoutCertificateOrTokenTheClientRefusesToStart) {
+    const ApnsSettings s = token_settings();
+    EXPECT_THROW(ApnsClient client(loop_, s, TlsContext::load(s)), xaps::Error);
 }
 
 } // namespace

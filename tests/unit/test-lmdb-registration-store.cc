@@ -397,6 +397,114 @@ TEST_F(LmdbStoreTest, RefusesInvalidRegistrations) {
     EXPECT_EQ(store->size(), 0u);
 }
 
+TEST_F(LmdbStoreTest, PutBatchStoresEveryRegistrationLikePut) {
+    auto store = xaps::open_lmdb_store(options());
+    store->put(make_registration("alice", "acct-1", "aa11", {"INBOX"}), 1000);
+    const std::vector<Registration> batch = {
+        make_registration("alice", "acct-1", "aa11", {"INBOX", "Archive"}), // replaces
+        make_registration("Bob", "acct-2", "bb22"),
+        make_registration("carol", "acct-3", "cc33", {"Sent Messages"}),
+    };
+    auto results = store->put_batch(batch, 2000);
+    ASSERT_EQ(results.size(), batch.size());
+    for (std::size_t i = 0; i < results.size(); ++i) {
+        SCOPED_TRACE(i);
+        EXPECT_FALSE(results[i].has_value()) << results[i]->what();
+    }
+    EXPECT_EQ(store->size(), 3u);
+
+    auto alice = store->find_user("alice", 2000);
+    ASSERT_EQ(alice.size(), 1u);
+    EXPECT_EQ(alice[0].registered_at, 1000);
+    EXPECT_EQ(alice[0].last_seen, 2000);
+    EXPECT_EQ(alice[0].mailboxes, (std::vector<std::string>{"INBOX", "Archive"}));
+    auto bob = store->find_user("bob", 2000);
+    ASSERT_EQ(bob.size(), 1u);
+    EXPECT_EQ(bob[0].user, "Bob");
+    EXPECT_EQ(bob[0].registered_at, 2000);
+    EXPECT_EQ(store->remove_token("cc33"), 1u); // the by_token index was written too
+    EXPECT_EQ(store->expire(2000 + 31 * 24 * 3600), 2u); // and by_last_seen
+}
+
+TEST_F(LmdbStoreTest, PutBatchFailsInvalidRegistrationsAloneAndKeepsOrder) {
+    auto store = xaps::open_lmdb_store(options());
+    struct Row {
+        std::string what;
+        Registration registration;
+        bool stored;
+    };
+    const Row rows[] = {
+        {"valid first", make_registration("u1", "a", "t1"), true},
+        {"empty user", make_registration("", "a", "t"), false},
+        {"valid middle", make_registration("u2", "a", "t2"), true},
+        {"key beyond LMDB's key size",
+         make_registration(std::string(256, 'u'), std::string(256, 'a'), "t"), false},
+        {"too many mailboxes",
+         make_registration("u", "a", "t", std::vector<std::string>(1001, "m")), false},
+        {"valid last", make_registration("u3", "a", "t3"), true},
+    };
+    std::vector<Registration> batch;
+    for (const auto &row : rows) {
+        batch.push_back(row.registration);
+    }
+    auto results = store->put_batch(batch, 5);
+    ASSERT_EQ(results.size(), std::size(rows));
+    for (std::size_t i = 0; i < std::size(rows); ++i) {
+        SCOPED_TRACE(rows[i].what);
+        EXPECT_EQ(!results[i].has_value(), rows[i].stored);
+        if (results[i]) {
+            EXPECT_EQ(results[i]->kind(), ErrorKind::invalid_input);
+        }
+    }
+    EXPECT_EQ(store->size(), 3u);
+    EXPECT_TRUE(store->put_batch({}, 5).empty());
+}
+
+TEST_F(LmdbStoreTest, PutBatchSeesItsOwnEarlierEntries) {
+    auto store = xaps::open_lmdb_store(options(2));
+    const std::vector<Registration> batch = {
+        make_registration("alice", "acct", "t1", {"INBOX"}),
+        make_registration("ALICE", "acct", "t1", {"Archive"}), // same key: replaces
+        make_registration("alice", "acct", "t2"),
+        make_registration("alice", "acct", "t3"), // beyond the cap of 2: evicts t1
+    };
+    auto results = store->put_batch(batch, 7);
+    for (const auto &result : results) {
+        EXPECT_FALSE(result.has_value());
+    }
+    EXPECT_EQ(tokens_of(store->find_user("alice", 7)), (std::set<std::string>{"t2", "t3"}));
+    EXPECT_EQ(store->size(), 2u);
+}
+
+TEST(LmdbStore, PutBatchIsAllOrNothingWhenTheCommitFails) {
+    TempDir dir(fast_temp_base());
+    LmdbStoreOptions opts;
+    opts.path = dir.path();
+    opts.max_devices_per_user = 0;
+    opts.map_size = 256 * 1024;
+    auto store = xaps::open_lmdb_store(opts);
+    store->put(make_registration("before", "a", "t"), 1);
+    std::vector<Registration> batch;
+    for (int i = 0; i < 2000; ++i) {
+        batch.push_back(make_registration("user" + std::to_string(i), "a", std::string(64, 'f'),
+                                          std::vector<std::string>(20, "mailbox")));
+    }
+    batch.push_back(make_registration("", "a", "t")); // invalid: its own error
+    auto results = store->put_batch(batch, 2);
+    ASSERT_EQ(results.size(), batch.size());
+    for (std::size_t i = 0; i + 1 < batch.size(); ++i) {
+        ASSERT_TRUE(results[i].has_value()) << i;
+        EXPECT_EQ(results[i]->kind(), ErrorKind::unavailable);
+        EXPECT_NE(std::string(results[i]->what()).find("MDB_MAP_FULL"), std::string::npos);
+    }
+    ASSERT_TRUE(results.back().has_value());
+    EXPECT_EQ(results.back()->kind(), ErrorKind::invalid_input);
+    EXPECT_EQ(store->size(), 1u);
+    EXPECT_TRUE(store->find_user("user0", 2).empty());
+    store->put(make_registration("after", "a", "t2"), 3);
+    EXPECT_EQ(store->size(), 2u);
+}
+
 TEST(LmdbStore, FullMapIsUnavailableAndKeepsWhatWasStored) {
     TempDir dir(fast_temp_base());
     LmdbStoreOptions opts;
@@ -485,13 +593,18 @@ TEST_F(LmdbStoreTest, RefusesARecordOfAnUnknownFormat) {
     EXPECT_TRUE(store->find_user("bob", 1).empty());
 }
 
-// A child writes registrations in a loop and reports each put() that returned
-// through a pipe; it is killed with SIGKILL at an arbitrary moment. Every
-// reported registration must be there when the store is opened again, and the
-// store must keep working. Repeated so that later rounds open a store whose
-// previous writer died mid-transaction.
-TEST_F(LmdbStoreTest, EveryReturnedPutSurvivesKillDashNine) {
-    auto opts = options(0);
+// A child writes registrations in a loop and reports each one whose put()
+// (or put_batch(), batch_size at a time) returned through a pipe; it is
+// killed with SIGKILL at an arbitrary moment. Every reported registration must
+// be there when the store is opened again, and the store must keep working.
+// Repeated so that later rounds open a store whose previous writer died
+// mid-transaction.
+void expect_every_returned_put_survives_kill_dash_nine(const LmdbStoreOptions &opts,
+                                                       std::uint32_t batch_size) {
+    auto registration_of = [](std::uint32_t id) {
+        return make_registration("user" + std::to_string(id), "acct", "token" + std::to_string(id),
+                                 {"INBOX", "Sent Messages"});
+    };
     std::set<std::uint32_t> reported;
     std::uint32_t next_id = 0;
     const std::size_t kill_after[] = {1, 17, 60};
@@ -505,13 +618,24 @@ TEST_F(LmdbStoreTest, EveryReturnedPutSurvivesKillDashNine) {
             ::close(fds[0]);
             try {
                 auto store = xaps::open_lmdb_store(opts);
-                for (std::uint32_t id = next_id;; ++id) {
-                    store->put(make_registration("user" + std::to_string(id), "acct",
-                                                 "token" + std::to_string(id),
-                                                 {"INBOX", "Sent Messages"}),
-                               id);
-                    if (::write(fds[1], &id, sizeof id) != sizeof id) {
-                        ::_exit(2);
+                for (std::uint32_t first = next_id;; first += batch_size) {
+                    if (batch_size == 1) {
+                        store->put(registration_of(first), first);
+                    } else {
+                        std::vector<Registration> batch;
+                        for (std::uint32_t id = first; id < first + batch_size; ++id) {
+                            batch.push_back(registration_of(id));
+                        }
+                        for (const auto &result : store->put_batch(batch, first)) {
+                            if (result) {
+                                ::_exit(3);
+                            }
+                        }
+                    }
+                    for (std::uint32_t id = first; id < first + batch_size; ++id) {
+                        if (::write(fds[1], &id, sizeof id) != sizeof id) {
+                            ::_exit(2);
+                        }
                     }
                 }
             } catch (...) {
@@ -532,7 +656,8 @@ TEST_F(LmdbStoreTest, EveryReturnedPutSurvivesKillDashNine) {
         int status = 0;
         ASSERT_EQ(::waitpid(pid, &status, 0), pid);
         ASSERT_TRUE(WIFSIGNALED(status)) << "child exited with " << WEXITSTATUS(status);
-        next_id += 1; // the id being written when killed may or may not be there
+        // The batch being written when killed may or may not be there.
+        next_id = (next_id + batch_size - 1) / batch_size * batch_size + batch_size;
     }
 
     auto store = xaps::open_lmdb_store(opts);
@@ -544,9 +669,17 @@ TEST_F(LmdbStoreTest, EveryReturnedPutSurvivesKillDashNine) {
         EXPECT_EQ(found[0].mailboxes, (std::vector<std::string>{"INBOX", "Sent Messages"}));
     }
     EXPECT_GE(store->size(), reported.size());
-    EXPECT_LE(store->size(), reported.size() + std::size(kill_after));
+    EXPECT_LE(store->size(), reported.size() + std::size(kill_after) * batch_size);
     store->put(make_registration("after", "a", "t"), 1);
     EXPECT_EQ(store->remove_token("token0"), 1u);
+}
+
+TEST_F(LmdbStoreTest, EveryReturnedPutSurvivesKillDashNine) {
+    expect_every_returned_put_survives_kill_dash_nine(options(0), 1);
+}
+
+TEST_F(LmdbStoreTest, EveryReturnedPutBatchSurvivesKillDashNine) {
+    expect_every_returned_put_survives_kill_dash_nine(options(0), 8);
 }
 
 } // namespace

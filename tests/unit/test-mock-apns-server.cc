@@ -1,10 +1,14 @@
 // The mock APNs server, driven by a real TLS + HTTP/2 client over loopback.
 #include "mock-apns-server.h"
 
+#include "provider-token.h"
+
 #include <gtest/gtest.h>
 #include <json/json.h>
 #include <nghttp2/nghttp2.h>
 #include <openssl/err.h>
+#include <openssl/evp.h>
+#include <openssl/pem.h>
 #include <openssl/ssl.h>
 
 #include <arpa/inet.h>
@@ -16,7 +20,9 @@
 
 #include <algorithm>
 #include <array>
+#include <cstdlib>
 #include <cstring>
+#include <filesystem>
 #include <fstream>
 #include <functional>
 #include <list>
@@ -698,6 +704,207 @@ TEST_F(MockApnsServerTest, ManyConnectionsAndStreamsAtOnce) {
 TEST(MockApnsServerConfig, UnusableCertificateThrows) {
     MockApnsConfig config = server_config();
     config.key_file = pki("client.key"); // does not match server.pem
+    EXPECT_THROW(MockApnsServer server(config), std::exception);
+}
+
+// Token auth: the mock reads Apple's rules independently of the worker's JWT
+// code; the tokens here are made with it (provider-token.h).
+class MockApnsTokenAuthTest : public ::testing::Test {
+protected:
+    static constexpr const char *key_id = "ABC123DEFG";
+    static constexpr const char *team_id = "DEF123GHIJ";
+
+    void SetUp() override {
+        char pattern[] = "/tmp/test-mock-token-XXXXXX";
+        ASSERT_NE(::mkdtemp(pattern), nullptr);
+        dir_ = pattern;
+        key_ = make_key_pem();
+        public_key_file_ = dir_ + "/public.pem";
+        std::ofstream(public_key_file_) << public_pem_of(key_);
+        MockApnsConfig config;
+        config.cert_file = pki("server.pem");
+        config.key_file = pki("server.key");
+        config.token_auth.emplace();
+        config.token_auth->key_file = public_key_file_;
+        config.token_auth->key_id = key_id;
+        config.token_auth->team_id = team_id;
+        server_ = std::make_unique<MockApnsServer>(config);
+        server_->start();
+    }
+    void TearDown() override {
+        server_.reset();
+        std::filesystem::remove_all(dir_);
+    }
+
+    static std::string make_key_pem() {
+        EVP_PKEY *key = EVP_EC_gen("P-256");
+        BIO *bio = BIO_new(BIO_s_mem());
+        PEM_write_bio_PrivateKey(bio, key, nullptr, nullptr, 0, nullptr, nullptr);
+        char *data = nullptr;
+        const long length = BIO_get_mem_data(bio, &data);
+        std::string pem(data, static_cast<size_t>(length));
+        BIO_free(bio);
+        EVP_PKEY_free(key);
+        return pem;
+    }
+    static std::string public_pem_of(const std::string &private_pem) {
+        const xaps::ProviderKey key = xaps::ProviderKey::from_pem(private_pem, "test key");
+        BIO *bio = BIO_new(BIO_s_mem());
+        PEM_write_bio_PUBKEY(bio, key.native());
+        char *data = nullptr;
+        const long length = BIO_get_mem_data(bio, &data);
+        std::string pem(data, static_cast<size_t>(length));
+        BIO_free(bio);
+        return pem;
+    }
+    static int64_t now_seconds() {
+        return std::chrono::duration_cast<std::chrono::seconds>(
+                   std::chrono::system_clock::now().time_since_epoch())
+            .count();
+    }
+    std::string token(int64_t issued_at, const std::string &kid = key_id,
+                      const std::string &iss = team_id) const {
+        return xaps::make_provider_token(xaps::ProviderKey::from_pem(key_, "test key"), kid, iss,
+                                         issued_at);
+    }
+
+    // POSTs one push with these extra headers; returns status and reason.
+    std::pair<int, std::string>
+    push(TestClient &client, const std::vector<std::pair<std::string, std::string>> &headers) {
+        const int32_t stream = client.submit("POST", "/3/device/a1b2c3d4", headers, "{}");
+        if (!client.run_until([&] { return client.response(stream).closed; }, patience))
+            return {0, "no answer"};
+        Json::Value body;
+        std::string reason;
+        if (parse_json(client.response(stream).body, body))
+            reason = body["reason"].asString();
+        return {client.response(stream).status, reason};
+    }
+    std::pair<int, std::string> push_with(TestClient &client, const std::string &jwt) {
+        return push(client, {{"authorization", "bearer " + jwt}});
+    }
+
+    std::string dir_;
+    std::string key_;
+    std::string public_key_file_;
+    std::unique_ptr<MockApnsServer> server_;
+};
+
+TEST_F(MockApnsTokenAuthTest, ChecksEveryTokenLikeApns) {
+    const int64_t now = now_seconds();
+    const std::string valid = token(now - 60);
+    const size_t last_dot = valid.rfind('.');
+    const size_t first_dot = valid.find('.');
+    std::string tampered = valid;
+    tampered[first_dot + 2] = tampered[first_dot + 2] == 'A' ? 'B' : 'A';
+    const std::string hs256 =
+        xaps::base64url_encode(R"({"alg":"HS256","kid":"ABC123DEFG"})") + valid.substr(first_dot);
+    const std::string other_key = xaps::make_provider_token(
+        xaps::ProviderKey::from_pem(make_key_pem(), "other key"), key_id, team_id, now - 60);
+    struct Row {
+        const char *name;
+        std::vector<std::pair<std::string, std::string>> headers;
+        int status;
+        std::string reason;
+    };
+    const std::vector<Row> rows = {
+        {"no token", {}, 403, "MissingProviderToken"},
+        {"not bearer", {{"authorization", "Basic " + valid}}, 403, "InvalidProviderToken"},
+        {"not a JWT", {{"authorization", "bearer abc"}}, 403, "InvalidProviderToken"},
+        {"wrong kid",
+         {{"authorization", "bearer " + token(now - 60, "XYZ")}},
+         403,
+         "InvalidProviderToken"},
+        {"wrong team",
+         {{"authorization", "bearer " + token(now - 60, key_id, "XYZ")}},
+         403,
+         "InvalidProviderToken"},
+        {"claims changed after signing",
+         {{"authorization", "bearer " + tampered}},
+         403,
+         "InvalidProviderToken"},
+        {"signed by another key",
+         {{"authorization", "bearer " + other_key}},
+         403,
+         "InvalidProviderToken"},
+        {"DER signature",
+         {{"authorization", "bearer " + valid.substr(0, last_dot + 1) + "MEUCIQ"}},
+         403,
+         "InvalidProviderToken"},
+        {"alg HS256", {{"authorization", "bearer " + hs256}}, 403, "InvalidProviderToken"},
+        {"issued in the future",
+         {{"authorization", "bearer " + token(now + 120)}},
+         403,
+         "InvalidProviderToken"},
+        {"older than an hour",
+         {{"authorization", "bearer " + token(now - 3700)}},
+         403,
+         "ExpiredProviderToken"},
+        {"valid", {{"authorization", "bearer " + valid}}, 200, ""},
+        {"valid, Bearer", {{"authorization", "Bearer " + valid}}, 200, ""},
+    };
+    TestClient client(server_->port(), std::nullopt);
+    ASSERT_TRUE(client.connect());
+    server_->set_responder([](const MockApnsRequest &) -> MockApnsResponse {
+        throw std::runtime_error("the responder only sees accepted tokens");
+    });
+    for (const Row &row : rows) {
+        SCOPED_TRACE(row.name);
+        const auto [status, reason] = push(client, row.headers);
+        EXPECT_EQ(status, row.status == 200 ? 500 : row.status);
+        EXPECT_EQ(reason, row.status == 200 ? "InternalServerError" : row.reason);
+    }
+    const std::vector<MockApnsRequest> requests = server_->requests();
+    ASSERT_EQ(requests.size(), rows.size()) << "refused requests are recorded too";
+    EXPECT_EQ(requests.back().provider_token, valid);
+    EXPECT_EQ(requests.back().token_issued_at, now - 60);
+    EXPECT_EQ(requests.front().provider_token, "");
+}
+
+TEST_F(MockApnsTokenAuthTest, ExpiresTokensOnRequestAndLimitsRenewals) {
+    const int64_t now = now_seconds();
+    TestClient client(server_->port(), std::nullopt);
+    ASSERT_TRUE(client.connect());
+    const std::string first = token(now - 50 * 60);
+    EXPECT_EQ(push_with(client, first), std::make_pair(200, std::string()));
+
+    server_->expire_provider_tokens();
+    EXPECT_EQ(push_with(client, first), std::make_pair(403, std::string("ExpiredProviderToken")));
+    EXPECT_EQ(push_with(client, token(now - 50 * 60)),
+              std::make_pair(403, std::string("ExpiredProviderToken")))
+        << "issued no later than the expired one";
+    EXPECT_EQ(push_with(client, token(now - 40 * 60)),
+              std::make_pair(429, std::string("TooManyProviderTokenUpdates")))
+        << "10 minutes after the token in use";
+    const std::string second = token(now - 30 * 60);
+    EXPECT_EQ(push_with(client, second), std::make_pair(200, std::string()));
+    EXPECT_EQ(push_with(client, second), std::make_pair(200, std::string()));
+    EXPECT_EQ(push_with(client, token(now - 29 * 60)),
+              std::make_pair(429, std::string("TooManyProviderTokenUpdates")));
+}
+
+TEST_F(MockApnsTokenAuthTest, CertificateAuthStillPassesWithoutAToken) {
+    MockApnsConfig config;
+    config.cert_file = pki("server.pem");
+    config.key_file = pki("server.key");
+    config.client_ca_file = pki("ca.pem");
+    config.token_auth.emplace();
+    config.token_auth->key_file = public_key_file_;
+    config.token_auth->key_id = key_id;
+    config.token_auth->team_id = team_id;
+    MockApnsServer server(config);
+    server.start();
+    TestClient client(server.port(), trusted_client);
+    ASSERT_TRUE(client.connect());
+    EXPECT_EQ(push(client, {}), std::make_pair(200, std::string()));
+}
+
+TEST(MockApnsServerConfig, UnusableTokenKeyThrows) {
+    MockApnsConfig config;
+    config.cert_file = pki("server.pem");
+    config.key_file = pki("server.key");
+    config.token_auth.emplace();
+    config.token_auth->key_file = pki("server.key"); // RSA, not EC
     EXPECT_THROW(MockApnsServer server(config), std::exception);
 }
 

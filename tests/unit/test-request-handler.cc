@@ -50,7 +50,9 @@ protected:
                                                            [] { return std::int64_t{1000}; });
         handler_ = std::make_unique<xaps::RequestHandler>(
             *store_, *scheduler_, xaps::RequestHandlerSettings{topic, {"com.apple.mobilemail"}},
-            [] { return std::vector<std::pair<std::string, std::string>>{{"topic", topic}}; },
+            [] {
+                return std::vector<std::pair<std::string, std::string>>{{"topic", topic}};
+            },
             [] { return std::int64_t{1000}; });
     }
     ~RequestHandlerTest() override { std::filesystem::remove_all(dir_); }
@@ -114,6 +116,9 @@ TEST_F(RequestHandlerTest, InvalidRegistrationsAreRefused) {
         {"empty user", [](auto &r) { r.user.clear(); }},
         {"empty account", [](auto &r) { r.account_id.clear(); }},
         {"long account", [](auto &r) { r.account_id.assign(300, 'a'); }},
+        {"account with a control character", [](auto &r) { r.account_id = "a\nb"; }},
+        {"account not UTF-8", [](auto &r) { r.account_id = "acc\xff"; }},
+        {"account with a surrogate", [](auto &r) { r.account_id = "\xed\xa0\x80"; }},
         {"non-hex token", [](auto &r) { r.device_token = "zz"; }},
         {"odd token", [](auto &r) { r.device_token = "abc"; }},
         {"long token", [](auto &r) { r.device_token.assign(202, 'a'); }},

@@ -144,8 +144,10 @@ TEST_F(TlsContextTest, LoadsPemCertificateAndKeyAndReadsTopicFromUid) {
     ASSERT_NE(context.native(), nullptr);
     EXPECT_EQ(SSL_CTX_get_min_proto_version(context.native()), TLS1_2_VERSION);
     EXPECT_EQ(SSL_CTX_get_verify_mode(context.native()), SSL_VERIFY_PEER);
+    EXPECT_TRUE(context.has_client_certificate());
     const auto expected_expiry = system_clock::now() + hours(24 * 365);
-    EXPECT_LT(std::chrono::abs(context.certificate_expiry() - expected_expiry),
+    ASSERT_TRUE(context.certificate_expiry().has_value());
+    EXPECT_LT(std::chrono::abs(*context.certificate_expiry() - expected_expiry),
               std::chrono::minutes(5));
 }
 
@@ -176,6 +178,41 @@ TEST_F(TlsContextTest, LoadsPkcs12WithItsPassword) {
     settings.p12_password = "pw";
     EXPECT_EQ(TlsContext::load(settings).topic(),
               "com.apple.mail.XServer.0b7c2b4c-4f3e-4b3e-9f6a-3c9a0e1f2d3c");
+}
+
+TEST_F(TlsContextTest, LoadsTheTestPkiPkcs12WithItsPassword) {
+    const std::string pki = XAPS_TEST_PKI_DIR;
+    ApnsSettings settings;
+    settings.p12_file = pki + "/client.p12";
+    settings.p12_password = "test";
+    const TlsContext context = TlsContext::load(settings);
+    std::ifstream topic_file(pki + "/topic.txt");
+    std::string topic;
+    std::getline(topic_file, topic);
+    EXPECT_EQ(context.topic(), topic);
+    EXPECT_TRUE(context.has_client_certificate());
+    EXPECT_NE(SSL_CTX_get0_certificate(context.native()), nullptr);
+}
+
+TEST_F(TlsContextTest, TokenAuthHasNoClientCertificateAndTheConfiguredTopic) {
+    ApnsSettings settings;
+    settings.token_key_file = "/etc/dovecot/AuthKey_ABC123DEFG.p8"; // ProviderToken reads it
+    settings.topic = "com.example.mail";
+    const TlsContext context = TlsContext::load(settings);
+    EXPECT_EQ(context.topic(), "com.example.mail");
+    EXPECT_FALSE(context.has_client_certificate());
+    EXPECT_FALSE(context.certificate_expiry().has_value());
+    EXPECT_EQ(SSL_CTX_get0_certificate(context.native()), nullptr);
+    EXPECT_EQ(SSL_CTX_get_verify_mode(context.native()), SSL_VERIFY_PEER);
+}
+
+TEST_F(TlsContextTest, ACertificateTakesPrecedenceOverAToken) {
+    ApnsSettings settings = valid_pem_settings();
+    settings.token_key_file = "/etc/dovecot/AuthKey_ABC123DEFG.p8";
+    settings.topic = "com.example.mail";
+    const TlsContext context = TlsContext::load(settings);
+    EXPECT_TRUE(context.has_client_certificate());
+    EXPECT_EQ(context.topic(), "com.apple.mail.XServer.0b7c2b4c-4f3e-4b3e-9f6a-3c9a0e1f2d3c");
 }
 
 TEST_F(TlsContextTest, LoadsAnExplicitCaFile) {
@@ -291,9 +328,40 @@ TEST_F(TlsContextTest, EveryBrokenCredentialIsAConfigErrorNamingFileAndProblem) 
              settings.p12_password = "wrong";
              return settings;
          },
-         "wrong.p12", "wrong password"},
-        {"no certificate configured", [] { return ApnsSettings{}; }, "xaps_apns_cert_file",
-         "no APNs certificate configured"},
+         "wrong.p12", "wrong password (xaps_apns_p12_password)"},
+        {"PKCS#12 needing a password, none given",
+         [this] {
+             Key key = make_key();
+             Cert cert = make_cert(key.get(), {});
+             ApnsSettings settings;
+             settings.p12_file = write("needs.p12", pkcs12_der(key.get(), cert.get(), "right"));
+             return settings;
+         },
+         "needs.p12", "the file needs one"},
+        {"test PKI PKCS#12 with a wrong password",
+         [] {
+             ApnsSettings settings;
+             settings.p12_file = std::string(XAPS_TEST_PKI_DIR) + "/client.p12";
+             settings.p12_password = "not-test";
+             return settings;
+         },
+         "client.p12", "wrong password"},
+        {"PKCS#12 that is PEM",
+         [this] {
+             ApnsSettings settings = valid_pem_settings();
+             settings.p12_file = settings.cert_file;
+             return settings;
+         },
+         "cert.pem", "not PKCS#12"},
+        {"no credential configured", [] { return ApnsSettings{}; }, "xaps_apns_token_key_file",
+         "no APNs credential configured"},
+        {"token auth without topic",
+         [] {
+             ApnsSettings settings;
+             settings.token_key_file = "/etc/dovecot/AuthKey.p8";
+             return settings;
+         },
+         "xaps_apns_topic", "/etc/dovecot/AuthKey.p8"},
     };
     for (const BrokenCase &row : cases) {
         SCOPED_TRACE(row.name);

@@ -117,6 +117,8 @@ TEST(XapsRequest, AcceptsRealRequestShapes) {
         many_mailboxes.push_back({name, name});
     }
     std::string longest_name(xaps::limits::max_mailbox_name_length, 'n');
+    // Opaque to us: it reaches Apple inside a JSON string.
+    const std::string unusual_account = "q\"b}s\\k] M\xc3\xbcller \xf0\x9f\x93\xa7";
 
     const AcceptCase cases[] = {
         {"iOS request", ios_request({s("INBOX"), s("Sent Messages"), s("Notes")}),
@@ -143,6 +145,9 @@ TEST(XapsRequest, AcceptsRealRequestShapes) {
         {"most mailboxes", ios_request(many_mailboxes_list), expected(2, many_mailboxes)},
         {"longest mailbox name", ios_request({s(longest_name)}),
          expected(2, {{longest_name, longest_name}})},
+        {"account id with JSON and IMAP specials and UTF-8",
+         with_value("aps-account-id", s(unusual_account)),
+         {2, unusual_account, token_lower, subtopic, {inbox}}},
         {"another configured subtopic",
          with_value("aps-subtopic", s("com.example.other")),
          {2, account, token_lower, "com.example.other", {inbox}}},
@@ -204,6 +209,16 @@ TEST(XapsRequest, RejectsEveryBadInputClass) {
          Rejection::no, "too long"},
         {"account id with a control character", with_value("aps-account-id", s("a\tb")),
          Rejection::no, "aps-account-id"},
+        {"account id not UTF-8", with_value("aps-account-id", s("acc\xff\xfe")), Rejection::no,
+         "UTF-8"},
+        {"account id truncated UTF-8", with_value("aps-account-id", s("M\xc3")), Rejection::no,
+         "UTF-8"},
+        {"account id overlong UTF-8", with_value("aps-account-id", s("\xc0\xaf")), Rejection::no,
+         "UTF-8"},
+        {"account id UTF-8 surrogate", with_value("aps-account-id", s("\xed\xa0\x80")),
+         Rejection::no, "UTF-8"},
+        {"account id past U+10FFFF", with_value("aps-account-id", s("\xf4\x90\x80\x80")),
+         Rejection::no, "UTF-8"},
         {"missing token", with_value("aps-device-token", std::nullopt), Rejection::no,
          "aps-device-token"},
         {"empty token", with_value("aps-device-token", s("")), Rejection::no, "aps-device-token"},

@@ -1,0 +1,75 @@
+// Group commit for registrations: the puts that arrive within one event-loop
+// turn are written in one store transaction, so a burst of N REGISTERs costs
+// one durable commit (LMDB: two fdatasyncs) instead of N. Each caller hears
+// back only after the commit holding its registration, so "no error" still
+// means durable, as the worker protocol's OK promises.
+//
+// The commit runs from a zero-delay timer: on Dovecot's ioloop and on
+// PollEventLoop that is after every fd callback of the current turn, so all
+// the REGISTERs read in one turn share it. While a commit blocks on fsync,
+// further requests queue in the sockets and form the next batch: under load
+// the batch grows by itself, when idle a put costs one commit as before.
+#pragma once
+
+#include "event-loop.h"
+#include "registration-store.h"
+#include "xaps-error.h"
+
+#include <cstddef>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <optional>
+#include <vector>
+
+namespace xaps {
+
+class GroupCommit {
+public:
+    // nullopt: stored and durable; otherwise why not (the store's Error).
+    using Done = std::function<void(const std::optional<Error> &error)>;
+
+    // max_batch bounds one transaction; more pending puts commit in several.
+    GroupCommit(EventLoop &loop, RegistrationStore &store, std::function<std::int64_t()> unix_now,
+                std::size_t max_batch = 512);
+    // Puts not committed yet are dropped without calling `done`: their
+    // owner is going away too.
+    ~GroupCommit();
+    GroupCommit(const GroupCommit &) = delete;
+    GroupCommit &operator=(const GroupCommit &) = delete;
+
+    // Stores the registration at the end of this event-loop turn, like
+    // RegistrationStore::put() with `now` taken at commit time. `done` is
+    // called exactly once, from the event loop, never from within put(); it
+    // may call put() again (that put joins the next batch).
+    void put(Registration registration, Done done);
+
+    // Puts waiting for their commit.
+    std::size_t pending() const noexcept { return pending_.size(); }
+
+    struct Counters {
+        std::uint64_t commits = 0;       // transactions attempted
+        std::uint64_t registrations = 0; // puts answered, failed ones included
+        std::size_t largest_batch = 0;
+    };
+    Counters counters() const noexcept { return counters_; }
+
+private:
+    struct Pending {
+        Registration registration;
+        Done done;
+    };
+
+    void commit_pending() noexcept;
+    void commit_batch(std::vector<Pending> &batch) noexcept;
+
+    EventLoop &loop_;
+    RegistrationStore &store_;
+    std::function<std::int64_t()> unix_now_;
+    std::size_t max_batch_;
+    std::vector<Pending> pending_;
+    std::unique_ptr<EventLoop::Watch> commit_timer_;
+    Counters counters_;
+};
+
+} // namespace xaps
