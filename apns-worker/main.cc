@@ -14,6 +14,7 @@
 #include "request-handler.h"
 #include "tls-context.h"
 #include "worker-connection.h"
+#include "worker-events.h"
 #include "worker-log.h"
 #include "worker-settings.h"
 #include "xaps-error.h"
@@ -114,6 +115,7 @@ struct Worker {
     std::unique_ptr<xaps::RegistrationStore> store;
     std::unique_ptr<xaps::ApnsClient> apns;
     std::unique_ptr<NoCredentialSender> no_credential;
+    std::unique_ptr<xaps::EventEmittingSender> push_events;
     std::unique_ptr<xaps::PushScheduler> scheduler;
     std::unique_ptr<xaps::RequestHandler> handler;
     std::unique_ptr<xaps::WorkerServer> server;
@@ -280,6 +282,8 @@ void start_worker(Worker &w) {
         w.no_credential = std::make_unique<NoCredentialSender>(w.loop, w.credential_problem);
         sender = w.no_credential.get();
     }
+    w.push_events = std::make_unique<xaps::EventEmittingSender>(*sender);
+    sender = w.push_events.get();
 
     xaps::PushSchedulerSettings scheduler_settings;
     scheduler_settings.delay = w.settings.delay;

@@ -2,6 +2,7 @@
 
 #include "dovecot-cxx.h"
 #include "worker-log.h"
+#include "worker-events.h"
 #include "worker-protocol.h"
 
 #include <string>
@@ -52,7 +53,7 @@ int worker_connection_input_args(struct connection *conn, const char *const *arg
             fields.emplace_back(*args);
         }
         protocol::RequestLine line = protocol::decode_request(fields);
-        state.handler->handle(line, reply_to(wconn->serial));
+        state.handler->handle(line, observe_registration(line, reply_to(wconn->serial)));
     } catch (const Error &e) {
         // A bad line gets an error reply and the connection goes on.
         send_reply(wconn, protocol::Reply::fail(protocol::request_id_of(fields), e));

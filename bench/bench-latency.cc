@@ -194,6 +194,42 @@ void settle(MockApnsServer &mock, std::size_t expected) {
     std::this_thread::sleep_for(std::chrono::milliseconds(200));
 }
 
+test::DovecotOptions latency_dovecot_options(std::uint16_t apns_port) {
+    auto options = dovecot_options(apns_port, true);
+    for (std::size_t i = 0; i < recipients; ++i) {
+        options.extra_users.push_back(device_user(i));
+    }
+    return options;
+}
+
+// Where the time goes: the same deliveries with Dovecot told not to fsync
+// the mail it saves (never do this in production). What is left is the
+// delivery's CPU work, the plugin and the worker.
+void diagnose_without_fsync(MockApnsServer &mock, const Step &step) {
+    auto options = latency_dovecot_options(mock.port());
+    options.extra_config = "mail_fsync = never";
+    test::DovecotInstance dovecot(options);
+    populate_store(dovecot.db_path(), 0, recipients, dovecot.worker_user());
+    dovecot.start();
+    mock.wait_for_open_connections(1, std::chrono::seconds(10));
+    mock.clear_requests();
+    deliver_at_rate(dovecot, Step{50, 2 * recipients});
+    settle(mock, 2 * recipients);
+    mock.clear_requests();
+    const auto sent = deliver_at_rate(dovecot, step);
+    settle(mock, step.count);
+    std::size_t lost = 0;
+    const auto latencies = match_pushes(sent, mock.requests(), lost);
+    const std::string rate = std::to_string(step.rate) + "/s";
+    progress("  diagnosis, mail_fsync = never: \".\" -> push " +
+             describe_distribution(latencies, "ms"));
+    report("2 latency", "diagnosis, mail_fsync=never: \".\" -> push p50 at " + rate,
+           percentile(latencies, 0.5), "ms");
+    report("2 latency", "diagnosis, mail_fsync=never: \".\" -> push p99 at " + rate,
+           percentile(latencies, 0.99), "ms");
+    dovecot.stop();
+}
+
 } // namespace
 
 int main(int argc, char **argv) {
@@ -202,13 +238,10 @@ int main(int argc, char **argv) {
     try {
         MockApnsServer mock(mock_config(1000, true));
         mock.start();
-        auto dovecot_opts = dovecot_options(mock.port(), true);
-        for (std::size_t i = 0; i < recipients; ++i) {
-            dovecot_opts.extra_users.push_back(device_user(i));
-        }
-        test::DovecotInstance dovecot(dovecot_opts);
+        test::DovecotInstance dovecot(latency_dovecot_options(mock.port()));
         populate_store(dovecot.db_path(), 0, recipients, dovecot.worker_user());
         dovecot.start();
+        const pid_t worker = wait_for_worker_process();
         if (!mock.wait_for_open_connections(1, std::chrono::seconds(10))) {
             throw Error(ErrorKind::unavailable, "the worker did not connect to the mock APNs");
         }
@@ -230,8 +263,13 @@ int main(int argc, char **argv) {
             progress("  \".\" -> LMTP reply:       " + describe_distribution(replies, "ms"));
 
             mock.clear_requests();
+            const CpuTime cpu_before = process_cpu(worker);
             const auto notified = notify_at_rate(dovecot, step);
             settle(mock, step.count);
+            const double cpu_per_push = std::chrono::duration<double, std::micro>(
+                                            process_cpu(worker).precise - cpu_before.precise)
+                                            .count() /
+                                        static_cast<double>(step.count);
             std::size_t notify_lost = 0;
             const auto worker_only = match_pushes(notified, mock.requests(), notify_lost);
             progress("  NOTIFY -> push (worker only): " + describe_distribution(worker_only, "ms") +
@@ -250,6 +288,8 @@ int main(int argc, char **argv) {
                    percentile(worker_only, 0.5), "ms");
             report("2 latency", "worker only: NOTIFY -> push p99 at " + rate,
                    percentile(worker_only, 0.99), "ms");
+            report("2 latency", "worker CPU per push, one NOTIFY at a time at " + rate,
+                   cpu_per_push, "us");
             if (lost + notify_lost > 0) {
                 report("2 latency", "deliveries without a push at " + rate,
                        static_cast<double>(lost + notify_lost), "deliveries");
@@ -259,6 +299,7 @@ int main(int argc, char **argv) {
         if (auto problems = dovecot.log_problems(); !problems.empty()) {
             throw Error(ErrorKind::internal, "Dovecot logged: " + problems.front());
         }
+        diagnose_without_fsync(mock, options.steps.back());
     } catch (const std::exception &error) {
         std::fprintf(stderr, "bench-latency failed: %s\n", error.what());
         report_failure("2 latency", "run", error.what());
