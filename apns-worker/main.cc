@@ -113,6 +113,7 @@ struct Worker {
 
     xaps::DovecotEventLoop loop;
     std::unique_ptr<xaps::RegistrationStore> store;
+    std::unique_ptr<xaps::GroupCommit> group_commit;
     std::unique_ptr<xaps::ApnsClient> apns;
     std::unique_ptr<NoCredentialSender> no_credential;
     std::unique_ptr<xaps::EventEmittingSender> push_events;
@@ -269,6 +270,8 @@ void start_worker(Worker &w) {
     store_options.ttl = w.settings.registration_ttl;
     store_options.max_devices_per_user = w.settings.max_devices_per_user;
     w.store = xaps::open_lmdb_store(store_options);
+    w.group_commit =
+        std::make_unique<xaps::GroupCommit>(w.loop, *w.store, xaps::system_unix_seconds);
 
     xaps::PushSender *sender = nullptr;
     if (w.tls) {
@@ -296,7 +299,7 @@ void start_worker(Worker &w) {
     handler_settings.topic = w.topic;
     handler_settings.subtopics = w.settings.subtopics;
     w.handler = std::make_unique<xaps::RequestHandler>(
-        *w.store, *w.scheduler, handler_settings, [&w] { return w.status_rows(); },
+        *w.store, *w.group_commit, *w.scheduler, handler_settings, [&w] { return w.status_rows(); },
         xaps::system_unix_seconds);
     w.server = std::make_unique<xaps::WorkerServer>(*w.handler);
     w.schedule_expiry();

@@ -100,11 +100,12 @@ void validate_registration(const Registration &reg, const std::vector<std::strin
     }
 }
 
-RequestHandler::RequestHandler(RegistrationStore &store, PushScheduler &scheduler,
-                               RequestHandlerSettings settings, StatusRows status_rows,
-                               std::function<std::int64_t()> unix_now)
-    : store_(store), scheduler_(scheduler), settings_(std::move(settings)),
-      status_rows_(std::move(status_rows)), unix_now_(std::move(unix_now)) {}
+RequestHandler::RequestHandler(RegistrationStore &store, GroupCommit &group_commit,
+                               PushScheduler &scheduler, RequestHandlerSettings settings,
+                               StatusRows status_rows, std::function<std::int64_t()> unix_now)
+    : store_(store), group_commit_(group_commit), scheduler_(scheduler),
+      settings_(std::move(settings)), status_rows_(std::move(status_rows)),
+      unix_now_(std::move(unix_now)) {}
 
 void RequestHandler::handle(const protocol::RequestLine &line, const Reply &reply) noexcept {
     try {
@@ -149,14 +150,23 @@ void RequestHandler::handle_register(std::uint64_t id, const protocol::Register 
         reg.mailboxes = {"INBOX"};
     }
     validate_registration(reg, settings_.subtopics);
-    store_.put(reg, unix_now_());
-    reply(protocol::Reply::ok(id, {settings_.topic}));
+    group_commit_.put(
+        std::move(reg), [id, reply, topic = settings_.topic](const std::optional<Error> &error) {
+            reply(error ? protocol::Reply::fail(id, *error) : protocol::Reply::ok(id, {topic}));
+        });
 }
 
 void RequestHandler::handle_list(std::uint64_t id, const protocol::List &request,
                                  const Reply &reply) {
-    auto registrations =
-        request.user.empty() ? store_.all() : store_.find_user(request.user, unix_now_());
+    std::vector<Registration> registrations;
+    if (request.user.empty()) {
+        // all() does not filter by age as find_user() does: drop the expired
+        // first, so both answers agree.
+        store_.expire(unix_now_());
+        registrations = store_.all();
+    } else {
+        registrations = store_.find_user(request.user, unix_now_());
+    }
     for (const auto &reg : registrations) {
         reply(protocol::Reply::row(id, protocol::registration_to_fields(reg)));
     }

@@ -4,6 +4,7 @@
 // unit tested with a real store and scheduler but no sockets.
 #pragma once
 
+#include "group-commit.h"
 #include "push-scheduler.h"
 #include "registration-store.h"
 #include "worker-protocol.h"
@@ -29,14 +30,17 @@ public:
     using Reply = std::function<void(protocol::Reply)>;
     using StatusRows = std::function<std::vector<std::pair<std::string, std::string>>()>;
 
-    RequestHandler(RegistrationStore &store, PushScheduler &scheduler,
+    // REGISTERs go through group_commit (one durable transaction per
+    // event-loop turn); everything else uses the store directly.
+    RequestHandler(RegistrationStore &store, GroupCommit &group_commit, PushScheduler &scheduler,
                    RequestHandlerSettings settings, StatusRows status_rows,
                    std::function<std::int64_t()> unix_now);
 
     // Answers through `reply`: zero or more ROW replies, then exactly one OK
-    // or FAIL. Most requests are answered before handle() returns; TEST is
-    // answered later from the event loop, so `reply` must stay callable (it
-    // should drop the reply when the peer is gone). Never throws.
+    // or FAIL. Most requests are answered before handle() returns; REGISTER
+    // (after its commit) and TEST (after Apple) are answered later from the
+    // event loop, so `reply` must stay callable (it should drop the reply
+    // when the peer is gone). Never throws.
     void handle(const protocol::RequestLine &line, const Reply &reply) noexcept;
 
     void set_topic(std::string topic) { settings_.topic = std::move(topic); }
@@ -50,6 +54,7 @@ private:
     void handle_import(std::uint64_t id, const protocol::Import &request, const Reply &reply);
 
     RegistrationStore &store_;
+    GroupCommit &group_commit_;
     PushScheduler &scheduler_;
     RequestHandlerSettings settings_;
     StatusRows status_rows_;

@@ -45,23 +45,31 @@ protected:
         options.path = dir_;
         options.map_size = 64 << 20;
         store_ = xaps::open_lmdb_store(options);
-        scheduler_ = std::make_unique<xaps::PushScheduler>(loop_, *store_, sender_,
-                                                           xaps::PushSchedulerSettings{},
-                                                           [] { return std::int64_t{1000}; });
+        scheduler_ = std::make_unique<xaps::PushScheduler>(
+            loop_, *store_, sender_, xaps::PushSchedulerSettings{}, [this] { return now_; });
+        group_commit_ =
+            std::make_unique<xaps::GroupCommit>(loop_, *store_, [this] { return now_; });
         handler_ = std::make_unique<xaps::RequestHandler>(
-            *store_, *scheduler_, xaps::RequestHandlerSettings{topic, {"com.apple.mobilemail"}},
+            *store_, *group_commit_, *scheduler_,
+            xaps::RequestHandlerSettings{topic, {"com.apple.mobilemail"}},
             [] {
                 return std::vector<std::pair<std::string, std::string>>{{"topic", topic}};
             },
-            [] { return std::int64_t{1000}; });
+            [this] { return now_; });
     }
     ~RequestHandlerTest() override { std::filesystem::remove_all(dir_); }
 
+    // Runs the loop until the final reply (REGISTER answers after its commit).
     std::vector<protocol::Reply> handle(const protocol::Request &request) {
-        std::vector<protocol::Reply> replies;
+        auto replies = std::make_shared<std::vector<protocol::Reply>>();
         handler_->handle(protocol::RequestLine{next_id_++, request},
-                         [&replies](protocol::Reply reply) { replies.push_back(reply); });
-        return replies;
+                         [replies](protocol::Reply reply) { replies->push_back(reply); });
+        loop_.run_until(
+            [&] {
+                return !replies->empty() && replies->back().status != protocol::ReplyStatus::row;
+            },
+            5s);
+        return *replies;
     }
 
     static xaps::Registration registration(const std::string &user = "alice") {
@@ -76,10 +84,12 @@ protected:
     }
 
     std::string dir_;
+    std::int64_t now_ = 1000;
     xaps::PollEventLoop loop_;
     RecordingSender sender_{loop_};
     std::unique_ptr<xaps::RegistrationStore> store_;
     std::unique_ptr<xaps::PushScheduler> scheduler_;
+    std::unique_ptr<xaps::GroupCommit> group_commit_;
     std::unique_ptr<xaps::RequestHandler> handler_;
     std::uint64_t next_id_ = 1;
 };
@@ -182,6 +192,15 @@ TEST_F(RequestHandlerTest, ListPurgeAndImport) {
     EXPECT_EQ(store_->find_user("carol", 1000).at(0).registered_at, 500);
     EXPECT_EQ(handle(protocol::Purge{protocol::PurgeScope::all, ""})[0].fields,
               std::vector<std::string>{"1"});
+}
+
+TEST_F(RequestHandlerTest, ListLeavesOutExpiredRegistrations) {
+    handle(protocol::Register{registration("alice")});
+    now_ += 31 * 24 * 3600; // past the default 30-day TTL
+    auto replies = handle(protocol::List{});
+    ASSERT_EQ(replies.size(), 1U);
+    EXPECT_EQ(replies[0].fields, std::vector<std::string>{"0"});
+    EXPECT_EQ(handle(protocol::List{"alice"}).size(), 1U);
 }
 
 TEST_F(RequestHandlerTest, StatusRowsThenOk) {
