@@ -77,6 +77,22 @@ struct StrFree {
     void operator()(string_t *str) const noexcept { str_free(&str); }
 };
 
+// Text from elsewhere made safe for the end of a tagged reply line: no
+// control characters, bounded length.
+std::string tagline_text(std::string text) {
+    constexpr std::size_t max_length = 200;
+    if (text.size() > max_length) {
+        text.resize(max_length);
+    }
+    for (char &c : text) {
+        auto byte = static_cast<unsigned char>(c);
+        if (byte < 0x20 || byte == 0x7f) {
+            c = ' ';
+        }
+    }
+    return text;
+}
+
 // value as an IMAP string: quoted, or a literal when quoting cannot carry it.
 std::string imap_string(const char *value) {
     std::unique_ptr<string_t, StrFree> str(str_new(default_pool, 64));
@@ -146,9 +162,11 @@ struct xaps_command_context {
     WorkerClient::RequestId request_id;
     unsigned aps_version;
     const char **mailboxes_as_sent; // NULL-terminated; echoed for version 2
-    // Set when the worker answered: NULL topic means the registration failed.
+    // Set when the worker answered: NULL topic means the registration failed,
+    // `refusal` says why when the worker refused the values (not unavailable).
     bool answered;
     const char *topic;
+    const char *refusal;
 };
 
 void context_free(struct xaps_command_context *ctx) {
@@ -158,6 +176,10 @@ void context_free(struct xaps_command_context *ctx) {
 }
 
 void send_reply(struct client_command_context *cmd, struct xaps_command_context *ctx) {
+    if (ctx->refusal != nullptr) {
+        client_send_tagline(cmd, t_strconcat("NO ", ctx->refusal, nullptr));
+        return;
+    }
     if (ctx->topic == nullptr) {
         client_send_tagline(cmd, unavailable_reply);
         return;
@@ -210,6 +232,13 @@ void worker_answered(struct client_command_context *cmd, const protocol::Reply &
         e_debug(ctx->event, "registered, aps-topic %s", ctx->topic);
     } else if (reply.status == protocol::ReplyStatus::ok) {
         e_error(ctx->event, "registration failed: the worker's OK carries no aps-topic");
+    } else if (Error error = reply.error(); error.kind() == ErrorKind::invalid_input) {
+        // The worker checks every registration again, with its own (global)
+        // settings: a refusal there is final, and the phone must not be told
+        // to try again later.
+        e_debug(ctx->event, "refused by the worker: %s", error.what());
+        ctx->refusal = p_strdup(
+            cmd->pool, tagline_text("Registration refused: " + std::string(error.what())).c_str());
     } else {
         e_error(ctx->event, "registration failed: %s", reply.error().what());
     }

@@ -1,6 +1,7 @@
 #include "xaps-request.h"
 
 #include "registration.h"
+#include "text-checks.h"
 
 #include <algorithm>
 #include <array>
@@ -20,53 +21,6 @@ bool equals_ignore_case(std::string_view a, std::string_view b) {
         };
         return lower(x) == lower(y);
     });
-}
-
-bool has_control_character(std::string_view text) {
-    return std::ranges::any_of(text, [](char c) {
-        auto byte = static_cast<unsigned char>(c);
-        return byte < 0x20 || byte == 0x7f;
-    });
-}
-
-// Well-formed UTF-8 (RFC 3629): no overlong forms, surrogates or code points
-// past U+10FFFF. The account id goes into the JSON body Apple receives.
-bool is_valid_utf8(std::string_view text) {
-    std::size_t i = 0;
-    while (i < text.size()) {
-        auto lead = static_cast<unsigned char>(text[i]);
-        if (lead < 0x80) {
-            i++;
-            continue;
-        }
-        std::size_t length = 0;
-        char32_t code = 0;
-        char32_t smallest = 0;
-        if ((lead & 0xe0) == 0xc0) {
-            length = 2, code = lead & 0x1f, smallest = 0x80;
-        } else if ((lead & 0xf0) == 0xe0) {
-            length = 3, code = lead & 0x0f, smallest = 0x800;
-        } else if ((lead & 0xf8) == 0xf0) {
-            length = 4, code = lead & 0x07, smallest = 0x10000;
-        } else {
-            return false;
-        }
-        if (text.size() - i < length) {
-            return false;
-        }
-        for (std::size_t k = 1; k < length; k++) {
-            auto next = static_cast<unsigned char>(text[i + k]);
-            if ((next & 0xc0) != 0x80) {
-                return false;
-            }
-            code = (code << 6) | (next & 0x3f);
-        }
-        if (code < smallest || code > 0x10ffff || (code >= 0xd800 && code <= 0xdfff)) {
-            return false;
-        }
-        i += length;
-    }
-    return true;
 }
 
 int hex_digit_value(char c) {

@@ -95,6 +95,7 @@ TEST_F(E2eXapplepushservice, AcceptsEveryFormIosSends) {
     std::unique_ptr<ImapClient> imap = login();
 
     const std::string pairs_tail = R"( "aps-subtopic" "com.apple.mobilemail")";
+    // One device per row: at most xaps_max_devices_per_user (16) rows.
     const std::vector<AcceptedForm> forms = {
         {"iOS 16+: an extra sender pair",
          {R"(XAPPLEPUSHSERVICE "aps-version" "2" "aps-account-id" "$A" "aps-device-token" "$T")"
@@ -158,6 +159,12 @@ TEST_F(E2eXapplepushservice, AcceptsEveryFormIosSends) {
          {R"("INBOX")", R"("Entw&APw-rfe")", R"("&ZeVnLIqe-")", R"("R&AOk-f &- Co")"},
          "2",
          {"INBOX", "Entwürfe", "日本語", "Réf & Co"}},
+        {"quotes and backslashes in a name: echoed quoted as sent",
+         {R"(XAPPLEPUSHSERVICE "aps-version" "2" "aps-account-id" "$A" "aps-device-token" "$T")" +
+          pairs_tail + R"( "mailboxes" ("say \"hi\" \\o/"))"},
+         {R"("say \"hi\" \\o/")"},
+         "2",
+         {R"(say "hi" \o/)"}},
         {"INBOX in any case, duplicates collapsed",
          {R"(XAPPLEPUSHSERVICE "aps-version" "2" "aps-account-id" "$A" "aps-device-token" "$T")" +
           pairs_tail + R"( "mailboxes" ("inbox" "Sent Messages" "INBOX" "Sent Messages"))"},
@@ -570,6 +577,26 @@ TEST_F(E2eXapplepushservice, UnusableCredentialAnswersUnavailable) {
     EXPECT_EQ(deliver_to("alice@example.com").code, 250);
 }
 
+// The worker checks every registration again with its own settings. When it
+// refuses one the phone is told NO for good, not "unavailable, try again":
+// here a userdb field widens xaps_subtopics for the imap process only.
+TEST_F(E2eXapplepushservice, WorkerRefusalIsAFinalNo) {
+    DovecotOptions settings = options();
+    settings.userdb_fields = "xaps_subtopics=com.example.custom";
+    start_dovecot(std::move(settings));
+
+    std::unique_ptr<ImapClient> imap = login();
+    ImapResponse reply = imap->command(replace_all(xapplepushservice_command(PhoneRegistration{}),
+                                                   "com.apple.mobilemail", "com.example.custom"));
+    EXPECT_EQ(reply.status(), "NO") << reply.tagged;
+    EXPECT_EQ(reply.tagged.find("[UNAVAILABLE]"), std::string::npos) << reply.tagged;
+    EXPECT_NE(reply.tagged.find("Registration refused: aps-subtopic"), std::string::npos)
+        << "the worker's refusal, not the parser's: " << reply.tagged;
+    EXPECT_EQ(joined(xaps_lines(reply)), "");
+    EXPECT_TRUE(imap->command("NOOP").ok());
+    EXPECT_EQ(registrations().size(), 0u);
+}
+
 // Registrations pipelined with each other and with other commands: each
 // gets its own complete reply, never interleaved with another's.
 TEST_F(E2eXapplepushservice, PipelinedRegistrationsGetWholeReplies) {
@@ -614,6 +641,15 @@ TEST_F(E2eXapplepushservice, PipelinedRegistrationsGetWholeReplies) {
                       R"(* XAPPLEPUSHSERVICE "mailbox" "Archive")", topic_line("2")}));
     EXPECT_EQ(own_lines(lines_before["p2"]) + own_lines(lines_before["p4"]), "");
     EXPECT_EQ(registrations().size(), 2u);
+
+    // LOGOUT right behind a registration: the session ends cleanly whether
+    // or not the registration's answer made it out first.
+    PhoneRegistration third;
+    third.device_token = device_token(3);
+    imap->send_raw("p5 " + xapplepushservice_command(third) + "\r\np6 LOGOUT\r\n");
+    ImapResponse logout = imap->read_response("p6");
+    EXPECT_TRUE(logout.ok()) << logout.tagged;
+    EXPECT_TRUE(imap->wait_for_close(5s));
 }
 
 // The instance's xaps-worker process (the master's child running the built
