@@ -139,6 +139,11 @@ std::vector<std::pair<std::string, std::string>> Worker::status_rows() const {
     }
     if (certificate_expiry) {
         rows.emplace_back("certificate_expiry", xaps::iso8601_utc(*certificate_expiry));
+        // The same words the log gives, for admins who look here first.
+        if (auto notice = xaps::certificate_expiry_notice(certificate_file, *certificate_expiry,
+                                                          std::chrono::system_clock::now())) {
+            rows.emplace_back("certificate_warning", notice->message);
+        }
     }
     if (apns) {
         if (auto age = apns->provider_token_age()) {

@@ -267,6 +267,9 @@ TEST_F(E2eCredentials, ACertificateExpiringWithinThirtyDaysIsAWarningAtStart) {
     EXPECT_TRUE(dovecot_->wait_for_log("Warning: APNs certificate " + cert + " expires on ", 5s))
         << dovecot_->log();
     EXPECT_NE(dovecot_->log().find(", in 9 days: renew it"), std::string::npos) << dovecot_->log();
+    // doveadm xaps status shows the same warning.
+    auto status = worker_status();
+    EXPECT_NE(status["certificate_warning"].find(", in 9 days: renew it"), std::string::npos);
     register_and_push(e2e::apns_topic()); // still pushing meanwhile
 }
 
