@@ -134,7 +134,9 @@ private:
     void on_writable();
     void on_tick();
     void read_tls();
+    bool receive(std::size_t got);
     void flush();
+    void read_after_write_error();
     void deliver_events();
     void after_io();
     void update_watches();
@@ -179,7 +181,8 @@ private:
     bool capacity_changed_ = false;
     bool goaway_reported_ = false;
     std::string goaway_reason_;
-    std::string fatal_error_; // set inside nghttp2 callbacks, acted on after them
+    std::string fatal_error_;   // set inside nghttp2 callbacks, acted on after them
+    bool write_failed_ = false; // fatal_error_ came from a failed write
 
     ApnsRequest *first_in_flight_ = nullptr;
     ApnsRequest *last_in_flight_ = nullptr;

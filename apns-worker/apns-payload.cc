@@ -33,6 +33,23 @@ std::streamsize ApnsPayloadWriter::StringAppender::xsputn(const char *data,
     return length;
 }
 
+bool read_apns_response_header(std::string_view name, std::string_view value, int &status,
+                               std::string &apns_id) noexcept {
+    if (name == ":status") {
+        if (value.size() != 3 || value[0] < '1' || value[0] > '5' || value[1] < '0' ||
+            value[1] > '9' || value[2] < '0' || value[2] > '9')
+            return false;
+        status = (value[0] - '0') * 100 + (value[1] - '0') * 10 + (value[2] - '0');
+    } else if (name == "apns-id" && value.size() <= max_apns_id_length) {
+        try {
+            apns_id.assign(value);
+        } catch (...) {
+            // Only the id is lost; the answer still counts.
+        }
+    }
+    return true;
+}
+
 ApnsErrorBody parse_apns_error(std::string_view body) noexcept {
     ApnsErrorBody result;
     try {
@@ -46,10 +63,15 @@ ApnsErrorBody parse_apns_error(std::string_view body) noexcept {
         const Json::Value &reason = root["reason"];
         if (reason.isString())
             result.reason = reason.asString();
+        // Only a timestamp an int64 holds: asInt64() throws for a larger
+        // integer (which cost the reason too) and casting a double outside
+        // the range is undefined behaviour (found by fuzz-apns-response:
+        // {"timestamp":1e300}).
         const Json::Value &timestamp = root["timestamp"];
-        if (timestamp.isIntegral())
+        if (timestamp.isInt64())
             result.timestamp_ms = timestamp.asInt64();
-        else if (timestamp.isDouble())
+        else if (timestamp.isDouble() && timestamp.asDouble() >= -9.2e18 &&
+                 timestamp.asDouble() <= 9.2e18)
             result.timestamp_ms = static_cast<std::int64_t>(timestamp.asDouble());
     } catch (...) {
         return ApnsErrorBody{};

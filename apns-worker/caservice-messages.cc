@@ -2,6 +2,7 @@
 
 #include "xaps-error.h"
 
+#include <cstdlib>
 #include <limits>
 #include <memory>
 #include <type_traits>
@@ -17,8 +18,10 @@ struct PlistFree {
 // Owns a root node; nodes inserted into a dict or array belong to it.
 using PlistPtr = std::unique_ptr<std::remove_pointer_t<plist_t>, PlistFree>;
 
+// libplist allocates its output with malloc(); its function to free it was
+// renamed (plist_to_xml_free in 2.2, Debian 12; plist_mem_free in 2.6, Debian 13).
 struct XmlFree {
-    void operator()(char *xml) const noexcept { plist_to_xml_free(xml); }
+    void operator()(char *xml) const noexcept { std::free(xml); }
 };
 
 // Apple never answered anything near this; the HTTP client bounds it already.
@@ -166,8 +169,14 @@ CertResponse parse_response(std::string_view body) {
         throw Error(ErrorKind::invalid_input, "certificate service answer: empty or too large");
     }
     plist_t parsed = nullptr;
-    // Apple answers XML; plist_from_memory also takes the binary form.
-    plist_from_memory(body.data(), static_cast<std::uint32_t>(body.size()), &parsed);
+    // Apple answers XML; the binary form is taken too. (Not plist_from_memory:
+    // its signature differs between libplist 2.2 and 2.6.)
+    const auto size = static_cast<std::uint32_t>(body.size());
+    if (plist_is_binary(body.data(), size) != 0) {
+        plist_from_bin(body.data(), size, &parsed);
+    } else {
+        plist_from_xml(body.data(), size, &parsed);
+    }
     PlistPtr root(parsed);
     plist_t response = child(root.get(), "Response", PLIST_DICT);
     plist_t status = child(response, "Status", PLIST_DICT);

@@ -246,13 +246,14 @@ private:
     std::size_t pos_ = 0;
 };
 
-Registration decode_record(std::string_view key, std::string_view value, std::string_view path) {
+// Assigns every field, reusing the strings' capacity.
+void decode_record_into(std::string_view key, std::string_view value, std::string_view path,
+                        Registration &registration) {
     KeyParts parts = split_primary_key(key, path);
     RecordReader reader(value, path);
     if (std::uint8_t format = reader.byte(); format != record_format_version) {
         reader.corrupt("unknown format version " + std::to_string(format));
     }
-    Registration registration;
     registration.account_id = parts.account_id;
     registration.device_token = parts.device_token;
     registration.aps_version = static_cast<unsigned>(reader.varint());
@@ -265,11 +266,16 @@ Registration decode_record(std::string_view key, std::string_view value, std::st
     if (mailbox_count > value.size()) { // each mailbox takes at least one byte
         reader.corrupt("mailbox count");
     }
-    registration.mailboxes.reserve(mailbox_count);
-    for (std::uint64_t i = 0; i < mailbox_count; ++i) {
-        registration.mailboxes.emplace_back(reader.bytes());
+    registration.mailboxes.resize(mailbox_count);
+    for (std::string &mailbox : registration.mailboxes) {
+        mailbox = reader.bytes();
     }
     reader.expect_end();
+}
+
+Registration decode_record(std::string_view key, std::string_view value, std::string_view path) {
+    Registration registration;
+    decode_record_into(key, value, path, registration);
     return registration;
 }
 
@@ -404,8 +410,8 @@ private:
         return prepared;
     }
 
-    void put_in(const lmdb::Txn &txn, const Registration &registration,
-                const PreparedPut &prepared, std::int64_t now) {
+    void put_in(const lmdb::Txn &txn, const Registration &registration, const PreparedPut &prepared,
+                std::int64_t now) {
         const std::string &lower_user = prepared.lower_user;
         const std::string &key = prepared.key;
         Registration stored = registration;
@@ -455,6 +461,27 @@ public:
         return found;
     }
 
+    // Decodes into one reused Registration: after the first NOTIFYs its
+    // strings have the capacity they need, so a lookup allocates nothing.
+    void visit_user(std::string_view user, std::int64_t now,
+                    const std::function<void(const Registration &)> &visit) override {
+        auto txn = lmdb::Txn::begin(env_.get(), MDB_RDONLY, path_);
+        scratch_prefix_.assign(user);
+        for (char &c : scratch_prefix_) {
+            if (c >= 'A' && c <= 'Z') {
+                c = static_cast<char>(c - 'A' + 'a');
+            }
+        }
+        scratch_prefix_.push_back('\0');
+        for_each_with_prefix(txn, scratch_prefix_,
+                             [&](std::string_view key, std::string_view value) {
+                                 decode_record_into(key, value, path_, scratch_);
+                                 if (!expired(scratch_.last_seen, now)) {
+                                     visit(scratch_);
+                                 }
+                             });
+    }
+
     std::vector<Registration> all() override {
         std::vector<Registration> found;
         auto txn = lmdb::Txn::begin(env_.get(), MDB_RDONLY, path_);
@@ -486,6 +513,21 @@ public:
         }
         txn.commit(path_);
         return doomed.size();
+    }
+
+    std::size_t remove_gone_tokens(std::span<const GoneToken> tokens) override {
+        if (tokens.empty()) {
+            return 0;
+        }
+        auto txn = lmdb::Txn::begin(env_.get(), 0, path_);
+        std::size_t removed = 0;
+        for (const GoneToken &gone : tokens) {
+            removed += remove_token_in(txn, gone.device_token, [&gone](std::int64_t last_seen) {
+                return !gone.since || last_seen <= *gone.since;
+            });
+        }
+        txn.commit(path_);
+        return removed;
     }
 
     std::size_t remove_token(std::string_view device_token) override {
@@ -588,7 +630,12 @@ private:
 
     template <typename Visit>
     void for_each_of_user(const lmdb::Txn &txn, std::string_view lower_user, Visit visit) {
-        std::string prefix = user_prefix(lower_user);
+        for_each_with_prefix(txn, user_prefix(lower_user), visit);
+    }
+
+    // `prefix`: "lower(user) NUL", see user_prefix().
+    template <typename Visit>
+    void for_each_with_prefix(const lmdb::Txn &txn, std::string_view prefix, Visit visit) {
         auto cursor = lmdb::Cursor::open(txn, registrations_, path_);
         MDB_val key = lmdb::to_val(prefix);
         MDB_val value{};
@@ -609,6 +656,14 @@ private:
     template <typename ShouldRemove>
     std::size_t remove_token_if(std::string_view device_token, ShouldRemove should_remove) {
         auto txn = lmdb::Txn::begin(env_.get(), 0, path_);
+        std::size_t removed = remove_token_in(txn, device_token, should_remove);
+        txn.commit(path_);
+        return removed;
+    }
+
+    template <typename ShouldRemove>
+    std::size_t remove_token_in(const lmdb::Txn &txn, std::string_view device_token,
+                                ShouldRemove should_remove) {
         std::vector<std::string> keys;
         {
             auto cursor = lmdb::Cursor::open(txn, by_token_, path_);
@@ -635,7 +690,6 @@ private:
                 ++removed;
             }
         }
-        txn.commit(path_);
         return removed;
     }
 
@@ -685,6 +739,8 @@ private:
     MDB_dbi registrations_ = 0;
     MDB_dbi by_token_ = 0;
     MDB_dbi by_last_seen_ = 0;
+    Registration scratch_;       // visit_user's decoded record
+    std::string scratch_prefix_; // visit_user's "lower(user) NUL"
 };
 
 } // namespace

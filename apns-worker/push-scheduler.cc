@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <exception>
+#include <optional>
 
 namespace xaps {
 
@@ -70,18 +71,22 @@ PushScheduler::PushScheduler(EventLoop &loop, RegistrationStore &store, PushSend
     : loop_(loop), store_(store), sender_(sender), settings_(settings),
       unix_now_(std::move(unix_now)) {}
 
-PushScheduler::~PushScheduler() = default;
+// Gone devices still queued are removed now: the worker is stopping, and a
+// removal lost here would only cost another 410, but costs nothing to keep.
+PushScheduler::~PushScheduler() {
+    remove_gone();
+}
 
 void PushScheduler::notify(std::string_view user, std::string_view mailbox,
                            std::span<const std::string> events) {
     ++counters_.notifies;
     bool now = std::any_of(events.begin(), events.end(),
                            [](const std::string &event) { return is_new_mail_event(event); });
-    for (const auto &registration : store_.find_user(user, unix_now_())) {
+    store_.visit_user(user, unix_now_(), [&](const Registration &registration) {
         if (wants_mailbox(registration, mailbox)) {
             schedule(registration, now);
         }
-    }
+    });
 }
 
 void PushScheduler::schedule(const Registration &registration, bool now) {
@@ -165,7 +170,7 @@ void PushScheduler::on_push_done(const std::string &key, const PushOutcome &outc
         Device &device = it->second;
         device.in_flight = false;
         --counters_.in_flight;
-        record_outcome(device.push.device_token, outcome);
+        record_outcome(device.push.device_token, outcome, false);
         // A gone device gets no follow-up, even if it re-registered after
         // Apple's timestamp and so was kept: its next event pushes again.
         if (!device.dirty || outcome.result == PushOutcome::Result::device_gone) {
@@ -187,30 +192,67 @@ void PushScheduler::on_push_done(const std::string &key, const PushOutcome &outc
     }
 }
 
-std::size_t PushScheduler::record_outcome(const std::string &device_token,
-                                          const PushOutcome &outcome) noexcept {
+void PushScheduler::record_outcome(const std::string &device_token, const PushOutcome &outcome,
+                                   bool remove_now) noexcept {
     if (outcome.result == PushOutcome::Result::delivered) {
         ++counters_.pushes_delivered;
-        return 0;
+        return;
     }
     ++counters_.pushes_failed;
     if (outcome.result != PushOutcome::Result::device_gone) {
-        return 0;
+        return;
     }
     try {
-        // Apple's milliseconds to the store's seconds, rounded down: a
-        // registration seen in that same second counts as seen before.
-        std::size_t removed = outcome.unregistered_at_ms
-                                  ? store_.remove_token_unless_seen_since(
-                                        device_token, *outcome.unregistered_at_ms / 1000)
-                                  : store_.remove_token(device_token);
-        counters_.devices_removed += removed;
-        return removed;
+        queue_removal(device_token, outcome);
+        if (remove_now) {
+            remove_gone();
+        }
     } catch (...) {
         ++counters_.errors;
         report_error("removing gone device " + device_token +
                      " failed: " + describe_current_exception());
-        return 0;
+    }
+}
+
+void PushScheduler::queue_removal(const std::string &device_token, const PushOutcome &outcome) {
+    // Apple's milliseconds to the store's seconds, rounded down: a
+    // registration seen in that same second counts as seen before.
+    std::optional<std::int64_t> since;
+    if (outcome.unregistered_at_ms) {
+        since = *outcome.unregistered_at_ms / 1000;
+    }
+    gone_.push_back(RegistrationStore::GoneToken{device_token, since});
+    const std::chrono::milliseconds delay = gone_.size() >= settings_.max_removal_batch
+                                                ? std::chrono::milliseconds(0)
+                                                : settings_.removal_delay;
+    if (!removal_timer_ || delay < removal_timer_delay_) {
+        removal_timer_delay_ = delay;
+        removal_timer_ = loop_.call_after(delay, [this] { remove_gone(); });
+    }
+}
+
+void PushScheduler::remove_gone() noexcept {
+    std::vector<RegistrationStore::GoneToken> batch;
+    batch.swap(gone_);
+    // Destroys this very callback when called from it: only locals from here on.
+    removal_timer_.reset();
+    if (batch.empty()) {
+        return;
+    }
+    try {
+        ++counters_.removal_commits;
+        counters_.devices_removed += store_.remove_gone_tokens(batch);
+    } catch (...) {
+        counters_.errors += batch.size();
+        std::string tokens;
+        for (const auto &gone : batch) {
+            tokens += (tokens.empty() ? "" : ", ") + gone.device_token;
+            if (tokens.size() > 200) {
+                tokens += ", ...";
+                break;
+            }
+        }
+        report_error("removing gone device " + tokens + " failed: " + describe_current_exception());
     }
 }
 
@@ -252,7 +294,8 @@ void PushScheduler::on_test_push_done(const std::shared_ptr<TestRun> &run, std::
                                       const PushOutcome &outcome) noexcept {
     try {
         --counters_.in_flight;
-        record_outcome(run->results[index].first.device_token, outcome);
+        // At once: the admin who asked expects the removal done when told.
+        record_outcome(run->results[index].first.device_token, outcome, true);
         run->results[index].second = outcome;
         if (--run->unanswered == 0) {
             run->done(std::move(run->results));

@@ -13,7 +13,9 @@
 //     after `delay`.
 //   * device_gone answers remove the token's registrations from the store
 //     (unless they were seen again after Apple's 410 timestamp) and end the
-//     device's state: no follow-up push for events that came in flight.
+//     device's state: no follow-up push for events that came in flight. The
+//     removals of notify() pushes are batched (see removal_delay); those of
+//     test() are done before its `done` is called.
 // Memory is bounded: at most max_pending devices are tracked (pending or in
 // flight); events for further devices are dropped and counted. Nothing here
 // blocks, and no exception leaves an EventLoop or PushSender callback.
@@ -40,6 +42,13 @@ namespace xaps {
 struct PushSchedulerSettings {
     std::chrono::milliseconds delay{std::chrono::seconds(30)}; // xaps_delay
     std::size_t max_pending = 100000;
+    // Gone devices (410) are removed from the store in batches, one commit
+    // for all that came in within this window (a commit costs two fsyncs,
+    // which would stall pushing if paid per 410). Nothing is promised about
+    // when a removal is durable: one lost in a crash only costs another 410.
+    std::chrono::milliseconds removal_delay{100};
+    // A batch this large is committed at the end of the event-loop turn.
+    std::size_t max_removal_batch = 1000;
 };
 
 // Unix seconds from the system clock: the store's notion of "now".
@@ -76,6 +85,10 @@ public:
         std::uint64_t pushes_failed = 0;
         // Registrations removed after device_gone answers.
         std::uint64_t devices_removed = 0;
+        // Store commits that removed gone devices (one per batch).
+        std::uint64_t removal_commits = 0;
+        // Gone tokens waiting for their batch's commit.
+        std::size_t removals_pending = 0;
         // Device events merged into a pending or in-flight push.
         std::uint64_t coalesced = 0;
         // Device events dropped because max_pending devices were tracked.
@@ -87,7 +100,11 @@ public:
         // Pushes handed to the sender and not yet answered.
         std::size_t in_flight = 0;
     };
-    Counters counters() const { return counters_; }
+    Counters counters() const {
+        Counters counters = counters_;
+        counters.removals_pending = gone_.size();
+        return counters;
+    }
 
     // Where failures that happen inside callbacks are reported (they cannot be
     // thrown to anyone). By default they are only counted.
@@ -112,10 +129,12 @@ private:
     void on_test_push_done(const std::shared_ptr<TestRun> &run, std::size_t index,
                            const PushOutcome &outcome) noexcept;
     void finish_test_later(std::shared_ptr<TestRun> run);
-    // Counts the outcome and removes a gone device's registrations; returns
-    // how many were removed.
-    std::size_t record_outcome(const std::string &device_token,
-                               const PushOutcome &outcome) noexcept;
+    // Counts the outcome; a gone device's registrations are removed at once
+    // (`remove_now`) or queued for the next batch.
+    void record_outcome(const std::string &device_token, const PushOutcome &outcome,
+                        bool remove_now) noexcept;
+    void queue_removal(const std::string &device_token, const PushOutcome &outcome);
+    void remove_gone() noexcept;
     void report_error(std::string_view message) noexcept;
 
     EventLoop &loop_;
@@ -127,6 +146,9 @@ private:
     Counters counters_;
     // Key: account_id NUL device_token.
     std::unordered_map<std::string, Device> devices_;
+    std::vector<RegistrationStore::GoneToken> gone_; // waiting for remove_gone()
+    std::unique_ptr<EventLoop::Watch> removal_timer_;
+    std::chrono::milliseconds removal_timer_delay_{0};
     std::unordered_map<std::uint64_t, std::unique_ptr<EventLoop::Watch>> deferred_;
     std::uint64_t next_deferred_id_ = 0;
     // Sender callbacks may outlive the scheduler; they hold this weakly.

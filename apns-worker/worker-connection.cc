@@ -45,6 +45,40 @@ RequestHandler::Reply reply_to(std::uint64_t serial) {
     };
 }
 
+// A peer that sends requests and never reads the replies (a stuck or hostile
+// process that can reach the socket) would make the worker buffer replies
+// without bound: output_max_size is unlimited so that no reply is ever cut.
+// Past this much unsent output the connection stops reading requests until
+// the peer has taken most of it. Found by tests/e2e/test-e2e-security.cc
+// (APeerThatNeverReadsCannotGrowTheWorker): 128 MiB in 4 s before.
+constexpr std::size_t output_high_water = 2 * protocol::max_line_length;
+
+int worker_connection_flush(void *context) noexcept {
+    auto *conn = &static_cast<struct worker_connection *>(context)->conn;
+    const int ret = o_stream_flush(conn->output);
+    // On an error too: reading again lets the connection API notice the
+    // peer is gone and destroy the connection.
+    if (conn->io == nullptr && !conn->disconnected &&
+        (ret < 0 || o_stream_get_buffer_used_size(conn->output) < output_high_water / 2)) {
+        connection_input_resume(conn);
+        // Requests already read wait in the input buffer.
+        i_stream_set_input_pending(conn->input, TRUE);
+    }
+    return ret;
+}
+
+// Returns 0 (stop processing input for now) when the peer must read first.
+int halt_input_while_output_full(struct worker_connection *wconn) {
+    struct connection *conn = &wconn->conn;
+    if (o_stream_get_buffer_used_size(conn->output) < output_high_water) {
+        return 1;
+    }
+    connection_input_halt(conn);
+    o_stream_set_flush_callback(conn->output, worker_connection_flush, wconn);
+    o_stream_set_flush_pending(conn->output, TRUE);
+    return 0;
+}
+
 int worker_connection_input_args(struct connection *conn, const char *const *args) noexcept {
     auto *wconn = reinterpret_cast<struct worker_connection *>(conn);
     std::vector<std::string> fields;
@@ -63,7 +97,7 @@ int worker_connection_input_args(struct connection *conn, const char *const *arg
     } catch (...) {
         return -1;
     }
-    return 1;
+    return halt_input_while_output_full(wconn);
 }
 
 void worker_connection_destroy(struct connection *conn) noexcept {

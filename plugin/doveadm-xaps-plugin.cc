@@ -3,31 +3,6 @@
 // register the `doveadm xaps ...` commands.
 #include "dovecot-cxx.h"
 #include "doveadm-xaps-cmd.h"
-#include "xaps-plugin.h"
-
-namespace xaps::plugin {
-
-namespace {
-
-struct event_category xaps_event_category = {
-    .parent = nullptr,
-    .name = "xaps",
-    .internal = nullptr,
-};
-
-} // namespace
-
-// The worker client (xaps-worker-client.cc) logs through this. The mail
-// plugin defines it in xaps-plugin.cc, which this module does not link: the
-// same category and prefix, so both log alike.
-struct event *create_event(struct event *parent) {
-    struct event *event = event_create(parent);
-    event_add_category(event, &xaps_event_category);
-    event_set_append_log_prefix(event, "xaps: ");
-    return event;
-}
-
-} // namespace xaps::plugin
 
 // The symbols doveadm's module loader looks up; everything else is hidden.
 #define XAPS_EXPORT __attribute__((visibility("default")))

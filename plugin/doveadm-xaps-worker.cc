@@ -11,10 +11,7 @@
 namespace xaps::doveadm {
 
 XapsSettings read_settings() {
-    return read_xaps_settings([](std::string_view name) -> std::optional<std::string> {
-        const char *value = doveadm_plugin_getenv(std::string(name).c_str());
-        return value == nullptr ? std::nullopt : std::optional<std::string>(value);
-    });
+    return read_xaps_settings(dovecot::doveadm_setting_lookup());
 }
 
 std::string worker_socket_path() {

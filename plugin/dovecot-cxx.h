@@ -40,6 +40,9 @@ extern "C" {
 #include "module-dir.h"
 #include "restrict-access.h"
 #include "settings-parser.h"
+#if DOVECOT_PREREQ(2, 4, 0)
+#include "settings.h" // settings_get(): typed settings
+#endif
 #include "master-service.h"
 #include "master-service-settings.h"
 #include "mail-user.h"
@@ -76,27 +79,79 @@ extern "C" {
 #include "askpass.h" // doveadm xaps hash-password
 }
 
+#include "dovecot-settings.h"
+
+#include <optional>
+#include <string>
+#include <string_view>
+
 // ---------------------------------------------------------------------------
-// Version switches. Dovecot 2.3 is what we build and test against (Debian 12).
-// Dovecot 2.4 removed plugin { } settings (typed settings instead), changed the
-// push_notification driver init and event init signatures and moved doveadm's
-// headers; each difference gets a compat function here when 2.4 is supported.
-#if DOVECOT_PREREQ(2, 4, 0)
-#error "dovecot-xaps supports Dovecot 2.3 only so far: add the 2.4 switches in dovecot-cxx.h"
+// Version switches: Dovecot 2.3 (Debian 12) and 2.4 (Debian 13). The xaps_*
+// settings' declaration and the worker's reading of them are in
+// dovecot-settings.cc; everything else that differs is here.
+#if !DOVECOT_PREREQ(2, 3, 0) || DOVECOT_PREREQ(2, 5, 0)
+#error "dovecot-xaps supports Dovecot 2.3 and 2.4"
 #endif
 
 namespace xaps::dovecot {
 
-// A plugin { } setting of the user, or nullptr when unset. On 2.4 this
-// becomes a typed settings lookup under the same names.
-inline const char *user_setting(struct mail_user *user, const char *name) {
-    return mail_user_plugin_getenv(user, name);
+// The xaps_* settings as this mail user sees them. 2.3: the user's
+// plugin { } keys. 2.4: the declared settings, for the user's event.
+inline SettingLookup user_setting_lookup(struct mail_user *user) {
+#if DOVECOT_PREREQ(2, 4, 0)
+    return event_setting_lookup(user->event);
+#else
+    return [user](std::string_view name) -> std::optional<std::string> {
+        const char *value = mail_user_plugin_getenv(user, std::string(name).c_str());
+        return value == nullptr ? std::nullopt : std::optional<std::string>(value);
+    };
+#endif
 }
 
-// Subscribes a push_notification driver transaction to one event.
+// The xaps_* settings as doveadm sees them (only in doveadm: 2.3 calls
+// doveadm's own doveadm_plugin_getenv()).
+inline SettingLookup doveadm_setting_lookup() {
+#if DOVECOT_PREREQ(2, 4, 0)
+    return event_setting_lookup(master_service_get_event(master_service));
+#else
+    return [](std::string_view name) -> std::optional<std::string> {
+        const char *value = doveadm_plugin_getenv(std::string(name).c_str());
+        return value == nullptr ? std::nullopt : std::optional<std::string>(value);
+    };
+#endif
+}
+
+// A push_notification driver's init in the shape each version calls it:
+// `init` gets the user, the pool for its context, and the error out-parameter.
+// 2.3 adds the driver's key=value config (xaps has none: everything is in the
+// xaps_* settings); 2.4 adds the name of the push_notification filter.
+using PushDriverInit = int (*)(struct mail_user *user, pool_t pool, void **context_r,
+                               const char **error_r) noexcept;
+
+#if DOVECOT_PREREQ(2, 4, 0)
+template <PushDriverInit init>
+int push_driver_init(struct mail_user *user, pool_t pool, const char * /*filter_name*/,
+                     void **context_r, const char **error_r) noexcept {
+    return init(user, pool, context_r, error_r);
+}
+#else
+template <PushDriverInit init>
+int push_driver_init(struct push_notification_driver_config * /*config*/, struct mail_user *user,
+                     pool_t pool, void **context_r, const char **error_r) noexcept {
+    return init(user, pool, context_r, error_r);
+}
+#endif
+
+// Subscribes a push_notification driver transaction to one event. 2.4 logs
+// the event's processing through log_event.
 inline void push_event_init(struct push_notification_driver_txn *dtxn, const char *event_name,
-                            void *config) {
+                            void *config, struct event *log_event) {
+#if DOVECOT_PREREQ(2, 4, 0)
+    push_notification_event_init(dtxn, event_name, config, log_event);
+#else
+    (void)log_event;
     push_notification_event_init(dtxn, event_name, config);
+#endif
 }
 
 } // namespace xaps::dovecot

@@ -110,9 +110,8 @@ void remember(struct push_notification_driver_txn *dtxn, const char *mailbox, Ev
     txn->mailboxes = entry;
 }
 
-int driver_init(struct push_notification_driver_config *config, struct mail_user *user, pool_t pool,
-                void **context, const char **error_r) noexcept {
-    (void)config; // everything comes from xaps_* settings
+// Everything comes from the xaps_* settings: the driver has no config of its own.
+int driver_init(struct mail_user *user, pool_t pool, void **context, const char **error_r) noexcept {
     try {
         UserSettings settings = read_user_settings(user);
         auto *duser = p_new(pool, struct xaps_driver_user, 1);
@@ -135,6 +134,7 @@ int driver_init(struct push_notification_driver_config *config, struct mail_user
 
 bool driver_begin_txn(struct push_notification_driver_txn *dtxn) noexcept {
     pool_t pool = dtxn->ptxn->pool;
+    auto *duser = static_cast<struct xaps_driver_user *>(dtxn->duser->context);
     // MessageNew/MessageAppend record event data only when asked for some
     // message field; mail flags are the cheapest (from the index).
     auto *new_config = p_new(pool, struct push_notification_event_messagenew_config, 1);
@@ -148,7 +148,7 @@ bool driver_begin_txn(struct push_notification_driver_txn *dtxn) noexcept {
         } else if (std::strcmp(name, "MessageAppend") == 0) {
             event_config = append_config;
         }
-        dovecot::push_event_init(dtxn, name, event_config);
+        dovecot::push_event_init(dtxn, name, event_config, duser->event);
     }
     dtxn->context = p_new(pool, struct xaps_driver_txn, 1);
     return TRUE;
@@ -209,7 +209,7 @@ const struct push_notification_driver xaps_driver = {
     .name = "xaps",
     .v =
         {
-            .init = driver_init,
+            .init = dovecot::push_driver_init<driver_init>,
             .begin_txn = driver_begin_txn,
             .process_mbox = driver_process_mbox,
             .process_msg = driver_process_msg,

@@ -144,9 +144,11 @@ bool enabled_for(struct mail_user *user, const UserSettings &settings, struct ev
     if (settings.has_credential()) {
         return true;
     }
+    // Debug only: every login is a new imap process, and the worker already
+    // logs the one line that tells the admin what to configure.
     if (!missing_credential_logged) {
         missing_credential_logged = true;
-        e_info(event, "XAPPLEPUSHSERVICE is not offered: no APNs credential is configured. "
+        e_debug(event, "XAPPLEPUSHSERVICE is not offered: no APNs credential is configured. "
                       "Set xaps_apns_cert_file (with xaps_apns_key_file), xaps_apns_p12_file, "
                       "or xaps_apns_token_key_file (with xaps_apns_key_id, xaps_apns_team_id "
                       "and xaps_apns_topic) in plugin { }");

@@ -13,23 +13,10 @@ namespace {
 
 struct module *loaded_module = nullptr;
 
-struct event_category xaps_event_category = {
-    .parent = nullptr,
-    .name = "xaps",
-    .internal = nullptr,
-};
-
 } // namespace
 
 struct module *plugin_module() noexcept {
     return loaded_module;
-}
-
-struct event *create_event(struct event *parent) {
-    struct event *event = event_create(parent);
-    event_add_category(event, &xaps_event_category);
-    event_set_append_log_prefix(event, "xaps: ");
-    return event;
 }
 
 } // namespace xaps::plugin

@@ -27,10 +27,7 @@ std::optional<std::string> userdb_field(struct mail_user *user, std::string_view
 
 UserSettings read_user_settings(struct mail_user *user) {
     UserSettings settings;
-    settings.xaps = read_xaps_settings([user](std::string_view name) -> std::optional<std::string> {
-        const char *value = dovecot::user_setting(user, std::string(name).c_str());
-        return value == nullptr ? std::nullopt : std::optional<std::string>(value);
-    });
+    settings.xaps = read_xaps_settings(dovecot::user_setting_lookup(user));
     settings.socket_path = resolve_socket_path(settings.xaps, user->set->base_dir);
 
     settings.push_user = user->username;

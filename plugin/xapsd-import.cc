@@ -8,6 +8,7 @@
 #include <cerrno>
 #include <chrono>
 #include <cstring>
+#include <exception>
 #include <fstream>
 #include <memory>
 
@@ -281,7 +282,16 @@ XapsdDatabase parse_xapsd_database(std::string_view json_text, const XapsdImport
     std::unique_ptr<Json::CharReader> reader(builder.newCharReader());
     Json::Value root;
     std::string errors;
-    if (!reader->parse(json_text.data(), json_text.data() + json_text.size(), &root, &errors)) {
+    bool parsed = false;
+    try {
+        parsed =
+            reader->parse(json_text.data(), json_text.data() + json_text.size(), &root, &errors);
+    } catch (const std::exception &e) {
+        // jsoncpp throws (std::runtime_error) instead of reporting nesting
+        // deeper than its stack limit: found by fuzz-xapsd-import.
+        errors = e.what();
+    }
+    if (!parsed) {
         while (!errors.empty() && (errors.back() == '\n' || errors.back() == ' ')) {
             errors.pop_back();
         }

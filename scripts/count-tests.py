@@ -6,9 +6,13 @@ none ran. A GoogleTest executable counts as its individual test cases (from
 the XML report meson has it write); one that crashed, timed out or failed
 without a failing case in its report counts as one failed test. Any other
 test counts as one. With --clean, removes the GoogleTest XML reports left
-by an earlier run instead.
+by an earlier run instead. With --extra-log, also counts the entries of
+another meson test log (such as scripts/package-test.sh's, which adds one
+failed entry for each of its own steps that failed); a missing one counts as
+one failed test.
 """
 
+import argparse
 import json
 import os
 import subprocess
@@ -47,7 +51,10 @@ def count_gtest_cases(report_path):
 
 
 def last_run_results(build_dir):
-    path = os.path.join(build_dir, "meson-logs", "testlog.json")
+    return read_testlog(os.path.join(build_dir, "meson-logs", "testlog.json"))
+
+
+def read_testlog(path):
     results = []
     with open(path, encoding="utf-8") as log:
         for line in log:
@@ -60,12 +67,15 @@ def last_run_results(build_dir):
 
 
 def main(argv):
-    clean = "--clean" in argv
-    args = [arg for arg in argv if arg != "--clean"]
-    build_dir = args[0] if args else "build"
+    parser = argparse.ArgumentParser(description="Counts the test cases of a meson test run.")
+    parser.add_argument("build_dir", nargs="?", default="build")
+    parser.add_argument("--clean", action="store_true")
+    parser.add_argument("--extra-log", action="append", default=[], metavar="JSON")
+    options = parser.parse_args(argv)
+    build_dir = options.build_dir
     tests = introspect_tests(build_dir)
 
-    if clean:
+    if options.clean:
         for test in tests.values():
             if test.get("protocol") == "gtest":
                 try:
@@ -75,7 +85,14 @@ def main(argv):
         return 0
 
     passed = failed = skipped = 0
-    for name, result in last_run_results(build_dir):
+    results = last_run_results(build_dir)
+    for path in options.extra_log:
+        if os.path.exists(path):
+            results += read_testlog(path)
+        else:
+            print(f"{path}: missing", file=sys.stderr)
+            failed += 1
+    for name, result in results:
         test = tests.get(name, {})
         report = gtest_report_path(build_dir, test) if test else None
         if test.get("protocol") == "gtest" and report and os.path.exists(report):

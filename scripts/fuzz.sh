@@ -28,12 +28,27 @@ build=$(cd "$build" && pwd)
 # The code under test of each target, besides tests/fuzz/<target>.cc.
 sources_of() {
   case $1 in
-  fuzz-xaps-request) echo plugin/xaps-request.cc ;;
+  fuzz-xaps-request) echo plugin/xaps-request.cc common/text-checks.cc ;;
   fuzz-worker-protocol) echo common/worker-protocol.cc common/tab-escape.cc common/xaps-error.cc ;;
+  fuzz-apns-response) echo apns-worker/apns-payload.cc common/text-checks.cc ;;
+  fuzz-xapsd-import) echo plugin/xapsd-import.cc common/text-checks.cc common/xaps-error.cc ;;
+  fuzz-caservice-response)
+    echo apns-worker/caservice-messages.cc apns-worker/caservice-crypto.cc \
+      apns-worker/credential-file.cc common/xaps-error.cc
+    ;;
   *) return 1 ;;
   esac
 }
-targets="fuzz-xaps-request fuzz-worker-protocol"
+# The libraries each target links (pkg-config names), besides the sanitizers.
+packages_of() {
+  case $1 in
+  fuzz-apns-response | fuzz-xapsd-import) echo jsoncpp ;;
+  fuzz-caservice-response) echo libplist-2.0 openssl ;;
+  *) echo "" ;;
+  esac
+}
+targets="fuzz-xaps-request fuzz-worker-protocol fuzz-apns-response fuzz-xapsd-import"
+targets="$targets fuzz-caservice-response"
 
 cxxflags="-std=gnu++20 -O1 -g -fno-omit-frame-pointer
   -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all
@@ -82,10 +97,13 @@ for target in $targets; do
   rm -rf "$work.corpus" "$work.artifacts"
   mkdir -p "$work.corpus" "$work.artifacts"
 
+  packages=$(packages_of "$target")
+  package_flags=""
+  [ -z "$packages" ] || package_flags=$(pkg-config --cflags --libs $packages)
   # shellcheck disable=SC2046,SC2086 # the lists are meant to split into words
-  clang++ $cxxflags -Icommon -Iplugin -Itests/fuzz \
+  clang++ $cxxflags -Icommon -Iplugin -Iapns-worker -Itests/fuzz \
     "tests/fuzz/$target.cc" tests/fuzz/fuzz-invariant-abort.cc $(sources_of "$target") \
-    -o "$work"
+    $package_flags -o "$work"
 
   seeds=0
   for dir in "tests/fuzz/corpus/$target" "tests/fuzz/regressions/$target"; do

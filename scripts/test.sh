@@ -1,6 +1,7 @@
 #!/bin/sh
-# Builds, runs every test suite (unit and e2e; e2e needs root), and ends with
-# one line "N passed, M failed" counting individual GoogleTest test cases.
+# Builds, runs every test suite (unit and e2e; e2e needs root), then the
+# package test (scripts/package-test.sh), and ends with one line
+# "N passed, M failed" counting individual GoogleTest test cases.
 # Exits non-zero if any test failed or none ran.
 set -eu
 cd "$(dirname "$0")/.."
@@ -12,9 +13,23 @@ sh scripts/build.sh
 python3 scripts/count-tests.py --clean build
 
 status=0
-meson test -C build --print-errorlogs || status=$?
+# The package suite runs below, against the installed .deb.
+meson test -C build --no-suite package --print-errorlogs || status=$?
 
-if ! python3 scripts/count-tests.py build && [ "$status" = 0 ]; then
+# Builds the .deb, installs it, runs the package suite, purges it again.
+# XAPS_SKIP_PACKAGE_TEST=1 skips it (it takes minutes and needs root).
+package_log=""
+if [ "${XAPS_SKIP_PACKAGE_TEST:-0}" = 1 ]; then
+  echo "package test skipped (XAPS_SKIP_PACKAGE_TEST=1)"
+elif [ "$(id -u)" != 0 ]; then
+  echo "package test skipped: installing the package needs root"
+else
+  sh scripts/package-test.sh build || status=$?
+  package_log="--extra-log build/meson-logs/package-testlog.json"
+fi
+
+# shellcheck disable=SC2086 # $package_log is empty or two words
+if ! python3 scripts/count-tests.py build $package_log && [ "$status" = 0 ]; then
   status=1
 fi
 exit "$status"

@@ -15,9 +15,12 @@
 #include <vector>
 
 // Each target's LLVMFuzzerTestOneInput, renamed at compile time (meson.build)
-// so that both link into one executable.
+// so that all link into one executable.
 extern "C" int fuzz_xaps_request_one_input(const std::uint8_t *data, std::size_t size);
 extern "C" int fuzz_worker_protocol_one_input(const std::uint8_t *data, std::size_t size);
+extern "C" int fuzz_apns_response_one_input(const std::uint8_t *data, std::size_t size);
+extern "C" int fuzz_xapsd_import_one_input(const std::uint8_t *data, std::size_t size);
+extern "C" int fuzz_caservice_response_one_input(const std::uint8_t *data, std::size_t size);
 
 namespace xaps::fuzz {
 
@@ -91,6 +94,18 @@ TEST(FuzzRegressions, XapsRequest) {
 
 TEST(FuzzRegressions, WorkerProtocol) {
     replay_all("fuzz-worker-protocol", fuzz_worker_protocol_one_input);
+}
+
+TEST(FuzzRegressions, ApnsResponse) {
+    replay_all("fuzz-apns-response", fuzz_apns_response_one_input);
+}
+
+TEST(FuzzRegressions, XapsdImport) {
+    replay_all("fuzz-xapsd-import", fuzz_xapsd_import_one_input);
+}
+
+TEST(FuzzRegressions, CaserviceResponse) {
+    replay_all("fuzz-caservice-response", fuzz_caservice_response_one_input);
 }
 
 } // namespace

@@ -123,8 +123,12 @@ std::unique_ptr<EVP_PKEY, PkeyDeleter> next_quick_key() {
     PkeyPtr &key = keys[index];
     if (!key) {
         std::string path = std::string(XAPS_TEST_PKI_DIR) + "/" + names[index];
-        std::unique_ptr<FILE, decltype(&std::fclose)> file(std::fopen(path.c_str(), "r"),
-                                                           std::fclose);
+        // A deleter type, not decltype(&std::fclose): glibc 2.41 (Debian 13)
+        // gives fclose attributes that a template argument drops (-Wignored-attributes).
+        struct FileClose {
+            void operator()(FILE *f) const noexcept { std::fclose(f); }
+        };
+        std::unique_ptr<FILE, FileClose> file(std::fopen(path.c_str(), "r"));
         if (file) {
             key.reset(PEM_read_PrivateKey(file.get(), nullptr, nullptr, nullptr));
         }

@@ -156,14 +156,20 @@ std::string plist_xml(plist_t root) {
     std::uint32_t length = 0;
     plist_to_xml(root, &xml, &length);
     std::string out(xml ? xml : "", xml ? length : 0);
-    plist_to_xml_free(xml);
+    std::free(xml); // plist_to_xml_free (libplist 2.2) was renamed plist_mem_free (2.6)
     return out;
 }
 
 PlistPtr parse_plist(std::string_view data) {
     plist_t root = nullptr;
     if (!data.empty()) {
-        plist_from_memory(data.data(), static_cast<std::uint32_t>(data.size()), &root);
+        // plist_from_memory's signature differs between libplist 2.2 and 2.6.
+        const auto size = static_cast<std::uint32_t>(data.size());
+        if (plist_is_binary(data.data(), size) != 0) {
+            plist_from_bin(data.data(), size, &root);
+        } else {
+            plist_from_xml(data.data(), size, &root);
+        }
     }
     return PlistPtr(root);
 }

@@ -7,11 +7,14 @@
 #include <atomic>
 #include <cerrno>
 #include <csignal>
+#include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <fcntl.h>
 #include <filesystem>
 #include <fstream>
 #include <sstream>
+#include <string_view>
 #include <sys/prctl.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
@@ -31,6 +34,11 @@ constexpr const char *stock_module_dir = "/usr/lib/dovecot/modules";
 constexpr const char *stock_modules[] = {"lib15_notify_plugin.so",
                                          "lib20_push_notification_plugin.so"};
 constexpr auto stop_timeout = std::chrono::seconds(20);
+// Dovecot 2.4's config process learns settings only from modules here (a
+// compiled-in path), and refuses the xaps_* settings without ours.
+constexpr const char *settings_module_dir = "/usr/lib/dovecot/modules/settings";
+// The built libxaps_settings.so (Dovecot 2.4), empty on 2.3 (tests/support/meson.build).
+constexpr const char *built_settings_module = XAPS_SETTINGS_MODULE_PATH;
 
 std::string read_file(const std::string &path) {
     std::ifstream in(path, std::ios::binary);
@@ -81,12 +89,86 @@ std::string describe_wait_status(int status) {
     return "stopped";
 }
 
+// scripts/sanitize.sh sets XAPS_TEST_SANITIZER=1 and runs the tests with
+// the ASan runtime in LD_PRELOAD: the plugin is instrumented but runs inside
+// Dovecot's own binaries, which get the runtime through import_environment,
+// and ASan's shadow memory needs an unlimited address space (vsz_limit 0).
+bool sanitizer_run() {
+    const char *value = std::getenv("XAPS_TEST_SANITIZER");
+    return value != nullptr && std::string_view(value) == "1";
+}
+
+// "2.3.19.1 (9b53102964)", "2.4.1-4 (7d8c0e5759)".
+DovecotVersion parse_dovecot_version(const std::string &text) {
+    DovecotVersion version;
+    if (std::sscanf(text.c_str(), "%d.%d", &version.major, &version.minor) != 2) {
+        throw Error(ErrorKind::internal, "cannot tell the Dovecot version from '" + text + "'");
+    }
+    return version;
+}
+
+DovecotVersion read_dovecot_version() {
+    const std::string command = std::string(dovecot_binary) + " --version 2>&1";
+    FILE *pipe = ::popen(command.c_str(), "r");
+    if (pipe == nullptr) {
+        throw Error(ErrorKind::internal, "cannot run " + command);
+    }
+    std::string output;
+    char buffer[256];
+    while (std::fgets(buffer, sizeof(buffer), pipe) != nullptr) {
+        output += buffer;
+    }
+    ::pclose(pipe);
+    return parse_dovecot_version(output);
+}
+
+// Copies the built settings module into settings_module_dir unless the same
+// file is there already; rename() so that a config process starting meanwhile
+// sees the old file or the new one, never half of it.
+void install_settings_module() {
+    const std::string installed = std::string(settings_module_dir) + "/" +
+                                  fs::path(built_settings_module).filename().string();
+    if (!fs::exists(built_settings_module)) {
+        throw Error(ErrorKind::config,
+                    std::string("the xaps settings module is not built: ") + built_settings_module);
+    }
+    if (read_file(installed) == read_file(built_settings_module)) {
+        return;
+    }
+    fs::create_directories(settings_module_dir);
+    const std::string temporary = installed + ".tmp-" + std::to_string(::getpid());
+    std::error_code error;
+    fs::copy_file(built_settings_module, temporary, fs::copy_options::overwrite_existing, error);
+    if (error || ::chmod(temporary.c_str(), 0644) < 0 ||
+        ::rename(temporary.c_str(), installed.c_str()) < 0) {
+        ::unlink(temporary.c_str());
+        throw Error(ErrorKind::config, "cannot install " + installed);
+    }
+}
+
+// Dovecot 2.4 takes a value in double quotes as it is, %{variables} expanded.
+std::string quoted(const std::string &value) {
+    std::string out = "\"";
+    for (char c : value) {
+        if (c == '"' || c == '\\') {
+            out += '\\';
+        }
+        out += c;
+    }
+    return out + "\"";
+}
+
 bool is_socket(const std::string &path) {
     struct stat st {};
     return ::stat(path.c_str(), &st) == 0 && S_ISSOCK(st.st_mode);
 }
 
 } // namespace
+
+const DovecotVersion &installed_dovecot_version() {
+    static const DovecotVersion version = read_dovecot_version();
+    return version;
+}
 
 DovecotInstance::DovecotInstance(DovecotOptions options)
     : options_(std::move(options)), dir_(std::make_unique<TemporaryDirectory>()),
@@ -134,6 +216,9 @@ void DovecotInstance::prepare_directory() {
             throw Error(ErrorKind::config, "the xaps plugin is not built: " + plugin.string());
         }
         fs::create_symlink(plugin, module_dir + "/" + plugin.filename().string());
+    }
+    if (installed_dovecot_version().at_least(2, 4)) {
+        install_settings_module();
     }
     if (has_worker() && !fs::exists(options_.worker_path)) {
         throw Error(ErrorKind::config, "xaps-worker is not built: " + options_.worker_path);
@@ -184,6 +269,9 @@ std::map<std::string, std::string> DovecotInstance::plugin_settings() const {
 }
 
 std::string DovecotInstance::config_text() const {
+    if (installed_dovecot_version().at_least(2, 4)) {
+        return config_text_2_4();
+    }
     const std::string uid = std::to_string(mail_user_.uid);
     const std::string gid = std::to_string(mail_user_.gid);
     const std::string mail_plugins =
@@ -199,6 +287,10 @@ std::string DovecotInstance::config_text() const {
          << "ssl = no\n"
          << "disable_plaintext_auth = no\n"
          << "auth_mechanisms = plain\n"
+         << (sanitizer_run() ? "import_environment = TZ CORE_OUTOFMEM CORE_ERROR LD_PRELOAD "
+                               "ASAN_OPTIONS UBSAN_OPTIONS LSAN_OPTIONS\n"
+                               "default_vsz_limit = 0\n"
+                             : "")
          // alice@example.com (an LMTP recipient) and alice are the same user.
          << "auth_username_format = %Ln\n"
          << "first_valid_uid = " << uid << "\n"
@@ -248,7 +340,7 @@ std::string DovecotInstance::config_text() const {
              << "  user = " << worker_user_.name << "\n"
              << "  process_limit = 1\n"
              << "  process_min_avail = 1\n"
-             << "  vsz_limit = 2G\n"
+             << "  vsz_limit = " << (sanitizer_run() ? "0" : "2G") << "\n"
              << "  unix_listener xaps {\n"
              << "    user = " << mail_user_.name << "\n"
              << "    mode = 0600\n"
@@ -261,6 +353,112 @@ std::string DovecotInstance::config_text() const {
         conf << "  " << key << " = " << value << "\n";
     }
     conf << "}\n";
+    if (!options_.extra_config.empty()) {
+        conf << "\n# extra_config\n" << options_.extra_config << "\n";
+    }
+    return conf.str();
+}
+
+std::string DovecotInstance::config_text_2_4() const {
+    const std::string uid = std::to_string(mail_user_.uid);
+    const std::string gid = std::to_string(mail_user_.gid);
+    const char *mail_plugins = "  mail_plugins {\n"
+                               "    notify = yes\n"
+                               "    push_notification = yes\n"
+                               "    xaps = yes\n"
+                               "  }\n";
+    std::ostringstream conf;
+    // The two versions come first: they select the syntax and the defaults.
+    conf << "dovecot_config_version = 2.4.0\n"
+         << "dovecot_storage_version = 2.4.0\n"
+         << "# Written by xaps::test::DovecotInstance for one test run.\n"
+         << "base_dir = " << base_dir() << "\n"
+         << "state_dir = " << dir() << "/state\n"
+         << "log_path = " << log_path() << "\n"
+         << "instance_name = " << instance_name_ << "\n"
+         << "protocols = imap lmtp\n"
+         << "listen = 127.0.0.1\n"
+         << "ssl = no\n"
+         << "auth_allow_cleartext = yes\n"
+         << "auth_mechanisms = plain\n"
+         // alice@example.com (an LMTP recipient) and alice are the same user.
+         << "auth_username_format = %{user | username | lower}\n"
+         << "first_valid_uid = " << uid << "\n"
+         << "postmaster_address = postmaster@example.com\n"
+         << "mail_driver = maildir\n"
+         << "mail_path = " << dir() << "/mail/%{user}\n"
+         << "mail_plugin_dir = " << dir() << "/modules\n"
+         << "\n"
+         << "passdb passwd-file {\n"
+         << "  passwd_file_path = " << dir() << "/users\n"
+         << "}\n"
+         << "userdb static {\n"
+         << "  fields {\n"
+         << "    uid = " << uid << "\n"
+         << "    gid = " << gid << "\n"
+         << "    home = " << dir() << "/home/%{user}\n";
+    // "key=value key=value", as the 2.3 static userdb's args take them.
+    std::istringstream fields(options_.userdb_fields);
+    for (std::string field; fields >> field;) {
+        const auto equals = field.find('=');
+        if (equals == std::string::npos || equals == 0) {
+            throw Error(ErrorKind::config, "userdb_fields: '" + field + "' is not key=value");
+        }
+        conf << "    " << field.substr(0, equals) << " = " << quoted(field.substr(equals + 1))
+             << "\n";
+    }
+    conf << "  }\n"
+         << "}\n";
+    if (has_plugin()) {
+        conf << "\n"
+             << "protocol imap {\n"
+             << mail_plugins << "}\n"
+             << "protocol lmtp {\n"
+             << mail_plugins << "}\n"
+             // The push_notification driver, a named filter since 2.4.
+             << "push_notification xaps {\n"
+             << "  driver = xaps\n"
+             << "}\n";
+    }
+    conf << "\n"
+         << "service imap-login {\n"
+         << "  inet_listener imap {\n"
+         << "    address = 127.0.0.1\n"
+         << "    port = " << imap_port_ << "\n"
+         << "  }\n"
+         << "  inet_listener imaps {\n"
+         << "    port = 0\n"
+         << "  }\n"
+         << "}\n"
+         << "service lmtp {\n"
+         << "  inet_listener lmtp {\n"
+         << "    address = 127.0.0.1\n"
+         << "    port = " << lmtp_port_ << "\n"
+         << "  }\n"
+         << "  unix_listener lmtp {\n"
+         << "    mode = 0666\n"
+         << "  }\n"
+         << "}\n";
+    if (has_worker()) {
+        conf << "\n"
+             << "service xaps {\n"
+             << "  executable = " << fs::absolute(options_.worker_path).string() << "\n"
+             << "  user = " << worker_user_.name << "\n"
+             << "  process_limit = 1\n"
+             << "  process_min_avail = 1\n"
+             << "  vsz_limit = 2G\n"
+             << "  unix_listener xaps {\n"
+             << "    user = " << mail_user_.name << "\n"
+             << "    mode = 0600\n"
+             << "  }\n"
+             << "}\n";
+    }
+    conf << "\n";
+    for (const auto &[key, value] : plugin_settings()) {
+        if (key != "push_notification_driver") { // the named filter above
+            conf << key << " = " << quoted(value) << "\n";
+        }
+    }
     if (!options_.extra_config.empty()) {
         conf << "\n# extra_config\n" << options_.extra_config << "\n";
     }

@@ -18,6 +18,19 @@
 
 namespace xaps::test {
 
+// The installed Dovecot's version, from `dovecot --version` (read once).
+// DovecotInstance writes a 2.3 or a 2.4 dovecot.conf after it; a test that
+// hands in configuration text (extra_config, userdb_fields) picks its syntax
+// with it too.
+struct DovecotVersion {
+    int major = 0;
+    int minor = 0;
+    bool at_least(int want_major, int want_minor) const {
+        return major > want_major || (major == want_major && minor >= want_minor);
+    }
+};
+const DovecotVersion &installed_dovecot_version();
+
 struct DovecotOptions {
     // The built mail plugin (lib<NN>_xaps_plugin.so), loaded in imap and lmtp
     // together with notify and push_notification. Empty or !enable_plugin: no
@@ -34,7 +47,8 @@ struct DovecotOptions {
     std::string pki_dir;
     // xaps_apns_port (the mock APNs server's port); 0 leaves it unset.
     std::uint16_t apns_port = 0;
-    // Merged over the defaults in plugin { }; an empty value removes a default.
+    // Merged over the defaults in plugin { } (2.3) or the global settings
+    // (2.4); an empty value removes a default.
     std::map<std::string, std::string> plugin_settings;
     // Users besides alice and bob; every user's password is DovecotInstance::password.
     std::vector<std::string> extra_users;
@@ -100,6 +114,8 @@ private:
     void prepare_directory();
     void copy_credentials();
     std::map<std::string, std::string> plugin_settings() const;
+    // Dovecot 2.4 syntax: settings are declared, plugin { } is gone.
+    std::string config_text_2_4() const;
     void wait_until_ready();
     [[noreturn]] void fail_start(const std::string &reason);
     bool reap_master(bool wait);

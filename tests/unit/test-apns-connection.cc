@@ -367,5 +367,55 @@ TEST_F(ApnsConnectionTest, DestroyingAnOpenConnectionDoesNotCallBack) {
     EXPECT_EQ(loop_.watch_count(), 0u);
 }
 
+// A burst of answers is handed over a few at a time while the read is still
+// being parsed, so that the pushes queued behind them go out at once, not
+// after the whole burst: when the first answer arrives, most of the burst
+// has not been parsed yet (its requests have no status), and requests
+// submitted from on_response are all carried.
+TEST_F(ApnsConnectionTest, HandsOverAnswersWhileStillReadingABurst) {
+    constexpr std::size_t burst = 200;
+    // All answered together: the mock holds each answer until the same moment.
+    const auto answer_at = std::chrono::steady_clock::now() + 300ms;
+    mock_.set_responder([answer_at](const MockApnsRequest &) {
+        MockApnsResponse response;
+        response.delay = std::chrono::duration_cast<std::chrono::milliseconds>(
+            std::max(answer_at - std::chrono::steady_clock::now(),
+                     std::chrono::steady_clock::duration::zero()));
+        return response;
+    });
+    struct FollowUp : Recorder {
+        std::vector<std::unique_ptr<ApnsRequest>> *requests = nullptr;
+        std::vector<std::unique_ptr<ApnsRequest>> follow_ups;
+        std::size_t answered_when_first_delivered = 0;
+        void on_response(ApnsConnection &connection, ApnsRequest &answer) override {
+            Recorder::on_response(connection, answer);
+            if (answered.size() == 1) {
+                answered_when_first_delivered = static_cast<std::size_t>(
+                    std::count_if(requests->begin(), requests->end(),
+                                  [](const auto &r) { return r->status != 0; }));
+            }
+            if (follow_ups.size() < burst) {
+                follow_ups.push_back(ApnsConnectionTest::request("ff"));
+                EXPECT_TRUE(connection.submit(*follow_ups.back()));
+            }
+        }
+    } observer;
+    std::vector<std::unique_ptr<ApnsRequest>> requests;
+    observer.requests = &requests;
+    auto connection = std::make_unique<ApnsConnection>(loop_, tls_.native(), config(), observer);
+    connection->connect();
+    ASSERT_TRUE(loop_.run_until([&] { return connection->ready() || observer.closed; }, 5s));
+    ASSERT_GE(connection->capacity(), burst);
+    for (std::size_t i = 0; i < burst; ++i) {
+        requests.push_back(request("0a"));
+        ASSERT_TRUE(connection->submit(*requests.back()));
+    }
+    ASSERT_TRUE(loop_.run_until([&] { return observer.answered.size() == 2 * burst; }, 10s))
+        << observer.answered.size() << " " << observer.closed_reason;
+    EXPECT_LT(observer.answered_when_first_delivered, burst / 2);
+    EXPECT_GE(observer.answered_when_first_delivered, 1u);
+    EXPECT_EQ(mock_.requests_received(), 2 * burst);
+}
+
 } // namespace
 } // namespace xaps

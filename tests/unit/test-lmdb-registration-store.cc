@@ -422,7 +422,7 @@ TEST_F(LmdbStoreTest, PutBatchStoresEveryRegistrationLikePut) {
     ASSERT_EQ(bob.size(), 1u);
     EXPECT_EQ(bob[0].user, "Bob");
     EXPECT_EQ(bob[0].registered_at, 2000);
-    EXPECT_EQ(store->remove_token("cc33"), 1u); // the by_token index was written too
+    EXPECT_EQ(store->remove_token("cc33"), 1u);          // the by_token index was written too
     EXPECT_EQ(store->expire(2000 + 31 * 24 * 3600), 2u); // and by_last_seen
 }
 
@@ -680,6 +680,51 @@ TEST_F(LmdbStoreTest, EveryReturnedPutSurvivesKillDashNine) {
 
 TEST_F(LmdbStoreTest, EveryReturnedPutBatchSurvivesKillDashNine) {
     expect_every_returned_put_survives_kill_dash_nine(options(0), 8);
+}
+
+// The 410 batch: each entry like remove_token / remove_token_unless_seen_since,
+// in one commit, later entries seeing earlier ones.
+TEST_F(LmdbStoreTest, RemoveGoneTokensRemovesEachLikeTheSingleCalls) {
+    auto store = xaps::open_lmdb_store(options());
+    store->put(make_registration("alice", "acct-old", "tok"), 100);
+    store->put(make_registration("alice", "acct-new", "tok"), 200);
+    store->put(make_registration("alice", "acct", "bad"), 100);
+    store->put(make_registration("bob", "acct", "kept"), 100);
+    using Gone = xaps::RegistrationStore::GoneToken;
+    const std::vector<Gone> gone{
+        {"tok", 150},          // acct-old only: acct-new was seen after
+        {"bad", std::nullopt}, // no timestamp: all of it
+        {"kept", 50},          // seen after: stays
+        {"unknown", 500},      // nothing to remove
+        {"bad", std::nullopt}, // already gone
+    };
+    EXPECT_EQ(store->remove_gone_tokens(gone), 2u);
+    std::set<std::string> left;
+    for (const auto &registration : store->all()) {
+        left.insert(registration.account_id + "/" + registration.device_token);
+    }
+    EXPECT_EQ(left, (std::set<std::string>{"acct-new/tok", "acct/kept"}));
+    EXPECT_EQ(store->remove_gone_tokens({}), 0u);
+}
+
+// visit_user sees what find_user returns, in the same order.
+TEST_F(LmdbStoreTest, VisitUserSeesWhatFindUserReturns) {
+    auto store = xaps::open_lmdb_store(options(16, std::chrono::seconds(100)));
+    store->put(make_registration("Alice", "a", "t1", {"INBOX", "Sent Messages", "Archive"}), 100);
+    store->put(make_registration("alice", "b", "t2", {"INBOX"}), 150);
+    store->put(make_registration("alice", "c", "expired", {"Drafts"}), 10);
+    store->put(make_registration("alicex", "a", "t3"), 150);
+    for (const char *user : {"alice", "ALICE", "nobody"}) {
+        SCOPED_TRACE(user);
+        std::vector<Registration> visited;
+        store->visit_user(user, 150, [&](const Registration &r) { visited.push_back(r); });
+        EXPECT_EQ(visited, store->find_user(user, 150));
+    }
+    std::vector<Registration> visited;
+    store->visit_user("alice", 150, [&](const Registration &r) { visited.push_back(r); });
+    ASSERT_EQ(visited.size(), 2u);
+    EXPECT_EQ(visited[0].mailboxes.size(), 3u);
+    EXPECT_EQ(visited[1].mailboxes, (std::vector<std::string>{"INBOX"}));
 }
 
 } // namespace

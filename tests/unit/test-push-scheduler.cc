@@ -378,9 +378,13 @@ TEST(PushSchedulerGone, GoneDevicesAreRemovedUnlessSeenSince) {
         ASSERT_EQ(f.sender.tokens(), (std::vector<std::string>{"other", "tok"}));
         f.scheduler.notify("alice", "INBOX", new_mail); // both devices now dirty
         f.sender.answer(1, row.outcome);
+        EXPECT_EQ(f.store->size(), 3u); // removals wait for their batch
+        EXPECT_EQ(f.scheduler.counters().removals_pending, 1u);
+        f.loop.advance(xaps::PushSchedulerSettings{}.removal_delay);
 
         auto counters = f.scheduler.counters();
         EXPECT_EQ(counters.devices_removed, row.removed);
+        EXPECT_EQ(counters.removals_pending, 0u);
         EXPECT_EQ(f.store->size(), 3 - row.removed);
         auto alice = f.store->find_user("alice", 1000);
         EXPECT_EQ(alice.size(), row.alice_keeps_tok ? 2u : 1u);
@@ -525,9 +529,94 @@ TEST_F(PushSchedulerTest, AStoreErrorWhileRemovingAGoneDeviceStaysInside) {
     f.store->put(make_registration("alice", "acct", "tok"), 1000);
     scheduler.notify("alice", "INBOX", new_mail);
     EXPECT_NO_THROW(f.sender.answer(0, gone(2000 * 1000)));
+    EXPECT_NO_THROW(f.loop.advance(xaps::PushSchedulerSettings{}.removal_delay));
     EXPECT_EQ(scheduler.counters().errors, 1u);
     EXPECT_NE(logged.find("tok"), std::string::npos) << logged;
     EXPECT_EQ(scheduler.counters().in_flight, 0u);
+}
+
+// Counts the store's commits; removals go through the batch call only.
+class CountingStore final : public xaps::RegistrationStore {
+public:
+    explicit CountingStore(xaps::RegistrationStore &inner) : inner_(inner) {}
+    void put(const Registration &r, std::int64_t now) override { inner_.put(r, now); }
+    bool import(const Registration &r) override { return inner_.import(r); }
+    std::vector<Registration> find_user(std::string_view user, std::int64_t now) override {
+        return inner_.find_user(user, now);
+    }
+    std::vector<Registration> all() override { return inner_.all(); }
+    std::size_t size() override { return inner_.size(); }
+    std::size_t remove_user(std::string_view user) override { return inner_.remove_user(user); }
+    std::size_t remove_token(std::string_view) override { throw std::logic_error("unbatched"); }
+    std::size_t remove_all() override { return inner_.remove_all(); }
+    std::size_t remove_token_unless_seen_since(std::string_view, std::int64_t) override {
+        throw std::logic_error("unbatched");
+    }
+    std::size_t remove_gone_tokens(std::span<const GoneToken> tokens) override {
+        batches.push_back(tokens.size());
+        return inner_.remove_gone_tokens(tokens);
+    }
+    std::size_t expire(std::int64_t now) override { return inner_.expire(now); }
+
+    std::vector<std::size_t> batches;
+
+private:
+    xaps::RegistrationStore &inner_;
+};
+
+TEST_F(PushSchedulerTest, GoneDevicesAreRemovedInOneCommitPerBatch) {
+    struct Row {
+        std::string what;
+        std::size_t max_removal_batch;
+        std::vector<std::size_t> batches; // sizes of the commits, in order
+    };
+    const Row rows[] = {
+        {"all within the window: one commit", 1000, {5}},
+        {"a full batch commits at once, the rest after the window", 2, {2, 2, 1}},
+    };
+    for (const auto &row : rows) {
+        SCOPED_TRACE(row.what);
+        SchedulerFixture f;
+        CountingStore store(*f.store);
+        xaps::PushScheduler scheduler(f.loop, store, f.sender,
+                                      {.delay = 30s,
+                                       .max_pending = 100,
+                                       .removal_delay = 50ms,
+                                       .max_removal_batch = row.max_removal_batch},
+                                      [] { return 1000; });
+        for (int i = 0; i < 6; ++i) {
+            f.store->put(make_registration("alice", "acct", "tok" + std::to_string(i)), 1000);
+        }
+        scheduler.notify("alice", "INBOX", new_mail);
+        ASSERT_EQ(f.sender.sent.size(), 6u);
+        for (std::size_t i = 0; i < 5; ++i) {
+            f.sender.answer(i, gone(2000 * 1000));
+            if (row.max_removal_batch == 2 && i % 2 == 1) {
+                f.loop.advance(0ms); // the end of this event-loop turn
+            }
+        }
+        f.sender.answer(5, delivered());
+        f.loop.advance(49ms);
+        EXPECT_EQ(store.batches.size(), row.batches.size() - 1);
+        f.loop.advance(1ms);
+        EXPECT_EQ(store.batches, row.batches);
+        EXPECT_EQ(scheduler.counters().devices_removed, 5u);
+        EXPECT_EQ(scheduler.counters().removal_commits, row.batches.size());
+        EXPECT_EQ(f.store->size(), 1u);
+        EXPECT_EQ(f.loop.timers(), 0u);
+    }
+}
+
+TEST_F(PushSchedulerTest, QueuedRemovalsAreCommittedWhenTheSchedulerStops) {
+    f.store->put(make_registration("alice", "acct", "tok"), 1000);
+    {
+        xaps::PushScheduler scheduler(f.loop, *f.store, f.sender, {}, [] { return 1000; });
+        scheduler.notify("alice", "INBOX", new_mail);
+        f.sender.answer(0, gone(std::nullopt));
+        EXPECT_EQ(f.store->size(), 1u);
+    }
+    EXPECT_EQ(f.store->size(), 0u);
+    EXPECT_EQ(f.loop.timers(), 0u);
 }
 
 } // namespace

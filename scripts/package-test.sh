@@ -1,0 +1,236 @@
+#!/bin/sh
+# Tests the Debian package as an admin gets it: builds the .deb from this tree
+# (without the unit tests, which already ran), installs it on this machine,
+# runs the 'package' test suite against the installed files, then purges it
+# and checks that the machine is as before: /etc/dovecot byte for byte, the
+# xaps user and group, /var/lib/dovecot-xaps, the list of installed packages.
+# Needs root and a meson build directory of this tree (for the test program).
+#
+# Usage: scripts/package-test.sh [BUILD_DIR]     (default: build)
+#
+# Results: BUILD_DIR/meson-logs/package-testlog.json, the suite's meson log
+# plus one failed entry per step of this script that failed (package-build,
+# package-install, package-purge, machine-restore, ...); count-tests.py
+# --extra-log counts them. Exit status: 0 when the tests and every step passed.
+# shellcheck disable=SC2317 # the functions run from the EXIT trap
+set -u
+cd "$(dirname "$0")/.." || exit 1
+repo=$(pwd)
+build_dir=${1:-build}
+
+package=dovecot-xaps
+state_dir=/var/lib/dovecot-xaps
+policy_rc=/usr/sbin/policy-rc.d
+log_json=$build_dir/meson-logs/package-testlog.json
+
+failed_steps=""
+installed=no
+policy_rc_saved=no
+tmp=""
+xaps_user_before=""
+xaps_group_before=""
+
+say() {
+  echo "package-test: $*"
+}
+
+# Records a failed step; count-tests.py counts it as a failed test.
+step_failed() {
+  say "FAILED: $1${2:+ ($2)}" >&2
+  failed_steps="$failed_steps $1"
+}
+
+now() {
+  date +%s
+}
+
+# What must be the same after the purge as before the install.
+snapshot() {
+  echo "## /etc/dovecot"
+  (cd /etc/dovecot && find . -print0 | sort -z | xargs -0 stat -c '%n %a %U:%G %F %s' &&
+    find . -type f -print0 | sort -z | xargs -0 md5sum)
+  echo "## users and groups"
+  getent passwd xaps || echo "no user xaps"
+  getent group xaps || echo "no group xaps"
+  echo "## $state_dir"
+  ls -ld "$state_dir" 2>/dev/null || echo "absent"
+  echo "## $policy_rc"
+  md5sum "$policy_rc" 2>/dev/null || echo "absent"
+  echo "## packages"
+  # Installed (or half-installed) ones: dpkg may remember a purged package.
+  dpkg-query -W -f '${db:Status-Abbrev} ${Package}:${Architecture} ${Version}\n' |
+    grep -v '^.n'
+}
+
+# The working tree (tracked and untracked files that git does not ignore),
+# without build directories and without git's own files.
+copy_source_tree() {
+  mkdir -p "$1"
+  if git -C "$repo" rev-parse --is-inside-work-tree >/dev/null 2>&1; then
+    # shellcheck disable=SC2016 # expanded by the inner sh
+    git -C "$repo" ls-files -z --cached --others --exclude-standard |
+      xargs -0 sh -c 'for f; do if [ -e "$f" ] || [ -L "$f" ]; then printf "%s\0" "$f"; fi; done' sh |
+      tar -C "$repo" --null --no-recursion -T - -cf - | tar -C "$1" -xf -
+  else
+    tar -C "$repo" --exclude=./.git --exclude='./build*' --exclude='./obj-*' -cf - . |
+      tar -C "$1" -xf -
+  fi
+}
+
+# user:x:uid:gid:gecos:home:shell and group:x:gid: as they were before.
+restore_xaps_user() {
+  if [ "$xaps_group_before" ] && ! getent group xaps >/dev/null; then
+    gid=$(echo "$xaps_group_before" | cut -d: -f3)
+    groupadd --system --gid "$gid" xaps
+  fi
+  if [ "$xaps_user_before" ] && ! getent passwd xaps >/dev/null; then
+    uid=$(echo "$xaps_user_before" | cut -d: -f3)
+    gid=$(echo "$xaps_user_before" | cut -d: -f4)
+    gecos=$(echo "$xaps_user_before" | cut -d: -f5)
+    home=$(echo "$xaps_user_before" | cut -d: -f6)
+    shell=$(echo "$xaps_user_before" | cut -d: -f7)
+    useradd --system --uid "$uid" --gid "$gid" --comment "$gecos" --home-dir "$home" \
+      --no-create-home --shell "$shell" xaps
+  fi
+}
+
+# Purges what this run installed and puts back what it changed; safe to run
+# twice. Runs on every exit, also after an error or a signal.
+restore_machine() {
+  if [ "$installed" = yes ]; then
+    installed=no
+    started=$(now)
+    if DEBIAN_FRONTEND=noninteractive apt-get purge -y "$package" >"$tmp/purge.log" 2>&1; then
+      say "purged $package ($(($(now) - started)) s)"
+    else
+      cat "$tmp/purge.log" >&2
+      step_failed package-purge "apt-get purge $package"
+    fi
+  fi
+  if [ "$policy_rc_saved" = yes ]; then
+    policy_rc_saved=no
+    if [ -e "$tmp/policy-rc.d.saved" ]; then
+      cp -p "$tmp/policy-rc.d.saved" "$policy_rc"
+    else
+      rm -f "$policy_rc"
+    fi
+  fi
+  restore_xaps_user || step_failed machine-restore "cannot recreate the xaps user or group"
+}
+
+finish() {
+  status=$?
+  trap - EXIT INT TERM
+  restore_machine
+  if [ -n "${snapshot_before:-}" ]; then
+    snapshot >"$tmp/after.txt" 2>&1
+    if ! diff -u "$tmp/before.txt" "$tmp/after.txt" >"$tmp/restore.diff"; then
+      cat "$tmp/restore.diff" >&2
+      step_failed machine-restore "the machine differs from before the install (diff above)"
+    else
+      say "machine restored: /etc/dovecot, users, $state_dir and packages as before"
+    fi
+  fi
+  mkdir -p "$(dirname "$log_json")"
+  for step in $failed_steps; do
+    printf '{"name": "%s", "result": "FAIL"}\n' "$step" >>"$log_json"
+  done
+  if [ -n "$tmp" ] && [ -d "$tmp" ]; then
+    rm -rf "$tmp"
+  fi
+  if [ -n "$failed_steps" ] && [ "$status" = 0 ]; then
+    status=1
+  fi
+  say "done in $(($(now) - script_started)) s, exit status $status"
+  exit "$status"
+}
+
+script_started=$(now)
+rm -f "$log_json" "$build_dir/meson-logs/package-testlog.txt"
+trap finish EXIT
+trap 'exit 130' INT TERM
+
+if [ "$(id -u)" != 0 ]; then
+  step_failed package-preconditions "needs root: it installs and purges $package"
+  exit 1
+fi
+if [ ! -f "$build_dir/build.ninja" ]; then
+  step_failed package-preconditions "no meson build directory at $build_dir"
+  exit 1
+fi
+# A package this run did not install is not this run's to purge.
+case "$(dpkg-query -W -f '${db:Status-Abbrev}' "$package" 2>/dev/null)" in
+"" | ?n*) ;; # unknown, or known but not installed
+*)
+  step_failed package-preconditions "$package is installed (or its conffiles are): purge it first"
+  exit 1
+  ;;
+esac
+if [ -e "$state_dir" ]; then
+  step_failed package-preconditions "$state_dir exists (registrations?); move it away first"
+  exit 1
+fi
+
+tmp=$(mktemp -d /tmp/xaps-package-test.XXXXXX)
+# apt's unprivileged download user must be able to read the .deb.
+chmod 0755 "$tmp"
+xaps_user_before=$(getent passwd xaps || true)
+xaps_group_before=$(getent group xaps || true)
+snapshot >"$tmp/before.txt" 2>&1
+snapshot_before=yes
+
+# --- build -------------------------------------------------------------------
+# In a copy of the tree: dpkg-buildpackage writes into debian/ and the parent
+# directory, and others may be building or editing in this tree meanwhile.
+started=$(now)
+copy_source_tree "$tmp/src"
+if ! (cd "$tmp/src" && DEB_BUILD_OPTIONS="nocheck parallel=2" \
+  dpkg-buildpackage -b -us -uc) >"$tmp/build.log" 2>&1; then
+  tail -n 60 "$tmp/build.log" >&2
+  step_failed package-build "dpkg-buildpackage"
+  exit 1
+fi
+set -- "$tmp"/"$package"_*_"$(dpkg --print-architecture)".deb
+if [ $# != 1 ] || [ ! -f "$1" ] || [ "$(dpkg-deb -f "$1" Package)" != "$package" ]; then
+  ls -l "$tmp" >&2
+  step_failed package-build "not exactly one $package .deb produced"
+  exit 1
+fi
+deb=$1
+say "built $(basename "$deb") ($(($(now) - started)) s)"
+
+# --- install -----------------------------------------------------------------
+# No maintainer script may start or restart the machine's own Dovecot.
+if [ -e "$policy_rc" ]; then
+  cp -p "$policy_rc" "$tmp/policy-rc.d.saved"
+fi
+policy_rc_saved=yes
+printf '#!/bin/sh\n# scripts/package-test.sh: no service starts during the test.\nexit 101\n' \
+  >"$policy_rc"
+chmod 0755 "$policy_rc"
+
+started=$(now)
+installed=yes
+if ! DEBIAN_FRONTEND=noninteractive apt-get install -y "$deb" >"$tmp/install.log" 2>&1; then
+  cat "$tmp/install.log" >&2
+  step_failed package-install "apt-get install $(basename "$deb")"
+  exit 1
+fi
+say "installed $package ($(($(now) - started)) s)"
+
+# --- test --------------------------------------------------------------------
+started=$(now)
+rm -f "$build_dir/test-installed-package.xml"
+test_status=0
+# Two compile jobs at most: the machine may be shared.
+if ninja -C "$build_dir" -j2 tests/package/test-installed-package; then
+  meson test -C "$build_dir" --no-rebuild --suite package --print-errorlogs \
+    --logbase package-testlog || test_status=$?
+else
+  test_status=1
+fi
+if [ ! -s "$log_json" ]; then
+  step_failed package-suite "meson test wrote no $log_json"
+fi
+say "package suite: exit status $test_status ($(($(now) - started)) s)"
+exit "$test_status"

@@ -1,0 +1,80 @@
+#!/bin/sh
+# Builds the whole project with AddressSanitizer + UndefinedBehaviorSanitizer
+# in build-asan/ and runs the unit and end-to-end suites there. Ends with
+# "N passed, M failed"; exits non-zero if a test failed or a sanitizer
+# reported anything.
+#
+# What runs instrumented:
+#  * unit suite: the whole core (store, APNs client and connection,
+#    scheduler, request handler, protocol codec, parsers, fuzz regressions),
+#    with ASan, UBSan and LeakSanitizer.
+#  * e2e suite: the worker (xaps-worker is itself an ASan executable, started
+#    by Dovecot's master as user xaps), the mail plugin inside Dovecot's imap,
+#    lmtp and dovecot-lda processes, and the doveadm plugin inside doveadm.
+#    Those are Dovecot's own uninstrumented binaries: the ASan runtime is
+#    preloaded into them (LD_PRELOAD; the master hands it to its children
+#    through import_environment, which tests/support/dovecot-instance.cc sets
+#    when XAPS_TEST_SANITIZER=1, together with vsz_limit 0 because ASan's
+#    shadow memory needs an unlimited address space). Our code there is
+#    fully checked; Dovecot's own code is not instrumented, and leak checking
+#    is off in the e2e suite (Dovecot's processes, and the worker killed by
+#    tests on purpose, exit without freeing everything).
+#
+# Every report is written to a file under a fresh directory in /tmp (mode
+# 1777: the worker and the mail processes write there as their own users),
+# printed at the end, and fails the run.
+#
+# XAPS_ASAN_BUILD_DIR: the build directory (default ./build-asan).
+# XAPS_SKIP_DEPS=1: do not install the Debian packages the build needs.
+set -eu
+cd "$(dirname "$0")/.."
+
+build=${XAPS_ASAN_BUILD_DIR:-build-asan}
+if [ "${XAPS_SKIP_DEPS:-0}" != 1 ]; then
+  sh scripts/install-deps.sh
+fi
+if [ ! -f "$build/build.ninja" ]; then
+  # b_lundef=false: an instrumented shared module leaves the runtime's
+  # symbols to the process that loads it.
+  meson setup "$build" -Db_sanitize=address,undefined -Db_lundef=false
+fi
+ninja -C "$build" -j2
+
+libasan=$(gcc -print-file-name=libasan.so)
+if [ ! -e "$libasan" ]; then
+  echo "sanitize: gcc has no libasan.so" >&2
+  exit 1
+fi
+libasan=$(readlink -f "$libasan")
+
+reports=$(mktemp -d /tmp/xaps-sanitizer-XXXXXX)
+chmod 1777 "$reports"
+
+python3 scripts/count-tests.py --clean "$build"
+status=0
+
+ASAN_OPTIONS="detect_leaks=1:abort_on_error=1:log_path=$reports/asan" \
+  UBSAN_OPTIONS="print_stacktrace=1:halt_on_error=1:log_path=$reports/ubsan" \
+  meson test -C "$build" --suite unit --logbase unit --print-errorlogs || status=1
+
+XAPS_TEST_SANITIZER=1 \
+  ASAN_OPTIONS="detect_leaks=0:abort_on_error=1:log_path=$reports/asan" \
+  UBSAN_OPTIONS="print_stacktrace=1:halt_on_error=1:log_path=$reports/ubsan" \
+  meson test -C "$build" --suite e2e --wrapper "env LD_PRELOAD=$libasan" \
+  --print-errorlogs || status=1
+
+found=$(find "$reports" -type f | sort)
+if [ -n "$found" ]; then
+  status=1
+  for report in $found; do
+    echo "--- sanitizer report $report"
+    head -n 60 "$report"
+  done
+  echo "sanitize: $(echo "$found" | wc -l) sanitizer report(s) in $reports"
+else
+  echo "sanitize: no sanitizer reports"
+  rmdir "$reports"
+fi
+
+python3 scripts/count-tests.py "$build" --extra-log "$build/meson-logs/unit.json" || status=1
+exit "$status"

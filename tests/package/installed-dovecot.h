@@ -1,0 +1,110 @@
+// The installed Dovecot with the installed dovecot-xaps package, run from a
+// private copy of /etc/dovecot: the package's conffile (conf.d/95-xaps.conf)
+// and the file it includes from /usr/share/dovecot-xaps are what runs. The
+// copy is changed only where a test machine needs it: runtime, state and log
+// paths in a temporary directory, IMAP and LMTP on free loopback ports,
+// ssl = no, and a password file for the test users instead of the system's
+// users. Whatever a test adds to plugin { } (credentials, the APNs endpoint)
+// goes into a separate file included last. Only installed programs run:
+// /usr/sbin/dovecot, /usr/lib/dovecot/xaps-worker, /usr/bin/doveadm. Needs root.
+#pragma once
+
+#include "line-connection.h"
+#include "temporary-directory.h"
+
+#include <cstdint>
+#include <map>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <sys/types.h>
+#include <vector>
+
+namespace xaps::test {
+
+inline constexpr const char *installed_config_dir = "/etc/dovecot";
+inline constexpr const char *installed_worker = "/usr/lib/dovecot/xaps-worker";
+inline constexpr const char *installed_doveadm = "/usr/bin/doveadm";
+
+struct CommandResult {
+    int exit_code = -1; // -1: killed (time limit) or did not exit normally
+    std::string out;
+    std::string err;
+};
+
+// A process of the running instance, as /proc shows it.
+struct ServiceProcess {
+    pid_t pid = -1;
+    std::string executable; // /proc/<pid>/exe
+    // The "Uid:" line of /proc/<pid>/status: real, effective, saved, filesystem.
+    std::vector<uid_t> uids;
+};
+
+class InstalledDovecot {
+public:
+    static constexpr const char *password = "pass";
+
+    // Copies /etc/dovecot into a temporary directory and prepares it.
+    InstalledDovecot();
+    // Stops Dovecot and removes the directory (XAPS_KEEP_TEST_DIRS=1 keeps it).
+    ~InstalledDovecot();
+    InstalledDovecot(const InstalledDovecot &) = delete;
+    InstalledDovecot &operator=(const InstalledDovecot &) = delete;
+
+    // Settings for the plugin { } block of the file that start() includes
+    // after everything else; call before start().
+    void set_plugin_settings(std::map<std::string, std::string> settings);
+    // Copies `from` into a root-only directory of the instance, mode 0600
+    // owned by root, as 95-xaps.conf tells admins to keep key files, and
+    // returns the copy's path.
+    std::string install_private_file(const std::string &from);
+
+    // Runs `dovecot -F -c <copy>/dovecot.conf` and returns once IMAP accepts
+    // connections and the xaps worker answered the protocol handshake.
+    // Throws xaps::Error with Dovecot's output and log otherwise.
+    void start();
+    // SIGTERM, then waits for the master (SIGKILL after 20 s).
+    void stop();
+    bool running() const { return master_pid_ > 0; }
+
+    std::uint16_t imap_port() const { return imap_port_; }
+    std::uint16_t lmtp_port() const { return lmtp_port_; }
+    const std::string &dir() const { return dir_.path(); }
+    std::string config_dir() const { return dir() + "/etc-dovecot"; }
+    std::string conf_path() const { return config_dir() + "/dovecot.conf"; }
+    std::string base_dir() const { return dir() + "/run"; }
+    std::string worker_socket_path() const { return base_dir() + "/xaps"; }
+    std::string log_path() const { return dir() + "/dovecot.log"; }
+    // The test users (alice, bob); the password is `password` for each.
+    const std::vector<std::string> &users() const { return users_; }
+    // The Unix user every mail process runs as.
+    const std::string &mail_user() const { return mail_user_; }
+
+    std::string log() const;
+    std::vector<std::string> log_lines() const;
+    // What Dovecot printed on stdout/stderr (configuration errors land here).
+    std::string output() const;
+
+    // The master's child running `executable`, if there is one.
+    std::optional<ServiceProcess> service_process(const std::string &executable) const;
+    // /usr/bin/doveadm -c <the copy's dovecot.conf> <args>, stopped after 60 s.
+    CommandResult doveadm(const std::vector<std::string> &args) const;
+
+private:
+    void copy_installed_config();
+    void write_machine_config() const;
+    void wait_until_ready();
+    [[noreturn]] void fail_start(const std::string &reason);
+    bool reap_master(bool wait);
+
+    TemporaryDirectory dir_;
+    std::vector<std::string> users_{"alice", "bob"};
+    std::string mail_user_ = "mail";
+    std::map<std::string, std::string> plugin_settings_;
+    std::uint16_t imap_port_ = 0;
+    std::uint16_t lmtp_port_ = 0;
+    pid_t master_pid_ = -1;
+    bool includes_appended_ = false;
+};
+
+} // namespace xaps::test

@@ -1,0 +1,319 @@
+// The installed dovecot-xaps package, end to end: the files the package put
+// on this machine (plugin, worker, doveadm module, conffile), run by the
+// installed Dovecot from a copy of /etc/dovecot (see installed-dovecot.h),
+// with the mock APNs server in this process. scripts/package-test.sh builds
+// the .deb, installs it, runs this suite and purges the package; without the
+// package installed every case skips.
+#include "installed-dovecot.h"
+
+#include "imap-client.h"
+#include "lmtp-client.h"
+#include "mock-apns-server.h"
+
+#include <gtest/gtest.h>
+#include <json/json.h>
+
+#include <algorithm>
+#include <chrono>
+#include <filesystem>
+#include <fstream>
+#include <grp.h>
+#include <memory>
+#include <pwd.h>
+#include <regex>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#ifndef XAPS_TEST_PKI_DIR
+#error "meson must define XAPS_TEST_PKI_DIR"
+#endif
+
+namespace {
+
+using namespace xaps::test;
+using namespace std::chrono_literals;
+namespace fs = std::filesystem;
+
+constexpr const char *pki_dir = XAPS_TEST_PKI_DIR;
+constexpr const char *module_dir = "/usr/lib/dovecot/modules";
+constexpr const char *state_dir = "/var/lib/dovecot-xaps";
+constexpr const char *capability = "XAPPLEPUSHSERVICE";
+// What an iPhone sends: iOS's account UUID (upper case) and a device token in hex.
+constexpr const char *account_id = "0715A26B-CA09-4730-A419-793000CA982E";
+constexpr const char *device_token =
+    "2a7e5e5b5d6e4a9c8e2b1f9d3c7a6b5e4d3c2b1a0f9e8d7c6b5a4f3e2d1c0b9a";
+// What the admin is told to set, named in the one log line about it.
+constexpr const char *credential_setting = "xaps_apns_cert_file";
+constexpr auto push_timeout = 10s;
+
+std::string joined(const std::vector<std::string> &lines) {
+    std::string text;
+    for (const auto &line : lines) {
+        text += line + "\n";
+    }
+    return text;
+}
+
+std::vector<std::string> lines_of(const std::string &text) {
+    std::vector<std::string> lines;
+    std::istringstream in(text);
+    for (std::string line; std::getline(in, line);) {
+        lines.push_back(line);
+    }
+    return lines;
+}
+
+std::string read_file(const std::string &path) {
+    std::ifstream in(path, std::ios::binary);
+    std::ostringstream text;
+    text << in.rdbuf();
+    return text.str();
+}
+
+// The UID of the test client certificate's subject: the APNs topic.
+std::string apns_topic() {
+    std::string topic = read_file(std::string(pki_dir) + "/topic.txt");
+    topic.erase(topic.find_last_not_of("\r\n ") + 1);
+    return topic;
+}
+
+// The files /usr/lib/dovecot/modules/<dir> holds whose name matches `pattern`.
+std::vector<std::string> modules_matching(const std::string &dir, const std::regex &pattern) {
+    std::vector<std::string> found;
+    for (const auto &entry : fs::directory_iterator(dir)) {
+        const std::string name = entry.path().filename();
+        if (std::regex_match(name, pattern)) {
+            found.push_back(name);
+        }
+    }
+    return found;
+}
+
+class InstalledPackage : public ::testing::Test {
+protected:
+    void SetUp() override {
+        if (!fs::exists(installed_worker)) {
+            GTEST_SKIP() << "the dovecot-xaps package is not installed (no " << installed_worker
+                         << "); scripts/package-test.sh builds, installs and tests it";
+        }
+        if (::geteuid() != 0) {
+            GTEST_SKIP() << "the package test runs Dovecot: it needs root";
+        }
+        dovecot_ = std::make_unique<InstalledDovecot>();
+    }
+
+    void TearDown() override {
+        if (!dovecot_ || !dovecot_->running()) {
+            return;
+        }
+        // Stopping first lets a crash during shutdown show up in the log too.
+        dovecot_->stop();
+        expect_clean_log();
+    }
+
+    // No error of any kind: a missing credential is a setting the admin has
+    // not made yet, not a fault.
+    void expect_clean_log() {
+        std::vector<std::string> problems;
+        for (const auto &line : dovecot_->log_lines()) {
+            for (const char *problem : {"Error: ", "Fatal: ", "Panic: ", "killed with signal"}) {
+                if (line.find(problem) != std::string::npos) {
+                    problems.push_back(line);
+                    break;
+                }
+            }
+        }
+        EXPECT_EQ(joined(problems), "") << "Dovecot's log:\n" << dovecot_->log();
+    }
+
+    void expect_worker_runs_as_xaps() {
+        const passwd *xaps = ::getpwnam("xaps");
+        ASSERT_NE(xaps, nullptr);
+        const uid_t xaps_uid = xaps->pw_uid;
+        std::optional<ServiceProcess> worker = dovecot_->service_process(installed_worker);
+        ASSERT_TRUE(worker.has_value()) << "no child of the master runs " << installed_worker;
+        ASSERT_EQ(worker->uids.size(), 4u);
+        for (uid_t uid : worker->uids) {
+            EXPECT_EQ(uid, xaps_uid)
+                << "real, effective, saved and filesystem uid of pid " << worker->pid;
+        }
+    }
+
+    std::unique_ptr<ImapClient> login(const std::string &user = "alice") {
+        auto imap = std::make_unique<ImapClient>(dovecot_->imap_port());
+        ImapResponse reply = imap->login(user, InstalledDovecot::password);
+        EXPECT_TRUE(reply.ok()) << reply.tagged << "\nDovecot's log:\n" << dovecot_->log();
+        return imap;
+    }
+
+    SmtpReply deliver_to(const std::string &rcpt) {
+        LmtpClient lmtp(dovecot_->lmtp_port());
+        return lmtp.deliver("sender@example.net", rcpt,
+                            make_test_message("sender@example.net", rcpt, "Hello",
+                                              "A mail that should wake up the phone.\n"));
+    }
+
+    // STATUS INBOX (MESSAGES), the number.
+    std::string inbox_messages(ImapClient &imap) {
+        ImapResponse reply = imap.command("STATUS INBOX (MESSAGES)");
+        EXPECT_TRUE(reply.ok()) << reply.tagged;
+        std::smatch match;
+        const std::regex count(R"(^\* STATUS "?INBOX"? \(MESSAGES (\d+)\)$)");
+        for (const auto &line : reply.untagged) {
+            if (std::regex_match(line, match, count)) {
+                return match[1];
+            }
+        }
+        return "<no STATUS line: " + joined(reply.lines()) + ">";
+    }
+
+    std::unique_ptr<InstalledDovecot> dovecot_;
+};
+
+TEST_F(InstalledPackage, PutItsFilesWhereTheContractSays) {
+    struct Row {
+        std::string path;
+        mode_t type;
+    };
+    const std::vector<Row> rows = {
+        {installed_worker, S_IFREG},
+        {"/etc/dovecot/conf.d/95-xaps.conf", S_IFREG},
+        {"/usr/share/dovecot-xaps/xaps-enable.conf.ext", S_IFREG},
+        {state_dir, S_IFDIR},
+    };
+    for (const Row &row : rows) {
+        SCOPED_TRACE(row.path);
+        struct stat st {};
+        ASSERT_EQ(::stat(row.path.c_str(), &st), 0);
+        EXPECT_EQ(st.st_mode & S_IFMT, row.type);
+    }
+    EXPECT_EQ(::access(installed_worker, X_OK), 0);
+
+    // lib<NN>_..., NN above 20: loaded after notify (15) and push_notification (20).
+    const std::regex plugin(R"(lib(\d+)_xaps_plugin\.so)");
+    const std::regex doveadm_plugin(R"(lib(\d+)_doveadm_xaps_plugin\.so)");
+    for (const auto &[dir, pattern] :
+         {std::pair{std::string(module_dir), plugin},
+          std::pair{std::string(module_dir) + "/doveadm", doveadm_plugin}}) {
+        SCOPED_TRACE(dir);
+        const std::vector<std::string> found = modules_matching(dir, pattern);
+        ASSERT_EQ(found.size(), 1u) << joined(found);
+        EXPECT_GT(std::stoi(found[0].substr(3)), 20) << found[0];
+    }
+}
+
+TEST_F(InstalledPackage, PostinstCreatedTheWorkerUserAndItsPrivateStore) {
+    const passwd *user = ::getpwnam("xaps");
+    ASSERT_NE(user, nullptr) << "no user xaps";
+    const uid_t uid = user->pw_uid;
+    EXPECT_LT(uid, 1000u) << "a system user";
+    const group *xaps_group = ::getgrnam("xaps");
+    ASSERT_NE(xaps_group, nullptr) << "no group xaps";
+
+    struct stat st {};
+    ASSERT_EQ(::stat(state_dir, &st), 0) << state_dir;
+    EXPECT_TRUE(S_ISDIR(st.st_mode));
+    EXPECT_EQ(st.st_mode & 07777, 0700u) << std::oct << (st.st_mode & 07777);
+    EXPECT_EQ(st.st_uid, uid);
+    EXPECT_EQ(st.st_gid, xaps_group->gr_gid);
+}
+
+// The package installed, nothing configured: Dovecot serves mail as before,
+// offers no push, and tells the admin in one line what to set.
+TEST_F(InstalledPackage, WithoutCredentialServesMailWithoutPushAndSaysWhatToConfigure) {
+    // The copy runs the package's conffile exactly as installed.
+    EXPECT_EQ(read_file(dovecot_->config_dir() + "/conf.d/95-xaps.conf"),
+              read_file("/etc/dovecot/conf.d/95-xaps.conf"));
+    ASSERT_NO_THROW(dovecot_->start());
+    expect_worker_runs_as_xaps();
+
+    auto imap = login();
+    EXPECT_EQ(imap->capabilities().count(capability), 0u);
+    SmtpReply delivery = deliver_to("alice@example.com");
+    EXPECT_EQ(delivery.code, 250) << delivery.text();
+    EXPECT_EQ(inbox_messages(*imap), "1");
+    EXPECT_TRUE(imap->command("LOGOUT").ok());
+
+    // Another session (another imap process): still no push, still one line.
+    auto again = login();
+    EXPECT_EQ(again->capabilities().count(capability), 0u);
+    EXPECT_EQ(inbox_messages(*again), "1");
+    EXPECT_TRUE(again->command("LOGOUT").ok());
+
+    dovecot_->stop();
+    std::vector<std::string> advice;
+    for (const auto &line : dovecot_->log_lines()) {
+        if (line.find(credential_setting) != std::string::npos) {
+            advice.push_back(line);
+        }
+    }
+    ASSERT_EQ(advice.size(), 1u) << "one line saying what to configure, not one per process:\n"
+                                 << joined(advice);
+    EXPECT_NE(advice[0].find("95-xaps.conf"), std::string::npos) << advice[0];
+    EXPECT_NE(advice[0].find("no APNs credential"), std::string::npos) << advice[0];
+    expect_clean_log();
+}
+
+// A phone registers over IMAP, a mail arrives over LMTP, the push reaches
+// (mock) Apple, and the admin sees the registration with doveadm.
+TEST_F(InstalledPackage, RegistersOverImapPushesOnDeliveryAndDoveadmListsIt) {
+    MockApnsConfig apns_config;
+    apns_config.cert_file = std::string(pki_dir) + "/server.pem";
+    apns_config.key_file = std::string(pki_dir) + "/server.key";
+    apns_config.client_ca_file = std::string(pki_dir) + "/ca.pem";
+    MockApnsServer apns(apns_config);
+    apns.start();
+
+    // As 95-xaps.conf tells the admin: root-only key files, read by the
+    // worker before it becomes the xaps user.
+    dovecot_->set_plugin_settings({
+        {"xaps_apns_cert_file",
+         dovecot_->install_private_file(std::string(pki_dir) + "/client.pem")},
+        {"xaps_apns_key_file",
+         dovecot_->install_private_file(std::string(pki_dir) + "/client.key")},
+        {"xaps_apns_ca_file", std::string(pki_dir) + "/ca.pem"},
+        {"xaps_apns_host", "127.0.0.1"},
+        {"xaps_apns_port", std::to_string(apns.port())},
+    });
+    ASSERT_NO_THROW(dovecot_->start());
+    expect_worker_runs_as_xaps();
+
+    auto imap = login();
+    EXPECT_EQ(imap->capabilities().count(capability), 1u);
+    ImapResponse reply =
+        imap->command(std::string("XAPPLEPUSHSERVICE \"aps-version\" \"2\" \"aps-account-id\" \"") +
+                      account_id + "\" \"aps-device-token\" \"" + device_token +
+                      "\" \"aps-subtopic\" \"com.apple.mobilemail\" \"mailboxes\" (\"INBOX\")");
+    ASSERT_TRUE(reply.ok()) << joined(reply.lines()) << "\nDovecot's log:\n" << dovecot_->log();
+    const std::vector<std::string> expected_untagged = {
+        "* XAPPLEPUSHSERVICE \"mailbox\" \"INBOX\"",
+        "* XAPPLEPUSHSERVICE \"aps-version\" \"2\" \"aps-topic\" \"" + apns_topic() + "\""};
+    EXPECT_EQ(reply.untagged, expected_untagged);
+
+    SmtpReply delivery = deliver_to("alice@example.com");
+    EXPECT_EQ(delivery.code, 250) << delivery.text();
+    ASSERT_TRUE(apns.wait_for_requests(1, push_timeout)) << "Dovecot's log:\n" << dovecot_->log();
+    const MockApnsRequest push = apns.requests().at(0);
+    EXPECT_EQ(push.method, "POST");
+    EXPECT_EQ(push.path, std::string("/3/device/") + device_token);
+    EXPECT_EQ(push.client_uid, apns_topic()) << "the client certificate";
+    EXPECT_EQ(push.headers.count("apns-topic") ? push.headers.at("apns-topic") : "", apns_topic());
+    Json::Value body;
+    std::istringstream body_text(push.body);
+    ASSERT_TRUE(Json::parseFromStream(Json::CharReaderBuilder(), body_text, &body, nullptr))
+        << push.body;
+    EXPECT_EQ(body["aps"]["account-id"].asString(), account_id) << push.body;
+
+    CommandResult list = dovecot_->doveadm({"-f", "tab", "xaps", "list"});
+    EXPECT_EQ(list.exit_code, 0) << list.err;
+    const std::vector<std::string> rows = lines_of(list.out);
+    ASSERT_EQ(rows.size(), 2u) << list.out << list.err;
+    EXPECT_EQ(rows[0], "user\taccount_id\tdevice_token\tsubtopic\tmailboxes\taps_version\t"
+                       "registered\tlast_seen");
+    EXPECT_TRUE(rows[1].starts_with(std::string("alice\t") + account_id + "\t" + device_token +
+                                    "\tcom.apple.mobilemail\tINBOX\t2\t"))
+        << rows[1];
+    EXPECT_TRUE(imap->command("LOGOUT").ok());
+}
+
+} // namespace
