@@ -1,6 +1,7 @@
 #!/bin/sh
-# Builds, runs every test suite (unit and e2e; e2e needs root), then the
-# package test (scripts/package-test.sh), and ends with one line
+# Builds, runs every test suite (unit and e2e; e2e needs root), the fuzzers
+# (scripts/fuzz.sh), then the package test (scripts/package-test.sh), and
+# ends with one line
 # "N passed, M failed" counting individual GoogleTest test cases.
 # Exits non-zero if any test failed or none ran.
 set -eu
@@ -16,6 +17,17 @@ status=0
 # The package suite runs below, against the installed .deb.
 meson test -C build --no-suite package --print-errorlogs || status=$?
 
+# libFuzzer: each target for a bounded time (XAPS_FUZZ_SECONDS, default 60;
+# 0 skips), from the committed seeds; a crash keeps its input under
+# tests/fuzz/regressions/ and counts as a failed test.
+fuzz_log="build/meson-logs/fuzz-testlog.json"
+rm -f "$fuzz_log"
+if [ "${XAPS_FUZZ_SECONDS:-60}" != 0 ]; then
+  sh scripts/fuzz.sh "${XAPS_FUZZ_SECONDS:-60}" > build/meson-logs/fuzz.txt 2>&1 || status=$?
+  cat build/meson-logs/fuzz.txt
+  python3 scripts/fuzz-results.py build/meson-logs/fuzz.txt "$fuzz_log"
+fi
+
 # Builds the .deb, installs it, runs the package suite, purges it again.
 # XAPS_SKIP_PACKAGE_TEST=1 skips it (it takes minutes and needs root).
 package_log=""
@@ -28,8 +40,12 @@ else
   package_log="--extra-log build/meson-logs/package-testlog.json"
 fi
 
-# shellcheck disable=SC2086 # $package_log is empty or two words
-if ! python3 scripts/count-tests.py build $package_log && [ "$status" = 0 ]; then
+extra_logs="$package_log"
+if [ -f "$fuzz_log" ]; then
+  extra_logs="$extra_logs --extra-log $fuzz_log"
+fi
+# shellcheck disable=SC2086 # $extra_logs is a list of options
+if ! python3 scripts/count-tests.py build $extra_logs && [ "$status" = 0 ]; then
   status=1
 fi
 exit "$status"
