@@ -14,12 +14,7 @@ namespace xaps::doveadm {
 // which C++ lacks: tables of these, ended by param_end(), take its place.
 inline struct doveadm_cmd_param param(char short_opt, const char *name, doveadm_cmd_param_t type,
                                       doveadm_cmd_param_flag_t flags = CMD_PARAM_FLAG_NONE) {
-    struct doveadm_cmd_param p {};
-    p.short_opt = short_opt;
-    p.name = name;
-    p.type = type;
-    p.flags = flags;
-    return p;
+    return dovecot::doveadm_param(short_opt, name, type, flags);
 }
 
 inline struct doveadm_cmd_param param_end() {

@@ -154,4 +154,21 @@ inline void push_event_init(struct push_notification_driver_txn *dtxn, const cha
 #endif
 }
 
+// A doveadm command option as DOVEADM_CMD_PARAM() (a C compound literal, no
+// use in C++) would fill it: 2.4 added `key`, the word that names a key=value
+// argument, set to the option's name.
+inline struct doveadm_cmd_param doveadm_param(char short_opt, const char *name,
+                                              doveadm_cmd_param_t type,
+                                              doveadm_cmd_param_flag_t flags) {
+    struct doveadm_cmd_param param {};
+    param.short_opt = short_opt;
+    param.name = name;
+#if DOVECOT_PREREQ(2, 4, 0)
+    param.key = name;
+#endif
+    param.type = type;
+    param.flags = flags;
+    return param;
+}
+
 } // namespace xaps::dovecot

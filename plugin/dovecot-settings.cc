@@ -102,7 +102,8 @@ SettingLookup event_setting_lookup(struct event *event) {
         throw Error(ErrorKind::config, std::string("reading the xaps settings: ") + error);
     }
     std::shared_ptr<const struct xaps_dovecot_settings> owned(
-        set, [](const struct xaps_dovecot_settings *settings) noexcept { settings_free(settings); });
+        set,
+        [](const struct xaps_dovecot_settings *settings) noexcept { settings_free(settings); });
     return [owned](std::string_view name) -> std::optional<std::string> {
         for (std::size_t i = 0; i < setting_names.size(); i++) {
             if (name == setting_names[i]) {

@@ -111,7 +111,8 @@ void remember(struct push_notification_driver_txn *dtxn, const char *mailbox, Ev
 }
 
 // Everything comes from the xaps_* settings: the driver has no config of its own.
-int driver_init(struct mail_user *user, pool_t pool, void **context, const char **error_r) noexcept {
+int driver_init(struct mail_user *user, pool_t pool, void **context,
+                const char **error_r) noexcept {
     try {
         UserSettings settings = read_user_settings(user);
         auto *duser = p_new(pool, struct xaps_driver_user, 1);

@@ -72,6 +72,9 @@ XAPS_TEST_SANITIZER=1 \
   UBSAN_OPTIONS="print_stacktrace=1:halt_on_error=1:log_path=$reports/ubsan" \
   meson test -C "$build" --suite e2e --wrapper "env LD_PRELOAD=$libasan:$libstdcxx" \
   --print-errorlogs || status=1
+# With --wrapper, meson names its log after the wrapper (testlog-env.json);
+# count-tests.py reads the last run's log as testlog.json.
+cp "$build/meson-logs/testlog-env.json" "$build/meson-logs/testlog.json" || status=1
 
 found=$(find "$reports" -type f | sort)
 if [ -n "$found" ]; then

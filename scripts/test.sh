@@ -1,7 +1,7 @@
 #!/bin/sh
 # Builds, runs every test suite (unit and e2e; e2e needs root), the fuzzers
-# (scripts/fuzz.sh), then the package test (scripts/package-test.sh), and
-# ends with one line
+# (scripts/fuzz.sh), the sanitizer build (scripts/sanitize.sh), then the
+# package test (scripts/package-test.sh), and ends with one line
 # "N passed, M failed" counting individual GoogleTest test cases.
 # Exits non-zero if any test failed or none ran.
 set -eu
@@ -28,6 +28,20 @@ if [ "${XAPS_FUZZ_SECONDS:-60}" != 0 ]; then
   python3 scripts/fuzz-results.py build/meson-logs/fuzz.txt "$fuzz_log"
 fi
 
+# AddressSanitizer + UndefinedBehaviorSanitizer: the unit and e2e suites again
+# in build-asan/ (scripts/sanitize.sh). Counted as one test per suite run
+# ("asan/<name>"), plus one failure if a sanitizer reported anything.
+# XAPS_SKIP_SANITIZE=1 skips it.
+asan_log="build/meson-logs/asan-testlog.json"
+rm -f "$asan_log"
+if [ "${XAPS_SKIP_SANITIZE:-0}" != 1 ]; then
+  asan_status=0
+  XAPS_SKIP_DEPS=1 sh scripts/sanitize.sh || asan_status=$?
+  python3 scripts/prefix-testlog.py asan "$asan_status" "$asan_log" \
+    build-asan/meson-logs/unit.json build-asan/meson-logs/testlog.json
+  [ "$asan_status" = 0 ] || status=$asan_status
+fi
+
 # Builds the .deb, installs it, runs the package suite, purges it again.
 # XAPS_SKIP_PACKAGE_TEST=1 skips it (it takes minutes and needs root).
 package_log=""
@@ -41,9 +55,11 @@ else
 fi
 
 extra_logs="$package_log"
-if [ -f "$fuzz_log" ]; then
-  extra_logs="$extra_logs --extra-log $fuzz_log"
-fi
+for log in "$fuzz_log" "$asan_log"; do
+  if [ -f "$log" ]; then
+    extra_logs="$extra_logs --extra-log $log"
+  fi
+done
 # shellcheck disable=SC2086 # $extra_logs is a list of options
 if ! python3 scripts/count-tests.py build $extra_logs && [ "$status" = 0 ]; then
   status=1

@@ -31,6 +31,20 @@ metric xaps_registration {
 }
 )";
 
+// The same for Dovecot 2.4, where group_by is a named filter.
+constexpr const char *metrics_config_2_4 = R"(
+metric xaps_push {
+  filter = event=xaps_push_finished
+  group_by result {
+  }
+}
+metric xaps_registration {
+  filter = event=xaps_registration_finished
+  group_by result {
+  }
+}
+)";
+
 struct PipeClose {
     void operator()(FILE *file) const noexcept { pclose(file); }
 };
@@ -76,7 +90,8 @@ TEST(E2eMetrics, PushAndRegistrationEventsReachDovecotStats) {
     MockApnsServer apns(e2e::mock_apns_config());
     apns.start();
     DovecotOptions options = e2e::dovecot_options(apns.port());
-    options.extra_config = metrics_config;
+    options.extra_config =
+        installed_dovecot_version().at_least(2, 4) ? metrics_config_2_4 : metrics_config;
     DovecotInstance dovecot(options);
     dovecot.start();
 

@@ -335,8 +335,7 @@ TEST_F(E2eNotifications, AtMostOnePushInFlightPerDevice) {
 // although it is a short-lived process that exits right after delivering.
 TEST_F(E2eNotifications, DovecotLdaDeliveryPushes) {
     DovecotOptions settings = options_with_delay();
-    settings.extra_config =
-        "protocol lda {\n  mail_plugins = $mail_plugins notify push_notification xaps\n}\n";
+    settings.extra_config = xaps_plugins_config("lda");
     start_dovecot(std::move(settings));
     phone_session({"INBOX"});
 

@@ -870,8 +870,16 @@ TEST_F(E2eXapplepushservice, UnresponsiveWorkerIsUnavailableWithinFiveSeconds) {
 // imap process "ALICE" and the lmtp process "alice" as xaps_user_lookup field.
 TEST_F(E2eXapplepushservice, PushUserNamesCompareCaseInsensitively) {
     DovecotOptions settings = options();
-    settings.userdb_fields = "xaps_push_user=%{if;%s;eq;imap;%Uu;%Lu}";
-    settings.plugin_settings["xaps_user_lookup"] = "xaps_push_user";
+    if (installed_dovecot_version().at_least(2, 4)) {
+        // No %{if} on the protocol in 2.4's userdb: a protocol filter picks
+        // the upper-case field for imap.
+        settings.userdb_fields = "xaps_push_user=%{user|upper} xaps_push_user_lower=%{user}";
+        settings.plugin_settings["xaps_user_lookup"] = "xaps_push_user_lower";
+        settings.extra_config = "protocol imap {\n  xaps_user_lookup = xaps_push_user\n}\n";
+    } else {
+        settings.userdb_fields = "xaps_push_user=%{if;%s;eq;imap;%Uu;%Lu}";
+        settings.plugin_settings["xaps_user_lookup"] = "xaps_push_user";
+    }
     start_dovecot(std::move(settings));
 
     register_phone(*login(), PhoneRegistration{});

@@ -170,6 +170,23 @@ const DovecotVersion &installed_dovecot_version() {
     return version;
 }
 
+std::string xaps_plugins_config(const std::string &protocol) {
+    if (installed_dovecot_version().at_least(2, 4)) {
+        return "protocol " + protocol +
+               " {\n"
+               "  mail_plugins {\n"
+               "    notify = yes\n"
+               "    push_notification = yes\n"
+               "    xaps = yes\n"
+               "  }\n"
+               "}\n";
+    }
+    return "protocol " + protocol +
+           " {\n"
+           "  mail_plugins = $mail_plugins notify push_notification xaps\n"
+           "}\n";
+}
+
 DovecotInstance::DovecotInstance(DovecotOptions options)
     : options_(std::move(options)), dir_(std::make_unique<TemporaryDirectory>()),
       mail_user_(ensure_system_user(mail_user_name)),
@@ -362,11 +379,6 @@ std::string DovecotInstance::config_text() const {
 std::string DovecotInstance::config_text_2_4() const {
     const std::string uid = std::to_string(mail_user_.uid);
     const std::string gid = std::to_string(mail_user_.gid);
-    const char *mail_plugins = "  mail_plugins {\n"
-                               "    notify = yes\n"
-                               "    push_notification = yes\n"
-                               "    xaps = yes\n"
-                               "  }\n";
     std::ostringstream conf;
     // The two versions come first: they select the syntax and the defaults.
     conf << "dovecot_config_version = 2.4.0\n"
@@ -411,19 +423,17 @@ std::string DovecotInstance::config_text_2_4() const {
          << "}\n";
     if (has_plugin()) {
         conf << "\n"
-             << "protocol imap {\n"
-             << mail_plugins << "}\n"
-             << "protocol lmtp {\n"
-             << mail_plugins << "}\n"
+             << xaps_plugins_config("imap")
+             << xaps_plugins_config("lmtp")
              // The push_notification driver, a named filter since 2.4.
              << "push_notification xaps {\n"
              << "  driver = xaps\n"
              << "}\n";
     }
+    // The listeners take the global `listen` (2.4 has no per-listener address).
     conf << "\n"
          << "service imap-login {\n"
          << "  inet_listener imap {\n"
-         << "    address = 127.0.0.1\n"
          << "    port = " << imap_port_ << "\n"
          << "  }\n"
          << "  inet_listener imaps {\n"
@@ -432,7 +442,6 @@ std::string DovecotInstance::config_text_2_4() const {
          << "}\n"
          << "service lmtp {\n"
          << "  inet_listener lmtp {\n"
-         << "    address = 127.0.0.1\n"
          << "    port = " << lmtp_port_ << "\n"
          << "  }\n"
          << "  unix_listener lmtp {\n"

@@ -31,6 +31,11 @@ struct DovecotVersion {
 };
 const DovecotVersion &installed_dovecot_version();
 
+// A `protocol <name> { }` block that loads notify, push_notification and xaps,
+// in the installed Dovecot's syntax: for extra_config, to enable xaps in a
+// protocol besides imap and lmtp.
+std::string xaps_plugins_config(const std::string &protocol);
+
 struct DovecotOptions {
     // The built mail plugin (lib<NN>_xaps_plugin.so), loaded in imap and lmtp
     // together with notify and push_notification. Empty or !enable_plugin: no
