@@ -596,7 +596,9 @@ TEST_F(ApnsFaultsTest, GoawayStormRecovers) {
     const double cpu_share =
         double(storm_cpu.count()) /
         double(std::chrono::duration_cast<std::chrono::microseconds>(storm_wall).count());
-    EXPECT_LT(cpu_share, 0.5) << "a TLS handshake per GOAWAY, nothing more";
+    // A spinning loop takes the whole core (1.0); a handshake per GOAWAY every
+    // 30 ms measured up to 0.5 on a loaded machine and more under ASan.
+    EXPECT_LT(cpu_share, 0.8) << "a TLS handshake per GOAWAY, nothing more";
 
     // After the storm: one connection, and pushes go through at once.
     ASSERT_TRUE(loop_.run_until([&] { return client.stats().connected; }, 5s));
