@@ -9,7 +9,9 @@ test counts as one. With --clean, removes the GoogleTest XML reports left
 by an earlier run instead. With --extra-log, also counts the entries of
 another meson test log (such as scripts/package-test.sh's, which adds one
 failed entry for each of its own steps that failed); a missing one counts as
-one failed test.
+one failed test. With --cases-log, also writes every counted case as one entry of
+a meson-style test log (one JSON object a line), so that a run inside another
+root (scripts/trixie.sh) can be counted case by case on the host.
 """
 
 import argparse
@@ -36,18 +38,17 @@ def gtest_report_path(build_dir, test):
     return os.path.join(test.get("workdir") or build_dir, test["name"] + ".xml")
 
 
-def count_gtest_cases(report_path):
-    """Returns (passed, failed, skipped) from a GoogleTest XML report."""
-    passed = failed = skipped = 0
+def gtest_cases(report_path):
+    """Yields (name, result) for each case of a GoogleTest XML report."""
     for case in ET.parse(report_path).getroot().iter("testcase"):
+        name = f"{case.get('classname')}.{case.get('name')}"
         if case.find("failure") is not None or case.find("error") is not None:
-            failed += 1
+            yield name, "FAIL"
         elif (case.get("status") == "notrun" or case.get("result") == "skipped"
               or case.find("skipped") is not None):
-            skipped += 1
+            yield name, "SKIP"
         else:
-            passed += 1
-    return passed, failed, skipped
+            yield name, "OK"
 
 
 def last_run_results(build_dir):
@@ -71,6 +72,7 @@ def main(argv):
     parser.add_argument("build_dir", nargs="?", default="build")
     parser.add_argument("--clean", action="store_true")
     parser.add_argument("--extra-log", action="append", default=[], metavar="JSON")
+    parser.add_argument("--cases-log", metavar="JSON")
     options = parser.parse_args(argv)
     build_dir = options.build_dir
     tests = introspect_tests(build_dir)
@@ -84,32 +86,40 @@ def main(argv):
                     pass
         return 0
 
-    passed = failed = skipped = 0
+    cases = []  # (name, "OK" | "FAIL" | "SKIP")
     results = last_run_results(build_dir)
     for path in options.extra_log:
         if os.path.exists(path):
             results += read_testlog(path)
         else:
             print(f"{path}: missing", file=sys.stderr)
-            failed += 1
+            cases.append((path, "FAIL"))
     for name, result in results:
         test = tests.get(name, {})
         report = gtest_report_path(build_dir, test) if test else None
         if test.get("protocol") == "gtest" and report and os.path.exists(report):
-            case_passed, case_failed, case_skipped = count_gtest_cases(report)
-            if result not in PASSING_RESULTS | SKIPPED_RESULTS and case_failed == 0:
+            test_cases = [(f"{name}/{case}", case_result)
+                          for case, case_result in gtest_cases(report)]
+            if (result not in PASSING_RESULTS | SKIPPED_RESULTS
+                    and all(case_result != "FAIL" for _, case_result in test_cases)):
                 print(f"{name}: {result} outside its test cases", file=sys.stderr)
-                case_failed = 1
-            passed += case_passed
-            failed += case_failed
-            skipped += case_skipped
+                test_cases.append((name, "FAIL"))
+            cases += test_cases
         elif result in PASSING_RESULTS:
-            passed += 1
+            cases.append((name, "OK"))
         elif result in SKIPPED_RESULTS:
-            skipped += 1
+            cases.append((name, "SKIP"))
         else:
             print(f"{name}: {result}", file=sys.stderr)
-            failed += 1
+            cases.append((name, "FAIL"))
+
+    if options.cases_log:
+        with open(options.cases_log, "w", encoding="utf-8") as log:
+            for name, result in cases:
+                log.write(json.dumps({"name": name, "result": result}) + "\n")
+    passed = sum(1 for _, result in cases if result == "OK")
+    failed = sum(1 for _, result in cases if result == "FAIL")
+    skipped = sum(1 for _, result in cases if result == "SKIP")
 
     if skipped:
         print(f"{skipped} skipped")

@@ -1,7 +1,9 @@
 #!/bin/sh
 # Builds, runs every test suite (unit and e2e; e2e needs root), the fuzzers
-# (scripts/fuzz.sh), the sanitizer build (scripts/sanitize.sh), then the
-# package test (scripts/package-test.sh), and ends with one line
+# (scripts/fuzz.sh), the sanitizer build (scripts/sanitize.sh), the package
+# test (scripts/package-test.sh), then the unit and e2e suites and the package
+# build once more on Dovecot 2.4 in a Debian 13 root (scripts/trixie.sh), and
+# ends with one line
 # "N passed, M failed" counting individual GoogleTest test cases.
 # Exits non-zero if any test failed or none ran.
 set -eu
@@ -54,8 +56,30 @@ else
   package_log="--extra-log build/meson-logs/package-testlog.json"
 fi
 
+# Dovecot 2.4: the unit and e2e suites and the package build again, in a
+# Debian 13 root (scripts/trixie.sh; prepared once, reused after). Counted
+# case by case as "trixie/<test>/<case>". XAPS_SKIP_TRIXIE=1 skips it.
+trixie_log="build/meson-logs/trixie-testlog.json"
+rm -f "$trixie_log"
+if [ "${XAPS_SKIP_TRIXIE:-0}" = 1 ]; then
+  echo "Dovecot 2.4 run skipped (XAPS_SKIP_TRIXIE=1)"
+elif [ "$(id -u)" != 0 ]; then
+  echo "Dovecot 2.4 run skipped: debootstrap and chroot need root"
+else
+  trixie_status=0
+  cases=$(mktemp)
+  XAPS_TRIXIE_TESTLOG="$cases" sh scripts/trixie.sh || trixie_status=$?
+  if [ -s "$cases" ]; then
+    python3 scripts/prefix-testlog.py trixie "$trixie_status" "$trixie_log" "$cases"
+  else
+    python3 scripts/prefix-testlog.py trixie "$trixie_status" "$trixie_log" scripts/trixie.sh-wrote-no-results
+  fi
+  rm -f "$cases"
+  [ "$trixie_status" = 0 ] || status=$trixie_status
+fi
+
 extra_logs="$package_log"
-for log in "$fuzz_log" "$asan_log"; do
+for log in "$fuzz_log" "$asan_log" "$trixie_log"; do
   if [ -f "$log" ]; then
     extra_logs="$extra_logs --extra-log $log"
   fi

@@ -24,6 +24,8 @@
 # XAPS_TRIXIE_MIRROR  Debian mirror (default http://deb.debian.org/debian)
 # XAPS_TRIXIE_JOBS    ninja jobs (default 2)
 # XAPS_TRIXIE_PACKAGE=0 skips the package build.
+# XAPS_TRIXIE_TESTLOG=FILE also writes every counted case (and the package
+#   build) to FILE as a meson-style test log, for scripts/test.sh to count.
 set -eu
 
 repo=$(cd "$(dirname "$0")/.." && pwd)
@@ -148,13 +150,22 @@ in_root '
   # The package suite needs the .deb installed (scripts/package-test.sh, 2.3 only so far).
   meson test -C /build/xaps --no-suite package --num-processes "$XAPS_JOBS" --print-errorlogs
 ' || test_status=$?
-counts=$(in_root 'python3 /src/scripts/count-tests.py /build/xaps' | tail -n 1) || true
+# Every counted case, as a meson-style log the host can count (and prefix).
+cases_log=/build/xaps/meson-logs/cases.json
+counts=$(in_root "rm -f $cases_log; python3 /src/scripts/count-tests.py /build/xaps --cases-log $cases_log" |
+  tail -n 1) || true
 passed=$(printf '%s\n' "$counts" | sed -n 's/^\([0-9]*\) passed, \([0-9]*\) failed$/\1/p')
 failed=$(printf '%s\n' "$counts" | sed -n 's/^\([0-9]*\) passed, \([0-9]*\) failed$/\2/p')
 passed=${passed:-0}
 failed=${failed:-0}
+results=$(mktemp)
+cp "$root$cases_log" "$results" 2>/dev/null || true
+record() { # record NAME OK|FAIL
+  printf '{"name": "%s", "result": "%s"}\n' "$1" "$2" >>"$results"
+}
 if [ "$test_status" != 0 ] && [ "$failed" = 0 ]; then
   failed=1 # meson failed outside any counted test
+  record meson-test FAIL
 fi
 
 # --- 4. package ----------------------------------------------------------------
@@ -188,11 +199,17 @@ if [ "$build_package" = 1 ]; then
       { echo "the package does not ship the 2.4 95-xaps.conf"; exit 1; }
   ' >&2; then
     passed=$((passed + 1))
+    record package-build OK
   else
     say "the package build failed"
     failed=$((failed + 1))
+    record package-build FAIL
   fi
 fi
 
+if [ -n "${XAPS_TRIXIE_TESTLOG:-}" ]; then
+  cp "$results" "$XAPS_TRIXIE_TESTLOG"
+fi
+rm -f "$results"
 echo "$passed passed, $failed failed"
 [ "$failed" = 0 ] && [ "$passed" -gt 0 ]
