@@ -132,6 +132,12 @@ void ApnsClient::send(Push push, Done done) {
         finish_later(pending, PushOutcome::Result::rejected, "invalid device token");
         return;
     }
+    // The payload writer takes the id as a C string (registrations refuse
+    // control characters, so only a caller bypassing the store gets here).
+    if (pending.push.account_id.find('\0') != std::string::npos) {
+        finish_later(pending, PushOutcome::Result::rejected, "invalid account id");
+        return;
+    }
     if (queue_.size() + delayed_.size() >= settings_.max_queued) {
         if (!queue_full_reported_) {
             queue_full_reported_ = true;

@@ -1,36 +1,19 @@
 #include "apns-payload.h"
 
+#include <json/json.h>
+
+#include <memory>
+
 namespace xaps {
 
-ApnsPayloadWriter::ApnsPayloadWriter() : stream_(&appender_) {
-    payload_["aps"]["account-id"] = "";
-    account_id_ = &payload_["aps"]["account-id"];
-    Json::StreamWriterBuilder builder;
-    builder["indentation"] = "";
-    builder["commentStyle"] = "None";
-    writer_.reset(builder.newStreamWriter());
-}
-
+// The body's shape is fixed: only the id is escaped (jsoncpp's quoting, the
+// same as its writers use) and the rest is literal. A Json::Value written by a
+// StreamWriter cost about 8% of the worker's CPU per push (perf, bench-push).
 void ApnsPayloadWriter::write_mail_push(std::string_view account_id, std::string &out) {
-    *account_id_ = Json::Value(account_id.data(), account_id.data() + account_id.size());
-    out.clear();
-    appender_.target = &out;
-    writer_->write(payload_, &stream_);
-    stream_.flush();
-    appender_.target = nullptr;
-}
-
-ApnsPayloadWriter::StringAppender::int_type
-ApnsPayloadWriter::StringAppender::overflow(int_type c) {
-    if (!traits_type::eq_int_type(c, traits_type::eof()))
-        target->push_back(traits_type::to_char_type(c));
-    return traits_type::not_eof(c);
-}
-
-std::streamsize ApnsPayloadWriter::StringAppender::xsputn(const char *data,
-                                                          std::streamsize length) {
-    target->append(data, static_cast<std::size_t>(length));
-    return length;
+    account_id_.assign(account_id);
+    out.assign(R"({"aps":{"account-id":)");
+    out.append(Json::valueToQuotedString(account_id_.c_str()));
+    out.append("}}");
 }
 
 bool read_apns_response_header(std::string_view name, std::string_view value, int &status,

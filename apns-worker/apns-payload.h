@@ -1,45 +1,22 @@
-// The JSON of APNs requests and error answers, through jsoncpp. Writing
-// reuses its buffers: it runs once per push.
+// The JSON of APNs requests and error answers, through jsoncpp. Writing runs
+// once per push: it reuses its buffers.
 #pragma once
 
 #include <cstdint>
-#include <memory>
 #include <optional>
-#include <ostream>
-#include <streambuf>
 #include <string>
 #include <string_view>
-
-#include <json/json.h>
 
 namespace xaps {
 
 class ApnsPayloadWriter {
 public:
-    ApnsPayloadWriter();
-    ApnsPayloadWriter(const ApnsPayloadWriter &) = delete;
-    ApnsPayloadWriter &operator=(const ApnsPayloadWriter &) = delete;
-
-    // Replaces `out` with {"aps":{"account-id":"<account_id>"}}, escaped as JSON.
+    // Replaces `out` with {"aps":{"account-id":"<account_id>"}}, escaped as
+    // JSON. `account_id` holds no NUL (the caller checks).
     void write_mail_push(std::string_view account_id, std::string &out);
 
 private:
-    // A streambuf appending to a std::string that the caller owns, so that the
-    // writer's output lands in the request without an intermediate copy.
-    class StringAppender : public std::streambuf {
-    public:
-        std::string *target = nullptr;
-
-    protected:
-        int_type overflow(int_type c) override;
-        std::streamsize xsputn(const char *data, std::streamsize length) override;
-    };
-
-    Json::Value payload_;
-    Json::Value *account_id_; // inside payload_
-    std::unique_ptr<Json::StreamWriter> writer_;
-    StringAppender appender_;
-    std::ostream stream_;
+    std::string account_id_; // NUL-terminated copy for jsoncpp
 };
 
 // Apple's apns-id is a UUID; a longer one is not kept.

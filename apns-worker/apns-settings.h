@@ -36,8 +36,12 @@ struct ApnsSettings {
     std::chrono::seconds expiration{std::chrono::hours{24}};
     unsigned connections = 1;
 
-    // Pushes waiting for a connection; beyond this, send() fails them.
-    std::size_t max_queued = 10000;
+    // Pushes waiting for a connection; beyond this, send() fails them. As many
+    // as the scheduler tracks devices (PushSchedulerSettings::max_pending): a
+    // burst that comes in while the connections are still being set up waits
+    // instead of failing (10,000 failed part of a 20,000-device burst in
+    // bench-push). A waiting push takes a few hundred bytes.
+    std::size_t max_queued = 100000;
     // A push not answered this long after send() is failed.
     std::chrono::milliseconds give_up_after{std::chrono::minutes{5}};
     // 429/500/503 answers: retries of one push, and the backoff between them.

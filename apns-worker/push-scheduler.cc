@@ -90,8 +90,9 @@ void PushScheduler::notify(std::string_view user, std::string_view mailbox,
 }
 
 void PushScheduler::schedule(const Registration &registration, bool now) {
-    std::string key = device_key(registration);
-    if (auto it = devices_.find(key); it != devices_.end()) {
+    // One hash of the key for both the lookup and the insertion.
+    auto [it, inserted] = devices_.try_emplace(device_key(registration));
+    if (!inserted) {
         Device &device = it->second;
         ++counters_.coalesced;
         if (device.in_flight) {
@@ -100,47 +101,47 @@ void PushScheduler::schedule(const Registration &registration, bool now) {
         } else if (now) {
             device.delay_timer.reset();
             --counters_.pending;
-            send_now(key);
+            send_now(it);
         }
         return;
     }
-    if (devices_.size() >= settings_.max_pending) {
+    if (devices_.size() > settings_.max_pending) {
+        devices_.erase(it);
         ++counters_.dropped;
         return;
     }
-    devices_[key].push = Push{registration.device_token, registration.account_id};
+    it->second.push = Push{registration.device_token, registration.account_id};
     if (now) {
-        send_now(key);
+        send_now(it);
     } else {
-        start_delay(key);
+        start_delay(it);
     }
 }
 
-void PushScheduler::send_now(const std::string &key) {
-    Device &device = devices_.at(key);
+void PushScheduler::send_now(DeviceMap::iterator it) {
+    Device &device = it->second;
     device.in_flight = true;
     ++counters_.in_flight;
     ++counters_.pushes_sent;
     try {
-        sender_.send(device.push,
-                     [this, alive = std::weak_ptr<char>(alive_), key](const PushOutcome &outcome) {
-                         if (alive.lock()) {
-                             on_push_done(key, outcome);
-                         }
-                     });
+        sender_.send(device.push, [this, alive = std::weak_ptr<char>(alive_),
+                                   key = it->first](const PushOutcome &outcome) {
+            if (alive.lock()) {
+                on_push_done(key, outcome);
+            }
+        });
     } catch (...) {
         --counters_.in_flight;
         ++counters_.pushes_failed;
         ++counters_.errors;
-        devices_.erase(key);
+        devices_.erase(it);
         report_error("push could not be handed to the sender: " + describe_current_exception());
     }
 }
 
-void PushScheduler::start_delay(const std::string &key) {
-    Device &device = devices_.at(key);
-    device.delay_timer =
-        loop_.call_after(settings_.delay, [this, key]() { on_delay_expired(key); });
+void PushScheduler::start_delay(DeviceMap::iterator it) {
+    it->second.delay_timer =
+        loop_.call_after(settings_.delay, [this, key = it->first]() { on_delay_expired(key); });
     ++counters_.pending;
 }
 
@@ -153,7 +154,7 @@ void PushScheduler::on_delay_expired(std::string key) noexcept {
         // Destroys this very callback: `key` is our own copy.
         it->second.delay_timer.reset();
         --counters_.pending;
-        send_now(key);
+        send_now(it);
     } catch (...) {
         ++counters_.errors;
         devices_.erase(key);
@@ -181,9 +182,9 @@ void PushScheduler::on_push_done(const std::string &key, const PushOutcome &outc
         device.dirty = false;
         device.dirty_now = false;
         if (now) {
-            send_now(key);
+            send_now(it);
         } else {
-            start_delay(key);
+            start_delay(it);
         }
     } catch (...) {
         ++counters_.errors;

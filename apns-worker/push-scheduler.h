@@ -121,9 +121,12 @@ private:
     };
     struct TestRun;
 
+    // Key: account_id NUL device_token.
+    using DeviceMap = std::unordered_map<std::string, Device>;
+
     void schedule(const Registration &registration, bool now);
-    void send_now(const std::string &key);
-    void start_delay(const std::string &key);
+    void send_now(DeviceMap::iterator device);
+    void start_delay(DeviceMap::iterator device);
     void on_delay_expired(std::string key) noexcept;
     void on_push_done(const std::string &key, const PushOutcome &outcome) noexcept;
     void on_test_push_done(const std::shared_ptr<TestRun> &run, std::size_t index,
@@ -144,8 +147,7 @@ private:
     std::function<std::int64_t()> unix_now_;
     ErrorLog error_log_;
     Counters counters_;
-    // Key: account_id NUL device_token.
-    std::unordered_map<std::string, Device> devices_;
+    DeviceMap devices_;
     std::vector<RegistrationStore::GoneToken> gone_; // waiting for remove_gone()
     std::unique_ptr<EventLoop::Watch> removal_timer_;
     std::chrono::milliseconds removal_timer_delay_{0};

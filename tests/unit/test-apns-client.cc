@@ -203,6 +203,15 @@ TEST_F(ApnsClientTest, AccountIdIsEscapedAsJson) {
     EXPECT_EQ(body["aps"].size(), 1u);
 }
 
+TEST_F(ApnsClientTest, AccountIdWithNulIsRejectedWithoutARequest) {
+    started_client(settings());
+    send(token(1), std::string("acc\0ount", 8));
+    ASSERT_TRUE(wait_done(1));
+    EXPECT_EQ(outcome(token(1)).result, Result::rejected);
+    EXPECT_EQ(outcome(token(1)).reason, "invalid account id");
+    EXPECT_TRUE(mock_.requests().empty());
+}
+
 TEST_F(ApnsClientTest, MapsEveryFinalAnswerToItsOutcome) {
     struct Row {
         MockApnsResponse response;
