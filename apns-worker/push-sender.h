@@ -23,8 +23,8 @@ struct PushOutcome {
         failed,      // gave up: Apple unreachable or transient errors past the retry bound
     };
     Result result = Result::failed;
-    int http_status = 0;     // 0 when Apple never answered
-    std::string reason;      // Apple's "reason", or our description of the failure
+    int http_status = 0; // 0 when Apple never answered
+    std::string reason;  // Apple's "reason", or our description of the failure
     // With 410: when Apple learned the token was gone (ms since the epoch).
     std::optional<std::int64_t> unregistered_at_ms;
     std::string apns_id;

@@ -39,7 +39,9 @@ public:
             event_unref(&event_);
         }
     }
-    struct event *get() const noexcept { return event_; }
+    struct event *get() const noexcept {
+        return event_;
+    }
 
 private:
     struct event *event_;

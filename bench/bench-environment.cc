@@ -1,6 +1,7 @@
 #include "bench-environment.h"
 
 #include "process-stats.h"
+#include "test-pki.h"
 #include "xaps-error.h"
 
 #include <unistd.h>
@@ -13,9 +14,9 @@
 namespace xaps::bench {
 
 MockApnsConfig mock_config(std::uint32_t max_streams, bool record_requests) {
-    MockApnsConfig config;
-    config.cert_file = std::string(pki_dir) + "/server.pem";
-    config.key_file = std::string(pki_dir) + "/server.key";
+    MockApnsConfig config = test::apple_like_mock_config();
+    // h2load, measured against the same mock, has no client certificate.
+    config.client_ca_file.clear();
     config.max_concurrent_streams = max_streams;
     config.record_requests = record_requests;
     return config;

@@ -64,7 +64,7 @@ if [ "$quick" = yes ]; then
     run bench-register --duration-ms 2000
     run bench-scale --large 100000
 else
-    run bench-push --rounds 7 --connections 1,4
+    run bench-push --rounds 7 --connections 1,4 --devices 50000
     run bench-latency
     run bench-delivery --rounds 7 --round-ms 2500
     run bench-register --duration-ms 4000

@@ -6,8 +6,8 @@
 
 #include "dovecot-instance.h"
 #include "mock-apns-server.h"
+#include "test-pki.h"
 
-#include <fstream>
 #include <string>
 
 #if !defined(XAPS_PLUGIN_PATH) || !defined(XAPS_WORKER_PATH) || !defined(XAPS_TEST_PKI_DIR)
@@ -26,11 +26,7 @@ inline constexpr const char *iphone_device_token =
     "2a7e5e5b5d6e4a9c8e2b1f9d3c7a6b5e4d3c2b1a0f9e8d7c6b5a4f3e2d1c0b9a";
 
 inline MockApnsConfig mock_apns_config() {
-    MockApnsConfig config;
-    config.cert_file = std::string(pki_dir) + "/server.pem";
-    config.key_file = std::string(pki_dir) + "/server.key";
-    config.client_ca_file = std::string(pki_dir) + "/ca.pem";
-    return config;
+    return apple_like_mock_config();
 }
 
 // Plugin, worker and credentials for the mock listening on apns_port.
@@ -45,13 +41,7 @@ inline DovecotOptions dovecot_options(std::uint16_t apns_port) {
 
 // The UID of the test client certificate's subject: the APNs topic.
 inline std::string apns_topic() {
-    std::ifstream in(std::string(pki_dir) + "/topic.txt");
-    std::string topic;
-    std::getline(in, topic);
-    while (!topic.empty() && (topic.back() == '\r' || topic.back() == ' ')) {
-        topic.pop_back();
-    }
-    return topic;
+    return test_pki_topic();
 }
 
 // The registration command as iOS Mail sends it.

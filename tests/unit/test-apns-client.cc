@@ -5,6 +5,7 @@
 #include "xaps-error.h"
 
 #include "mock-apns-server.h"
+#include "test-pki.h"
 #include "poll-event-loop.h"
 
 #include <gtest/gtest.h>
@@ -30,27 +31,13 @@ namespace {
 
 using namespace std::chrono_literals;
 using Result = PushOutcome::Result;
+using test::apple_like_mock_config;
 using test::MockApnsConfig;
 using test::MockApnsRequest;
 using test::MockApnsResponse;
 using test::MockApnsServer;
-
-const std::string pki = XAPS_TEST_PKI_DIR;
-
-std::string read_topic() {
-    std::ifstream file(pki + "/topic.txt");
-    std::string topic;
-    std::getline(file, topic);
-    return topic;
-}
-
-MockApnsConfig mock_config() {
-    MockApnsConfig config;
-    config.cert_file = pki + "/server.pem";
-    config.key_file = pki + "/server.key";
-    config.client_ca_file = pki + "/ca.pem";
-    return config;
-}
+using test::test_pki_file;
+using test::test_pki_topic;
 
 MockApnsResponse answer(int status, std::string reason = {},
                         std::optional<std::int64_t> timestamp = std::nullopt) {
@@ -82,9 +69,9 @@ protected:
         ApnsSettings settings;
         settings.host = "127.0.0.1";
         settings.port = mock_.port();
-        settings.ca_file = pki + "/ca.pem";
-        settings.cert_file = pki + "/client.pem";
-        settings.key_file = pki + "/client.key";
+        settings.ca_file = test_pki_file("ca.pem");
+        settings.cert_file = test_pki_file("client.pem");
+        settings.key_file = test_pki_file("client.key");
         settings.reconnect_initial_delay = 20ms;
         settings.reconnect_max_delay = 100ms;
         settings.retry_initial_delay = 5ms;
@@ -137,7 +124,7 @@ protected:
     }
 
     PollEventLoop loop_;
-    MockApnsServer mock_{mock_config()};
+    MockApnsServer mock_{apple_like_mock_config()};
     std::unique_ptr<ApnsClient> client_;
     std::map<std::string, std::vector<PushOutcome>> outcomes_;
     std::size_t done_calls_ = 0;
@@ -146,7 +133,7 @@ protected:
 
 TEST_F(ApnsClientTest, SendsTheExactRequestApnsExpects) {
     ApnsClient &client = started_client(settings());
-    EXPECT_EQ(client.topic(), read_topic());
+    EXPECT_EQ(client.topic(), test_pki_topic());
     const auto before = std::chrono::system_clock::now();
     send(token(1), "3f6a1c2e-0b7d-4e59-a8c3-5d2f1e0a9b8c");
     ASSERT_TRUE(wait_done(1));
@@ -159,13 +146,13 @@ TEST_F(ApnsClientTest, SendsTheExactRequestApnsExpects) {
     const MockApnsRequest &request = requests[0];
     EXPECT_EQ(request.method, "POST");
     EXPECT_EQ(request.path, "/3/device/" + token(1));
-    EXPECT_EQ(request.client_uid, read_topic());
+    EXPECT_EQ(request.client_uid, test_pki_topic());
     std::set<std::string> names;
     for (const auto &[name, value] : request.headers)
         names.insert(name);
     EXPECT_EQ(names, (std::set<std::string>{":method", ":path", ":scheme", ":authority",
                                             "apns-topic", "apns-push-type", "apns-expiration"}));
-    EXPECT_EQ(request.headers.at("apns-topic"), read_topic());
+    EXPECT_EQ(request.headers.at("apns-topic"), test_pki_topic());
     EXPECT_EQ(request.headers.at("apns-push-type"), "background");
     const auto expected_expiration =
         std::chrono::duration_cast<std::chrono::seconds>(before.time_since_epoch()).count() +
@@ -310,7 +297,7 @@ TEST_F(ApnsClientTest, PushesWaitForARestartedServer) {
 
 TEST_F(ApnsClientTest, ReconnectsWithBackoffNotInATightLoop) {
     ApnsSettings s = settings();
-    s.ca_file = pki + "/untrusted-ca.pem"; // every handshake fails
+    s.ca_file = test_pki_file("untrusted-ca.pem"); // every handshake fails
     s.reconnect_initial_delay = 20ms;
     s.reconnect_max_delay = 80ms;
     ApnsClient &client = make_client(s);
@@ -521,15 +508,15 @@ TEST_F(ApnsClientTest, Pkcs12ClientCertificateAuthenticates) {
     ApnsSettings s = settings();
     s.cert_file.clear();
     s.key_file.clear();
-    s.p12_file = pki + "/client.p12";
+    s.p12_file = test_pki_file("client.p12");
     s.p12_password = "test";
     ApnsClient &client = started_client(s);
-    EXPECT_EQ(client.topic(), read_topic());
+    EXPECT_EQ(client.topic(), test_pki_topic());
     send(token(1));
     ASSERT_TRUE(wait_done(1));
     EXPECT_EQ(outcome(token(1)).result, Result::delivered);
     const MockApnsRequest request = mock_.requests().at(0);
-    EXPECT_EQ(request.client_uid, read_topic()) << "the certificate from the PKCS#12 file";
+    EXPECT_EQ(request.client_uid, test_pki_topic()) << "the certificate from the PKCS#12 file";
     EXPECT_EQ(request.headers.count("authorization"), 0u);
     EXPECT_FALSE(client.provider_token_age().has_value());
 }
@@ -585,7 +572,7 @@ protected:
         std::fclose(out);
         EVP_PKEY_free(key);
 
-        MockApnsConfig config = mock_config();
+        MockApnsConfig config = apple_like_mock_config();
         config.client_ca_file.clear(); // Apple does not ask for a certificate then
         config.token_auth.emplace();
         config.token_auth->key_file = public_key_file_;

@@ -2,6 +2,7 @@
 #include "apns-connection.h"
 
 #include "mock-apns-server.h"
+#include "test-pki.h"
 #include "poll-event-loop.h"
 #include "tls-context.h"
 
@@ -26,12 +27,12 @@ namespace xaps {
 namespace {
 
 using namespace std::chrono_literals;
+using test::apple_like_mock_config;
 using test::MockApnsConfig;
 using test::MockApnsRequest;
 using test::MockApnsResponse;
 using test::MockApnsServer;
-
-const std::string pki = XAPS_TEST_PKI_DIR;
+using test::test_pki_file;
 
 // A listening socket on 127.0.0.1 that accepts nothing itself.
 struct Listener {
@@ -50,20 +51,12 @@ struct Listener {
     ~Listener() { ::close(fd); }
 };
 
-ApnsSettings client_settings(const std::string &ca = pki + "/ca.pem") {
+ApnsSettings client_settings(const std::string &ca = test_pki_file("ca.pem")) {
     ApnsSettings settings;
-    settings.cert_file = pki + "/client.pem";
-    settings.key_file = pki + "/client.key";
+    settings.cert_file = test_pki_file("client.pem");
+    settings.key_file = test_pki_file("client.key");
     settings.ca_file = ca;
     return settings;
-}
-
-MockApnsConfig mock_config() {
-    MockApnsConfig config;
-    config.cert_file = pki + "/server.pem";
-    config.key_file = pki + "/server.key";
-    config.client_ca_file = pki + "/ca.pem";
-    return config;
 }
 
 // Records what the connection reports, in order.
@@ -135,7 +128,7 @@ protected:
 
     PollEventLoop loop_;
     TlsContext tls_ = TlsContext::load(client_settings());
-    MockApnsServer mock_{mock_config()};
+    MockApnsServer mock_{apple_like_mock_config()};
     Recorder recorder_;
 };
 
@@ -181,12 +174,13 @@ TEST_F(ApnsConnectionTest, FailuresAreReportedThroughOnClosed) {
         std::string reason_contains;
     };
     const std::vector<Case> cases = {
-        {"server certificate from an untrusted CA", "127.0.0.1", pki + "/untrusted-ca.pem", false,
-         "not trusted"},
+        {"server certificate from an untrusted CA", "127.0.0.1", test_pki_file("untrusted-ca.pem"),
+         false, "not trusted"},
         // Resolves to 127.0.0.1, but the certificate names localhost and 127.0.0.1 only.
-        {"server certificate for another name", "127.1", pki + "/ca.pem", false, "not trusted"},
-        {"nobody listening", "127.0.0.1", pki + "/ca.pem", true, "Connection refused"},
-        {"name that does not resolve", "no-such-host.invalid", pki + "/ca.pem", false,
+        {"server certificate for another name", "127.1", test_pki_file("ca.pem"), false,
+         "not trusted"},
+        {"nobody listening", "127.0.0.1", test_pki_file("ca.pem"), true, "Connection refused"},
+        {"name that does not resolve", "no-such-host.invalid", test_pki_file("ca.pem"), false,
          "cannot resolve"},
     };
     for (const Case &row : cases) {
@@ -231,8 +225,8 @@ TEST_F(ApnsConnectionTest, RefusesAServerThatDoesNotSpeakHttp2) {
         pthread_sigmask(SIG_BLOCK, &pipe_signal, nullptr);
         SSL_CTX *ctx = SSL_CTX_new(TLS_server_method());
         SSL_CTX_set_num_tickets(ctx, 0);
-        SSL_CTX_use_certificate_chain_file(ctx, (pki + "/server.pem").c_str());
-        SSL_CTX_use_PrivateKey_file(ctx, (pki + "/server.key").c_str(), SSL_FILETYPE_PEM);
+        SSL_CTX_use_certificate_chain_file(ctx, test_pki_file("server.pem").c_str());
+        SSL_CTX_use_PrivateKey_file(ctx, test_pki_file("server.key").c_str(), SSL_FILETYPE_PEM);
         const int client = ::accept(listener.fd, nullptr, nullptr);
         SSL *ssl = SSL_new(ctx);
         SSL_set_fd(ssl, client);

@@ -7,6 +7,7 @@
 #include "apns-client.h"
 
 #include "mock-apns-server.h"
+#include "test-pki.h"
 #include "poll-event-loop.h"
 
 #include <gtest/gtest.h>
@@ -37,19 +38,16 @@ namespace {
 using namespace std::chrono_literals;
 using Clock = std::chrono::steady_clock;
 using Result = PushOutcome::Result;
+using test::apple_like_mock_config;
 using test::GoawayStreams;
 using test::MockApnsConfig;
 using test::MockApnsRequest;
 using test::MockApnsResponse;
 using test::MockApnsServer;
-
-const std::string pki = XAPS_TEST_PKI_DIR;
+using test::test_pki_file;
 
 MockApnsConfig mock_config(std::uint16_t port = 0) {
-    MockApnsConfig config;
-    config.cert_file = pki + "/server.pem";
-    config.key_file = pki + "/server.key";
-    config.client_ca_file = pki + "/ca.pem";
+    MockApnsConfig config = apple_like_mock_config();
     config.port = port;
     return config;
 }
@@ -296,9 +294,9 @@ protected:
         ApnsSettings s;
         s.host = "127.0.0.1";
         s.port = port;
-        s.ca_file = pki + "/ca.pem";
-        s.cert_file = pki + "/client.pem";
-        s.key_file = pki + "/client.key";
+        s.ca_file = test_pki_file("ca.pem");
+        s.cert_file = test_pki_file("client.pem");
+        s.key_file = test_pki_file("client.key");
         s.reconnect_initial_delay = 50ms;
         s.reconnect_max_delay = 400ms;
         s.retry_initial_delay = 10ms;
@@ -447,7 +445,7 @@ TEST_F(ApnsFaultsTest, TlsHandshakeFailuresThenRecovery) {
             break;
         case Fault::untrusted_client: {
             MockApnsConfig config = mock_config(port);
-            config.client_ca_file = pki + "/untrusted-ca.pem";
+            config.client_ca_file = test_pki_file("untrusted-ca.pem");
             refusing = std::make_unique<MockApnsServer>(config);
             refusing->start();
             break;
@@ -455,8 +453,8 @@ TEST_F(ApnsFaultsTest, TlsHandshakeFailuresThenRecovery) {
         case Fault::untrusted_server: {
             // A certificate from another CA, and not for 127.0.0.1 either.
             MockApnsConfig config = mock_config(port);
-            config.cert_file = pki + "/client-untrusted.pem";
-            config.key_file = pki + "/client-untrusted.key";
+            config.cert_file = test_pki_file("client-untrusted.pem");
+            config.key_file = test_pki_file("client-untrusted.key");
             refusing = std::make_unique<MockApnsServer>(config);
             refusing->start();
             break;

@@ -1,5 +1,6 @@
 // The mock APNs server, driven by a real TLS + HTTP/2 client over loopback.
 #include "mock-apns-server.h"
+#include "test-pki.h"
 
 #include "provider-token.h"
 
@@ -31,34 +32,17 @@
 namespace {
 
 using namespace std::chrono_literals;
+using xaps::test::apple_like_mock_config;
 using xaps::test::MockApnsConfig;
 using xaps::test::MockApnsRequest;
 using xaps::test::MockApnsResponse;
 using xaps::test::MockApnsServer;
+using xaps::test::test_pki_file;
+using xaps::test::test_pki_topic;
 
-const std::string pki_dir = XAPS_TEST_PKI_DIR;
 // How long to wait for something that takes milliseconds, even under valgrind
 // on a busy machine.
 constexpr std::chrono::milliseconds patience = 10s;
-
-std::string pki(const std::string &name) {
-    return pki_dir + "/" + name;
-}
-
-std::string read_topic() {
-    std::ifstream file(pki("topic.txt"));
-    std::string topic;
-    std::getline(file, topic);
-    return topic;
-}
-
-MockApnsConfig server_config() {
-    MockApnsConfig config;
-    config.cert_file = pki("server.pem");
-    config.key_file = pki("server.key");
-    config.client_ca_file = pki("ca.pem");
-    return config;
-}
 
 bool eventually(const std::function<bool()> &condition, std::chrono::milliseconds timeout) {
     const auto deadline = std::chrono::steady_clock::now() + timeout;
@@ -110,7 +94,7 @@ public:
     TestClient(uint16_t port, const std::optional<ClientCertificate> &certificate) {
         ctx_ = SSL_CTX_new(TLS_client_method());
         SSL_CTX_set_min_proto_version(ctx_, TLS1_2_VERSION);
-        SSL_CTX_load_verify_locations(ctx_, pki("ca.pem").c_str(), nullptr);
+        SSL_CTX_load_verify_locations(ctx_, test_pki_file("ca.pem").c_str(), nullptr);
         SSL_CTX_set_verify(ctx_, SSL_VERIFY_PEER, nullptr);
         if (certificate) {
             SSL_CTX_use_certificate_file(ctx_, certificate->cert_file.c_str(), SSL_FILETYPE_PEM);
@@ -374,13 +358,13 @@ private:
     size_t settings_received_ = 0;
 };
 
-const ClientCertificate trusted_client{pki("client.pem"), pki("client.key")};
+const ClientCertificate trusted_client{test_pki_file("client.pem"), test_pki_file("client.key")};
 
 class MockApnsServerTest : public ::testing::Test {
 protected:
     void SetUp() override { server_.start(); }
 
-    MockApnsServer server_{server_config()};
+    MockApnsServer server_{apple_like_mock_config()};
 };
 
 TEST_F(MockApnsServerTest, RecordsRequestWithHeadersAndBody) {
@@ -388,7 +372,7 @@ TEST_F(MockApnsServerTest, RecordsRequestWithHeadersAndBody) {
     ASSERT_TRUE(client.connect());
     const std::string body = R"({"aps":{"account-id":"0715A26B-CA09-4730-A419-793000CA982E"}})";
     const int32_t stream = client.submit("POST", "/3/device/a1b2c3d4",
-                                         {{"apns-topic", read_topic()},
+                                         {{"apns-topic", test_pki_topic()},
                                           {"apns-push-type", "background"},
                                           {"apns-expiration", "1700000000"}},
                                          body);
@@ -407,13 +391,13 @@ TEST_F(MockApnsServerTest, RecordsRequestWithHeadersAndBody) {
     EXPECT_EQ(request.path, "/3/device/a1b2c3d4");
     EXPECT_EQ(request.device_token, "a1b2c3d4");
     EXPECT_EQ(request.body, body);
-    EXPECT_EQ(request.headers.at("apns-topic"), read_topic());
+    EXPECT_EQ(request.headers.at("apns-topic"), test_pki_topic());
     EXPECT_EQ(request.headers.at("apns-push-type"), "background");
     EXPECT_EQ(request.headers.at("apns-expiration"), "1700000000");
     EXPECT_EQ(request.headers.at(":authority"), "localhost");
-    EXPECT_EQ(request.client_uid, read_topic());
+    EXPECT_EQ(request.client_uid, test_pki_topic());
     EXPECT_EQ(request.client_subject,
-              "/UID=" + read_topic() + "/CN=APSP:0b5f6d3e-8f1c-4f8e-9c3a-2d1e0f9a8b7c/C=US");
+              "/UID=" + test_pki_topic() + "/CN=APSP:0b5f6d3e-8f1c-4f8e-9c3a-2d1e0f9a8b7c/C=US");
     EXPECT_EQ(request.connection_index, 0u);
     EXPECT_EQ(request.stream_id, stream);
     EXPECT_EQ(server_.connections_accepted(), 1u);
@@ -438,10 +422,17 @@ TEST_F(MockApnsServerTest, ClientCertificateMustVerifyAgainstTheConfiguredCa) {
     const Row rows[] = {
         {"trusted", trusted_client, true},
         {"short topic",
-         ClientCertificate{pki("client-short-topic.pem"), pki("client-short-topic.key")}, true},
-        {"other CA", ClientCertificate{pki("client-untrusted.pem"), pki("client-untrusted.key")},
+         ClientCertificate{test_pki_file("client-short-topic.pem"),
+                           test_pki_file("client-short-topic.key")},
+         true},
+        {"other CA",
+         ClientCertificate{test_pki_file("client-untrusted.pem"),
+                           test_pki_file("client-untrusted.key")},
          false},
-        {"expired", ClientCertificate{pki("client-expired.pem"), pki("client-expired.key")}, false},
+        {"expired",
+         ClientCertificate{test_pki_file("client-expired.pem"),
+                           test_pki_file("client-expired.key")},
+         false},
         {"none", std::nullopt, false},
     };
     size_t expected_failures = 0;
@@ -628,7 +619,7 @@ TEST_F(MockApnsServerTest, GoawayRefusingStreamsLeavesThemUnanswered) {
 
 TEST_F(MockApnsServerTest, MaxConcurrentStreamsFollowsTheServerSetting) {
     server_.stop();
-    MockApnsConfig config = server_config();
+    MockApnsConfig config = apple_like_mock_config();
     config.max_concurrent_streams = 1;
     MockApnsServer server(config);
     server.start();
@@ -702,8 +693,8 @@ TEST_F(MockApnsServerTest, ManyConnectionsAndStreamsAtOnce) {
 }
 
 TEST(MockApnsServerConfig, UnusableCertificateThrows) {
-    MockApnsConfig config = server_config();
-    config.key_file = pki("client.key"); // does not match server.pem
+    MockApnsConfig config = apple_like_mock_config();
+    config.key_file = test_pki_file("client.key"); // does not match server.pem
     EXPECT_THROW(MockApnsServer server(config), std::exception);
 }
 
@@ -722,8 +713,8 @@ protected:
         public_key_file_ = dir_ + "/public.pem";
         std::ofstream(public_key_file_) << public_pem_of(key_);
         MockApnsConfig config;
-        config.cert_file = pki("server.pem");
-        config.key_file = pki("server.key");
+        config.cert_file = test_pki_file("server.pem");
+        config.key_file = test_pki_file("server.key");
         config.token_auth.emplace();
         config.token_auth->key_file = public_key_file_;
         config.token_auth->key_id = key_id;
@@ -885,9 +876,9 @@ TEST_F(MockApnsTokenAuthTest, ExpiresTokensOnRequestAndLimitsRenewals) {
 
 TEST_F(MockApnsTokenAuthTest, CertificateAuthStillPassesWithoutAToken) {
     MockApnsConfig config;
-    config.cert_file = pki("server.pem");
-    config.key_file = pki("server.key");
-    config.client_ca_file = pki("ca.pem");
+    config.cert_file = test_pki_file("server.pem");
+    config.key_file = test_pki_file("server.key");
+    config.client_ca_file = test_pki_file("ca.pem");
     config.token_auth.emplace();
     config.token_auth->key_file = public_key_file_;
     config.token_auth->key_id = key_id;
@@ -901,10 +892,10 @@ TEST_F(MockApnsTokenAuthTest, CertificateAuthStillPassesWithoutAToken) {
 
 TEST(MockApnsServerConfig, UnusableTokenKeyThrows) {
     MockApnsConfig config;
-    config.cert_file = pki("server.pem");
-    config.key_file = pki("server.key");
+    config.cert_file = test_pki_file("server.pem");
+    config.key_file = test_pki_file("server.key");
     config.token_auth.emplace();
-    config.token_auth->key_file = pki("server.key"); // RSA, not EC
+    config.token_auth->key_file = test_pki_file("server.key"); // RSA, not EC
     EXPECT_THROW(MockApnsServer server(config), std::exception);
 }
 
