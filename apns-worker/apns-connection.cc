@@ -10,7 +10,6 @@
 #include <utility>
 
 #include <arpa/inet.h>
-#include <netdb.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <sys/socket.h>
@@ -190,6 +189,7 @@ ApnsConnection::ApnsConnection(EventLoop &loop, SSL_CTX *tls, ApnsConnectionConf
 }
 
 ApnsConnection::~ApnsConnection() {
+    resolution_.reset();
     read_watch_.reset();
     write_watch_.reset();
     connect_timer_.reset();
@@ -218,26 +218,30 @@ void ApnsConnection::connect() {
 
 void ApnsConnection::start_connect() noexcept {
     try {
-        addrinfo hints{};
-        hints.ai_family = AF_UNSPEC;
-        hints.ai_socktype = SOCK_STREAM;
-        hints.ai_flags = AI_NUMERICSERV;
-        addrinfo *found = nullptr;
-        // Blocking, but only when (re)connecting, which is rare by design.
-        const int rc = ::getaddrinfo(config_.host.c_str(), std::to_string(config_.port).c_str(),
-                                     &hints, &found);
-        if (rc != 0) {
-            close("cannot resolve " + config_.host + ": " + ::gai_strerror(rc));
-            return;
-        }
-        for (const addrinfo *ai = found; ai != nullptr; ai = ai->ai_next) {
-            const auto *bytes = reinterpret_cast<const std::uint8_t *>(ai->ai_addr);
-            addresses_.emplace_back(bytes, bytes + ai->ai_addrlen);
-        }
-        ::freeaddrinfo(found);
-        try_next_address();
+        resolution_ = std::make_unique<AddressResolution>(
+            loop_, config_.host, config_.port,
+            [this](AddressResolution::Addresses addresses, std::string error) {
+                on_resolved(std::move(addresses), std::move(error));
+            },
+            config_.lookup);
     } catch (const std::exception &error) {
         close(error.what());
+    }
+}
+
+void ApnsConnection::on_resolved(AddressResolution::Addresses addresses,
+                                 std::string error) noexcept {
+    // Destroys the resolution whose callback this is: only locals from here on.
+    std::unique_ptr<AddressResolution> finished = std::move(resolution_);
+    if (!error.empty()) {
+        close(error);
+        return;
+    }
+    try {
+        addresses_ = std::move(addresses);
+        try_next_address();
+    } catch (const std::exception &failure) {
+        close(failure.what());
     }
 }
 
@@ -717,6 +721,7 @@ void ApnsConnection::close(std::string_view reason) noexcept {
     const bool was_open = state_ == State::open;
     state_ = State::closed;                // not ready() any more: nobody submits here now
     const std::string reason_copy(reason); // reason may live in a member reset below
+    resolution_.reset();
     read_watch_.reset();
     write_watch_.reset();
     connect_timer_.reset();

@@ -5,6 +5,7 @@
 // its Observer what happened. Everything runs on the EventLoop.
 #pragma once
 
+#include "address-resolution.h"
 #include "event-loop.h"
 
 #include <array>
@@ -55,6 +56,8 @@ struct ApnsConnectionConfig {
     std::chrono::milliseconds ping_timeout{15000};
     std::chrono::milliseconds request_timeout{30000};
     std::uint32_t max_streams = 1000;
+    // How the host name is resolved, off the loop (tests replace it).
+    AddressResolution::Lookup lookup = ::getaddrinfo;
 };
 
 class ApnsConnection {
@@ -125,6 +128,7 @@ private:
     friend struct ApnsConnectionCallbacks;
 
     void start_connect() noexcept;
+    void on_resolved(AddressResolution::Addresses addresses, std::string error) noexcept;
     void try_next_address();
     void on_connect_ready();
     void start_tls();
@@ -164,7 +168,8 @@ private:
 
     State state_ = State::idle;
     int fd_ = -1;
-    std::vector<std::vector<std::uint8_t>> addresses_; // resolved sockaddrs, tried in order
+    std::unique_ptr<AddressResolution> resolution_; // while the host name is looked up
+    AddressResolution::Addresses addresses_;        // resolved sockaddrs, tried in order
     std::size_t next_address_ = 0;
     std::string last_connect_error_;
     std::unique_ptr<SSL, SslFree> ssl_;
