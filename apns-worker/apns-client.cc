@@ -114,9 +114,10 @@ void ApnsClient::start() {
         open(slot);
 }
 
-void ApnsClient::send(Push push, Done done) {
+void ApnsClient::send(const Push &push, Done done) {
     PendingPush &pending = acquire();
-    pending.push = std::move(push);
+    // Assigned, not moved in: a recycled PendingPush keeps its strings' capacity.
+    pending.push = push;
     pending.done = std::move(done);
     pending.retries = 0;
     pending.resends = 0;

@@ -45,7 +45,7 @@ public:
 
     // Connects eagerly and stays connected. Pushes sent before start() wait.
     void start();
-    void send(Push push, Done done) override;
+    void send(const Push &push, Done done) override;
     const std::string &topic() const noexcept { return tls_.topic(); }
     // For good, e.g. when the client certificate expired: closes the
     // connections, fails every push not final yet and every later one with

@@ -35,7 +35,7 @@ class NoCredentialSender final : public xaps::PushSender {
 public:
     NoCredentialSender(xaps::EventLoop &loop, std::string reason)
         : loop_(loop), reason_(std::move(reason)) {}
-    void send(xaps::Push, Done done) override {
+    void send(const xaps::Push &, Done done) override {
         // PushSender promises never to call back from within send().
         auto watch = std::make_shared<std::unique_ptr<xaps::EventLoop::Watch>>();
         *watch = loop_.call_after(0ms, [watch, done = std::move(done), this]() mutable {

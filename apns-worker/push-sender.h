@@ -36,7 +36,7 @@ public:
     virtual ~PushSender() = default;
     // Never blocks; `done` is called exactly once, later, from the event loop
     // (never from within send()).
-    virtual void send(Push push, Done done) = 0;
+    virtual void send(const Push &push, Done done) = 0;
 };
 
 } // namespace xaps

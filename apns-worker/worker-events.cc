@@ -56,9 +56,9 @@ SharedEvent create_event(const char *name) {
 
 } // namespace
 
-void EventEmittingSender::send(Push push, Done done) {
+void EventEmittingSender::send(const Push &push, Done done) {
     SharedEvent event = create_event("xaps_push_finished");
-    inner_.send(std::move(push), [event, done = std::move(done)](const PushOutcome &outcome) {
+    inner_.send(push, [event, done = std::move(done)](const PushOutcome &outcome) {
         event_add_str(event.get(), "result", result_name(outcome.result));
         event_add_int(event.get(), "status", outcome.http_status);
         event_add_str(event.get(), "reason", outcome.reason.c_str());

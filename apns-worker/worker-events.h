@@ -20,7 +20,7 @@ namespace xaps {
 class EventEmittingSender final : public PushSender {
 public:
     explicit EventEmittingSender(PushSender &inner) : inner_(inner) {}
-    void send(Push push, Done done) override;
+    void send(const Push &push, Done done) override;
 
 private:
     PushSender &inner_;

@@ -76,12 +76,12 @@ private:
 // Records pushes; the test answers them.
 class RecordingSender final : public xaps::PushSender {
 public:
-    void send(Push push, Done done) override {
+    void send(const Push &push, Done done) override {
         if (fail_next_send) {
             fail_next_send = false;
             throw xaps::Error(xaps::ErrorKind::unavailable, "sender refuses");
         }
-        sent.push_back({std::move(push), std::move(done)});
+        sent.push_back({push, std::move(done)});
     }
 
     void answer(std::size_t index, const PushOutcome &outcome) {

@@ -20,7 +20,7 @@ constexpr const char *token = "aabbccddeeff00112233445566778899aabbccddeeff00112
 class RecordingSender : public xaps::PushSender {
 public:
     explicit RecordingSender(xaps::EventLoop &loop) : loop_(loop) {}
-    void send(xaps::Push push, Done done) override {
+    void send(const xaps::Push &push, Done done) override {
         pushes.push_back(push);
         timers_.push_back(loop_.call_after(0ms, [done] {
             xaps::PushOutcome outcome;
