@@ -1,21 +1,18 @@
 #include "installed-dovecot.h"
 
 #include "free-ports.h"
-#include "worker-client.h"
 #include "xaps-error.h"
 
 #include <cerrno>
 #include <chrono>
 #include <csignal>
 #include <cstring>
-#include <fcntl.h>
 #include <filesystem>
 #include <fstream>
 #include <functional>
 #include <pwd.h>
 #include <regex>
 #include <sstream>
-#include <sys/prctl.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <thread>
@@ -29,11 +26,9 @@ namespace {
 
 using Clock = std::chrono::steady_clock;
 
-constexpr const char *dovecot_binary = "/usr/sbin/dovecot";
 // The package's conffile: the copy of it must run exactly as installed.
 constexpr const char *package_conffile = "95-xaps.conf";
 constexpr auto start_timeout = std::chrono::seconds(20);
-constexpr auto stop_timeout = std::chrono::seconds(20);
 constexpr auto doveadm_time_limit = std::chrono::seconds(60);
 
 std::string read_file(const std::string &path) {
@@ -96,92 +91,13 @@ void comment_out_lines(const fs::path &path,
     }
 }
 
-std::string describe_wait_status(int status) {
-    if (WIFEXITED(status)) {
-        return "exited with status " + std::to_string(WEXITSTATUS(status));
-    }
-    if (WIFSIGNALED(status)) {
-        return std::string("was killed by signal ") + ::strsignal(WTERMSIG(status));
-    }
-    return "stopped";
-}
-
-bool is_socket(const std::string &path) {
-    struct stat st {};
-    return ::stat(path.c_str(), &st) == 0 && S_ISSOCK(st.st_mode);
-}
-
-// The value of a "Name:\t..." line of /proc/<pid>/status.
-std::string proc_status_field(const std::string &status, const std::string &name) {
-    std::istringstream lines(status);
-    for (std::string line; std::getline(lines, line);) {
-        if (line.starts_with(name + ":")) {
-            return line.substr(name.size() + 1);
-        }
-    }
-    return {};
-}
-
-// fork + exec with stdin from /dev/null and stdout/stderr into files; the
-// child makes only async-signal-safe calls (the test may run threads).
-pid_t spawn(const std::vector<std::string> &args, const std::string &out_path,
-            const std::string &err_path) {
-    std::vector<char *> argv;
-    for (const auto &arg : args) {
-        argv.push_back(const_cast<char *>(arg.c_str()));
-    }
-    argv.push_back(nullptr);
-    const int flags = O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC;
-    int out_fd = ::open(out_path.c_str(), flags, 0644);
-    int err_fd = err_path == out_path ? out_fd : ::open(err_path.c_str(), flags, 0644);
-    int null_fd = ::open("/dev/null", O_RDONLY | O_CLOEXEC);
-    if (out_fd < 0 || err_fd < 0 || null_fd < 0) {
-        throw Error(ErrorKind::internal, "cannot open the output files of " + args[0]);
-    }
-    const pid_t parent = ::getpid();
-    pid_t pid = ::fork();
-    if (pid == 0) {
-        // A test that dies (or is killed by meson's timeout) takes it along.
-        ::prctl(PR_SET_PDEATHSIG, SIGTERM);
-        if (::getppid() != parent) {
-            ::_exit(127);
-        }
-        sigset_t none;
-        ::sigemptyset(&none);
-        ::sigprocmask(SIG_SETMASK, &none, nullptr);
-        ::signal(SIGPIPE, SIG_DFL);
-        ::dup2(null_fd, STDIN_FILENO);
-        ::dup2(out_fd, STDOUT_FILENO);
-        ::dup2(err_fd, STDERR_FILENO);
-        ::execv(argv[0], argv.data());
-        ::_exit(127);
-    }
-    ::close(out_fd);
-    if (err_fd != out_fd) {
-        ::close(err_fd);
-    }
-    ::close(null_fd);
-    if (pid < 0) {
-        throw Error(ErrorKind::internal, std::string("fork: ") + std::strerror(errno));
-    }
-    return pid;
-}
-
 } // namespace
 
-InstalledDovecot::InstalledDovecot() : dir_("xaps-package-test-") {
+InstalledDovecot::InstalledDovecot() : dir_("xaps-package-test-"), process_(conf_path(), dir()) {
     auto ports = find_free_tcp_ports(2);
     imap_port_ = ports[0];
     lmtp_port_ = ports[1];
     copy_installed_config();
-}
-
-InstalledDovecot::~InstalledDovecot() {
-    try {
-        stop();
-    } catch (...) {
-        // A destructor must not throw; stop() already did what it could.
-    }
 }
 
 void InstalledDovecot::copy_installed_config() {
@@ -322,133 +238,7 @@ void InstalledDovecot::start() {
             << "!include " << dir() << "/test-plugin-settings.conf\n";
         includes_appended_ = true;
     }
-    const std::string output_path = dir() + "/dovecot.out";
-    master_pid_ = spawn({dovecot_binary, "-F", "-c", conf_path()}, output_path, output_path);
-    wait_until_ready();
-}
-
-void InstalledDovecot::wait_until_ready() {
-    const auto deadline = Clock::now() + start_timeout;
-    auto still_waiting = [&](const std::string &what) {
-        if (reap_master(false)) {
-            fail_start("dovecot exited while waiting for " + what);
-        }
-        if (Clock::now() >= deadline) {
-            fail_start("timed out waiting for " + what);
-        }
-        return true;
-    };
-    while (still_waiting("the IMAP port")) {
-        try {
-            LineConnection::connect_tcp("127.0.0.1", imap_port_, Milliseconds(200));
-            break;
-        } catch (const Error &) {
-        }
-    }
-    // The master creates the listener at once; the handshake proves that the
-    // worker process itself is up.
-    std::string last_error = "no socket yet";
-    while (still_waiting("the xaps worker (" + last_error + ")")) {
-        if (!is_socket(worker_socket_path())) {
-            std::this_thread::sleep_for(Milliseconds(20));
-            continue;
-        }
-        try {
-            WorkerClient probe(worker_socket_path(), Milliseconds(1000));
-            return;
-        } catch (const Error &error) {
-            last_error = error.what();
-            std::this_thread::sleep_for(Milliseconds(100));
-        }
-    }
-}
-
-void InstalledDovecot::fail_start(const std::string &reason) {
-    stop();
-    throw Error(ErrorKind::unavailable, "Dovecot did not start: " + reason +
-                                            "\n--- dovecot output ---\n" + output() + "--- " +
-                                            log_path() + " ---\n" + log());
-}
-
-bool InstalledDovecot::reap_master(bool wait) {
-    if (master_pid_ <= 0) {
-        return true;
-    }
-    int status = 0;
-    pid_t done = ::waitpid(master_pid_, &status, wait ? 0 : WNOHANG);
-    if (done == 0) {
-        return false;
-    }
-    if (done == master_pid_) {
-        std::ofstream(dir() + "/dovecot.out", std::ios::app)
-            << "[test harness] dovecot master " << describe_wait_status(status) << "\n";
-    }
-    master_pid_ = -1;
-    return true;
-}
-
-void InstalledDovecot::stop() {
-    if (!running()) {
-        return;
-    }
-    ::kill(master_pid_, SIGTERM);
-    const auto deadline = Clock::now() + stop_timeout;
-    while (!reap_master(false)) {
-        if (Clock::now() >= deadline) {
-            ::kill(master_pid_, SIGKILL);
-            reap_master(true);
-            break;
-        }
-        std::this_thread::sleep_for(Milliseconds(10));
-    }
-}
-
-std::string InstalledDovecot::log() const {
-    return read_file(log_path());
-}
-
-std::vector<std::string> InstalledDovecot::log_lines() const {
-    std::vector<std::string> lines;
-    std::istringstream text(log());
-    for (std::string line; std::getline(text, line);) {
-        lines.push_back(line);
-    }
-    return lines;
-}
-
-std::string InstalledDovecot::output() const {
-    return read_file(dir() + "/dovecot.out");
-}
-
-std::optional<ServiceProcess>
-InstalledDovecot::service_process(const std::string &executable) const {
-    if (!running()) {
-        return std::nullopt;
-    }
-    for (const auto &entry : fs::directory_iterator("/proc")) {
-        const std::string name = entry.path().filename();
-        if (name.find_first_not_of("0123456789") != std::string::npos) {
-            continue;
-        }
-        const std::string status = read_file(entry.path() / "status");
-        if (proc_status_field(status, "PPid") != "\t" + std::to_string(master_pid_)) {
-            continue;
-        }
-        std::error_code error;
-        const fs::path exe = fs::read_symlink(entry.path() / "exe", error);
-        if (error || exe != executable) {
-            continue;
-        }
-        ServiceProcess process;
-        process.pid = std::stoi(name);
-        process.executable = exe;
-        std::istringstream uids(proc_status_field(status, "Uid"));
-        for (uid_t uid; uids >> uid;) {
-            process.uids.push_back(uid);
-        }
-        return process;
-    }
-    return std::nullopt;
+    process_.start({imap_port_, worker_socket_path(), start_timeout});
 }
 
 CommandResult InstalledDovecot::doveadm(const std::vector<std::string> &args) const {
@@ -458,7 +248,7 @@ CommandResult InstalledDovecot::doveadm(const std::vector<std::string> &args) co
     const std::string err_path = dir() + "/doveadm.err";
     fs::remove(out_path);
     fs::remove(err_path);
-    const pid_t pid = spawn(argv, out_path, err_path);
+    const pid_t pid = spawn_process(argv, out_path, err_path);
 
     CommandResult result;
     const auto deadline = Clock::now() + doveadm_time_limit;

@@ -9,15 +9,13 @@
 // /usr/sbin/dovecot, /usr/lib/dovecot/xaps-worker, /usr/bin/doveadm. Needs root.
 #pragma once
 
-#include "line-connection.h"
+#include "dovecot-process.h"
 #include "temporary-directory.h"
 
 #include <cstdint>
 #include <map>
 #include <optional>
 #include <string>
-#include <string_view>
-#include <sys/types.h>
 #include <vector>
 
 namespace xaps::test {
@@ -32,14 +30,6 @@ struct CommandResult {
     std::string err;
 };
 
-// A process of the running instance, as /proc shows it.
-struct ServiceProcess {
-    pid_t pid = -1;
-    std::string executable; // /proc/<pid>/exe
-    // The "Uid:" line of /proc/<pid>/status: real, effective, saved, filesystem.
-    std::vector<uid_t> uids;
-};
-
 class InstalledDovecot {
 public:
     static constexpr const char *password = "pass";
@@ -47,7 +37,7 @@ public:
     // Copies /etc/dovecot into a temporary directory and prepares it.
     InstalledDovecot();
     // Stops Dovecot and removes the directory (XAPS_KEEP_TEST_DIRS=1 keeps it).
-    ~InstalledDovecot();
+    ~InstalledDovecot() = default;
     InstalledDovecot(const InstalledDovecot &) = delete;
     InstalledDovecot &operator=(const InstalledDovecot &) = delete;
 
@@ -64,8 +54,8 @@ public:
     // Throws xaps::Error with Dovecot's output and log otherwise.
     void start();
     // SIGTERM, then waits for the master (SIGKILL after 20 s).
-    void stop();
-    bool running() const { return master_pid_ > 0; }
+    void stop() { process_.stop(); }
+    bool running() const { return process_.running(); }
 
     std::uint16_t imap_port() const { return imap_port_; }
     std::uint16_t lmtp_port() const { return lmtp_port_; }
@@ -74,28 +64,27 @@ public:
     std::string conf_path() const { return config_dir() + "/dovecot.conf"; }
     std::string base_dir() const { return dir() + "/run"; }
     std::string worker_socket_path() const { return base_dir() + "/xaps"; }
-    std::string log_path() const { return dir() + "/dovecot.log"; }
+    const std::string &log_path() const { return process_.log_path(); }
     // The test users (alice, bob); the password is `password` for each.
     const std::vector<std::string> &users() const { return users_; }
     // The Unix user every mail process runs as.
     const std::string &mail_user() const { return mail_user_; }
 
-    std::string log() const;
-    std::vector<std::string> log_lines() const;
+    std::string log() const { return process_.log(); }
+    std::vector<std::string> log_lines() const { return process_.log_lines(); }
     // What Dovecot printed on stdout/stderr (configuration errors land here).
-    std::string output() const;
+    std::string output() const { return process_.output(); }
 
     // The master's child running `executable`, if there is one.
-    std::optional<ServiceProcess> service_process(const std::string &executable) const;
+    std::optional<ServiceProcess> service_process(const std::string &executable) const {
+        return process_.service_process(executable);
+    }
     // /usr/bin/doveadm -c <the copy's dovecot.conf> <args>, stopped after 60 s.
     CommandResult doveadm(const std::vector<std::string> &args) const;
 
 private:
     void copy_installed_config();
     void write_machine_config() const;
-    void wait_until_ready();
-    [[noreturn]] void fail_start(const std::string &reason);
-    bool reap_master(bool wait);
 
     TemporaryDirectory dir_;
     std::vector<std::string> users_{"alice", "bob"};
@@ -103,7 +92,8 @@ private:
     std::map<std::string, std::string> plugin_settings_;
     std::uint16_t imap_port_ = 0;
     std::uint16_t lmtp_port_ = 0;
-    pid_t master_pid_ = -1;
+    // Declared after dir_: stops Dovecot before the directory goes away.
+    DovecotProcess process_;
     bool includes_appended_ = false;
 };
 

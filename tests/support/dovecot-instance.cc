@@ -1,24 +1,18 @@
 #include "dovecot-instance.h"
 
-#include "worker-client.h"
 #include "free-ports.h"
 #include "xaps-error.h"
 
 #include <atomic>
 #include <cerrno>
-#include <csignal>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
-#include <fcntl.h>
 #include <filesystem>
 #include <fstream>
 #include <sstream>
 #include <string_view>
-#include <sys/prctl.h>
 #include <sys/stat.h>
-#include <sys/wait.h>
-#include <thread>
 #include <unistd.h>
 
 namespace fs = std::filesystem;
@@ -27,13 +21,10 @@ namespace xaps::test {
 
 namespace {
 
-using Clock = std::chrono::steady_clock;
-
 constexpr const char *dovecot_binary = "/usr/sbin/dovecot";
 constexpr const char *stock_module_dir = "/usr/lib/dovecot/modules";
 constexpr const char *stock_modules[] = {"lib15_notify_plugin.so",
                                          "lib20_push_notification_plugin.so"};
-constexpr auto stop_timeout = std::chrono::seconds(20);
 // Dovecot 2.4's config process learns settings only from modules here (a
 // compiled-in path), and refuses the xaps_* settings without ours.
 constexpr const char *settings_module_dir = "/usr/lib/dovecot/modules/settings";
@@ -77,16 +68,6 @@ void copy_owned(const std::string &from, const std::string &to, mode_t mode,
 std::string unique_instance_name() {
     static std::atomic<unsigned> counter{0};
     return "xaps-test-" + std::to_string(::getpid()) + "-" + std::to_string(++counter);
-}
-
-std::string describe_wait_status(int status) {
-    if (WIFEXITED(status)) {
-        return "exited with status " + std::to_string(WEXITSTATUS(status));
-    }
-    if (WIFSIGNALED(status)) {
-        return std::string("was killed by signal ") + ::strsignal(WTERMSIG(status));
-    }
-    return "stopped";
 }
 
 // scripts/sanitize.sh sets XAPS_TEST_SANITIZER=1 and runs the tests with
@@ -158,11 +139,6 @@ std::string quoted(const std::string &value) {
     return out + "\"";
 }
 
-bool is_socket(const std::string &path) {
-    struct stat st {};
-    return ::stat(path.c_str(), &st) == 0 && S_ISSOCK(st.st_mode);
-}
-
 } // namespace
 
 const DovecotVersion &installed_dovecot_version() {
@@ -191,20 +167,12 @@ DovecotInstance::DovecotInstance(DovecotOptions options)
     : options_(std::move(options)), dir_(std::make_unique<TemporaryDirectory>()),
       mail_user_(ensure_system_user(mail_user_name)),
       worker_user_(ensure_system_user(worker_user_name)), users_{"alice", "bob"},
-      instance_name_(unique_instance_name()) {
+      instance_name_(unique_instance_name()), process_(conf_path(), dir()) {
     users_.insert(users_.end(), options_.extra_users.begin(), options_.extra_users.end());
     auto ports = find_free_tcp_ports(2);
     imap_port_ = ports[0];
     lmtp_port_ = ports[1];
     prepare_directory();
-}
-
-DovecotInstance::~DovecotInstance() {
-    try {
-        stop();
-    } catch (...) {
-        // A destructor must not throw; stop() already did what it could.
-    }
 }
 
 bool DovecotInstance::has_plugin() const {
@@ -294,15 +262,7 @@ std::string DovecotInstance::config_text() const {
     const std::string mail_plugins =
         has_plugin() ? "$mail_plugins notify push_notification xaps" : "$mail_plugins";
     std::ostringstream conf;
-    conf << "# Written by xaps::test::DovecotInstance for one test run.\n"
-         << "base_dir = " << base_dir() << "\n"
-         << "state_dir = " << dir() << "/state\n"
-         << "log_path = " << log_path() << "\n"
-         << "instance_name = " << instance_name_ << "\n"
-         << "protocols = imap lmtp\n"
-         << "listen = 127.0.0.1\n"
-         << "ssl = no\n"
-         << "disable_plaintext_auth = no\n"
+    conf << common_settings() << "disable_plaintext_auth = no\n"
          << "auth_mechanisms = plain\n"
          << (sanitizer_run() ? "import_environment = TZ CORE_OUTOFMEM CORE_ERROR LD_PRELOAD "
                                "ASAN_OPTIONS UBSAN_OPTIONS LSAN_OPTIONS\n"
@@ -332,37 +292,9 @@ std::string DovecotInstance::config_text() const {
          << "  mail_plugins = " << mail_plugins << "\n"
          << "}\n"
          << "\n"
-         << "service imap-login {\n"
-         << "  inet_listener imap {\n"
-         << "    address = 127.0.0.1\n"
-         << "    port = " << imap_port_ << "\n"
-         << "  }\n"
-         << "  inet_listener imaps {\n"
-         << "    port = 0\n"
-         << "  }\n"
-         << "}\n"
-         << "service lmtp {\n"
-         << "  inet_listener lmtp {\n"
-         << "    address = 127.0.0.1\n"
-         << "    port = " << lmtp_port_ << "\n"
-         << "  }\n"
-         << "  unix_listener lmtp {\n"
-         << "    mode = 0666\n"
-         << "  }\n"
-         << "}\n";
+         << listeners_config("127.0.0.1");
     if (has_worker()) {
-        conf << "\n"
-             << "service xaps {\n"
-             << "  executable = " << fs::absolute(options_.worker_path).string() << "\n"
-             << "  user = " << worker_user_.name << "\n"
-             << "  process_limit = 1\n"
-             << "  process_min_avail = 1\n"
-             << "  vsz_limit = " << (sanitizer_run() ? "0" : "2G") << "\n"
-             << "  unix_listener xaps {\n"
-             << "    user = " << mail_user_.name << "\n"
-             << "    mode = 0600\n"
-             << "  }\n"
-             << "}\n";
+        conf << "\n" << worker_service_config(sanitizer_run() ? "0" : "2G");
     }
     conf << "\n"
          << "plugin {\n";
@@ -383,15 +315,7 @@ std::string DovecotInstance::config_text_2_4() const {
     // The two versions come first: they select the syntax and the defaults.
     conf << "dovecot_config_version = 2.4.0\n"
          << "dovecot_storage_version = 2.4.0\n"
-         << "# Written by xaps::test::DovecotInstance for one test run.\n"
-         << "base_dir = " << base_dir() << "\n"
-         << "state_dir = " << dir() << "/state\n"
-         << "log_path = " << log_path() << "\n"
-         << "instance_name = " << instance_name_ << "\n"
-         << "protocols = imap lmtp\n"
-         << "listen = 127.0.0.1\n"
-         << "ssl = no\n"
-         << "auth_allow_cleartext = yes\n"
+         << common_settings() << "auth_allow_cleartext = yes\n"
          << "auth_mechanisms = plain\n"
          // alice@example.com (an LMTP recipient) and alice are the same user.
          << "auth_username_format = %{user | username | lower}\n"
@@ -431,36 +355,9 @@ std::string DovecotInstance::config_text_2_4() const {
              << "}\n";
     }
     // The listeners take the global `listen` (2.4 has no per-listener address).
-    conf << "\n"
-         << "service imap-login {\n"
-         << "  inet_listener imap {\n"
-         << "    port = " << imap_port_ << "\n"
-         << "  }\n"
-         << "  inet_listener imaps {\n"
-         << "    port = 0\n"
-         << "  }\n"
-         << "}\n"
-         << "service lmtp {\n"
-         << "  inet_listener lmtp {\n"
-         << "    port = " << lmtp_port_ << "\n"
-         << "  }\n"
-         << "  unix_listener lmtp {\n"
-         << "    mode = 0666\n"
-         << "  }\n"
-         << "}\n";
+    conf << "\n" << listeners_config("");
     if (has_worker()) {
-        conf << "\n"
-             << "service xaps {\n"
-             << "  executable = " << fs::absolute(options_.worker_path).string() << "\n"
-             << "  user = " << worker_user_.name << "\n"
-             << "  process_limit = 1\n"
-             << "  process_min_avail = 1\n"
-             << "  vsz_limit = 2G\n"
-             << "  unix_listener xaps {\n"
-             << "    user = " << mail_user_.name << "\n"
-             << "    mode = 0600\n"
-             << "  }\n"
-             << "}\n";
+        conf << "\n" << worker_service_config("2G");
     }
     conf << "\n";
     for (const auto &[key, value] : plugin_settings()) {
@@ -474,159 +371,60 @@ std::string DovecotInstance::config_text_2_4() const {
     return conf.str();
 }
 
+std::string DovecotInstance::common_settings() const {
+    std::ostringstream conf;
+    conf << "# Written by xaps::test::DovecotInstance for one test run.\n"
+         << "base_dir = " << base_dir() << "\n"
+         << "state_dir = " << dir() << "/state\n"
+         << "log_path = " << log_path() << "\n"
+         << "instance_name = " << instance_name_ << "\n"
+         << "protocols = imap lmtp\n"
+         << "listen = 127.0.0.1\n"
+         << "ssl = no\n";
+    return conf.str();
+}
+
+std::string DovecotInstance::listeners_config(const std::string &listener_address) const {
+    const std::string address =
+        listener_address.empty() ? "" : "    address = " + listener_address + "\n";
+    std::ostringstream conf;
+    conf << "service imap-login {\n"
+         << "  inet_listener imap {\n"
+         << address << "    port = " << imap_port_ << "\n"
+         << "  }\n"
+         << "  inet_listener imaps {\n"
+         << "    port = 0\n"
+         << "  }\n"
+         << "}\n"
+         << "service lmtp {\n"
+         << "  inet_listener lmtp {\n"
+         << address << "    port = " << lmtp_port_ << "\n"
+         << "  }\n"
+         << "  unix_listener lmtp {\n"
+         << "    mode = 0666\n"
+         << "  }\n"
+         << "}\n";
+    return conf.str();
+}
+
+std::string DovecotInstance::worker_service_config(const std::string &vsz_limit) const {
+    std::ostringstream conf;
+    conf << "service xaps {\n"
+         << "  executable = " << fs::absolute(options_.worker_path).string() << "\n"
+         << "  user = " << worker_user_.name << "\n"
+         << "  process_limit = 1\n"
+         << "  process_min_avail = 1\n"
+         << "  vsz_limit = " << vsz_limit << "\n"
+         << "  unix_listener xaps {\n"
+         << "    user = " << mail_user_.name << "\n"
+         << "    mode = 0600\n"
+         << "  }\n"
+         << "}\n";
+    return conf.str();
+}
+
 void DovecotInstance::start() {
-    if (running()) {
-        return;
-    }
-    // Everything the child needs is prepared before fork(): the test process
-    // may have threads (the mock APNs server), so the child only makes
-    // async-signal-safe calls before exec.
-    const std::string conf = conf_path();
-    const char *argv[] = {dovecot_binary, "-F", "-c", conf.c_str(), nullptr};
-    const std::string output_path = dir() + "/dovecot.out";
-    int output_fd = ::open(output_path.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
-    int null_fd = ::open("/dev/null", O_RDONLY | O_CLOEXEC);
-    if (output_fd < 0 || null_fd < 0) {
-        throw Error(ErrorKind::internal, "cannot open " + output_path);
-    }
-    const pid_t parent = ::getpid();
-    pid_t pid = ::fork();
-    if (pid == 0) {
-        // A test that dies (or is killed by meson's timeout) takes Dovecot with it.
-        ::prctl(PR_SET_PDEATHSIG, SIGTERM);
-        if (::getppid() != parent) {
-            ::_exit(127);
-        }
-        sigset_t none;
-        ::sigemptyset(&none);
-        ::sigprocmask(SIG_SETMASK, &none, nullptr);
-        ::signal(SIGPIPE, SIG_DFL);
-        ::dup2(null_fd, STDIN_FILENO);
-        ::dup2(output_fd, STDOUT_FILENO);
-        ::dup2(output_fd, STDERR_FILENO);
-        ::execv(dovecot_binary, const_cast<char *const *>(argv));
-        ::_exit(127);
-    }
-    ::close(output_fd);
-    ::close(null_fd);
-    if (pid < 0) {
-        throw Error(ErrorKind::internal, std::string("fork: ") + std::strerror(errno));
-    }
-    master_pid_ = pid;
-    wait_until_ready();
-}
-
-void DovecotInstance::wait_until_ready() {
-    const auto deadline = Clock::now() + options_.start_timeout;
-    auto still_waiting = [&](const char *what) {
-        if (reap_master(false)) {
-            fail_start(std::string("dovecot exited while waiting for ") + what);
-        }
-        if (Clock::now() >= deadline) {
-            fail_start(std::string("timed out waiting for ") + what);
-        }
-        return true;
-    };
-
-    while (still_waiting("the IMAP port")) {
-        try {
-            LineConnection::connect_tcp("127.0.0.1", imap_port_, Milliseconds(200));
-            break;
-        } catch (const Error &) {
-        }
-    }
-    if (!has_worker()) {
-        return;
-    }
-    // The master creates the listener at once; the handshake proves that the
-    // worker process itself is up.
-    std::string last_error = "no socket yet";
-    while (still_waiting(("the worker (" + last_error + ")").c_str())) {
-        if (!is_socket(worker_socket_path())) {
-            std::this_thread::sleep_for(Milliseconds(20));
-            continue;
-        }
-        try {
-            WorkerClient probe(worker_socket_path(), Milliseconds(1000));
-            return;
-        } catch (const Error &error) {
-            last_error = error.what();
-            std::this_thread::sleep_for(Milliseconds(100));
-        }
-    }
-}
-
-void DovecotInstance::fail_start(const std::string &reason) {
-    stop();
-    throw Error(ErrorKind::unavailable, "Dovecot did not start: " + reason +
-                                            "\n--- dovecot output ---\n" + output() + "--- " +
-                                            log_path() + " ---\n" + log());
-}
-
-bool DovecotInstance::reap_master(bool wait) {
-    if (master_pid_ <= 0) {
-        return true;
-    }
-    int status = 0;
-    pid_t done = ::waitpid(master_pid_, &status, wait ? 0 : WNOHANG);
-    if (done == 0) {
-        return false;
-    }
-    if (done == master_pid_) {
-        std::ofstream(dir() + "/dovecot.out", std::ios::app)
-            << "[test harness] dovecot master " << describe_wait_status(status) << "\n";
-    }
-    master_pid_ = -1;
-    return true;
-}
-
-void DovecotInstance::stop() {
-    if (!running()) {
-        return;
-    }
-    ::kill(master_pid_, SIGTERM);
-    const auto deadline = Clock::now() + stop_timeout;
-    while (!reap_master(false)) {
-        if (Clock::now() >= deadline) {
-            ::kill(master_pid_, SIGKILL);
-            reap_master(true);
-            break;
-        }
-        std::this_thread::sleep_for(Milliseconds(10));
-    }
-}
-
-std::string DovecotInstance::log() const {
-    return read_file(log_path());
-}
-
-std::string DovecotInstance::output() const {
-    return read_file(dir() + "/dovecot.out");
-}
-
-std::vector<std::string> DovecotInstance::log_problems() const {
-    std::vector<std::string> problems;
-    std::istringstream lines(log());
-    for (std::string line; std::getline(lines, line);) {
-        if (line.find("Panic: ") != std::string::npos ||
-            line.find("Fatal: ") != std::string::npos) {
-            problems.push_back(line);
-        }
-    }
-    return problems;
-}
-
-bool DovecotInstance::wait_for_log(std::string_view text, Milliseconds timeout) const {
-    const auto deadline = Clock::now() + timeout;
-    for (;;) {
-        if (log().find(text) != std::string::npos) {
-            return true;
-        }
-        if (Clock::now() >= deadline) {
-            return false;
-        }
-        std::this_thread::sleep_for(Milliseconds(20));
-    }
+    process_.start({imap_port_, has_worker() ? worker_socket_path() : "", options_.start_timeout});
 }
 
 } // namespace xaps::test

@@ -4,6 +4,7 @@
 // in this tree, and the test PKI as APNs credentials. Needs root.
 #pragma once
 
+#include "dovecot-process.h"
 #include "line-connection.h"
 #include "temporary-directory.h"
 #include "test-users.h"
@@ -72,7 +73,7 @@ public:
     // Prepares the directory and dovecot.conf; start() runs Dovecot.
     explicit DovecotInstance(DovecotOptions options);
     // Stops Dovecot and removes the directory (see TemporaryDirectory).
-    ~DovecotInstance();
+    ~DovecotInstance() = default;
     DovecotInstance(const DovecotInstance &) = delete;
     DovecotInstance &operator=(const DovecotInstance &) = delete;
 
@@ -81,18 +82,18 @@ public:
     // socket. Throws xaps::Error with Dovecot's output and log otherwise.
     void start();
     // SIGTERM, then waits for the master to exit (SIGKILL after 20 s).
-    void stop();
-    bool running() const { return master_pid_ > 0; }
+    void stop() { process_.stop(); }
+    bool running() const { return process_.running(); }
     // The Dovecot master's process id (-1 when not running): its children are
     // the instance's service processes.
-    pid_t master_pid() const { return master_pid_; }
+    pid_t master_pid() const { return process_.master_pid(); }
 
     std::uint16_t imap_port() const { return imap_port_; }
     std::uint16_t lmtp_port() const { return lmtp_port_; }
     const std::string &dir() const { return dir_->path(); }
     std::string base_dir() const { return dir() + "/run"; }
     std::string conf_path() const { return dir() + "/dovecot.conf"; }
-    std::string log_path() const { return dir() + "/dovecot.log"; }
+    const std::string &log_path() const { return process_.log_path(); }
     std::string lmtp_socket_path() const { return base_dir() + "/lmtp"; }
     // The service's unix_listener, whatever xaps_socket_path says.
     std::string worker_socket_path() const { return base_dir() + "/xaps"; }
@@ -107,13 +108,15 @@ public:
 
     std::string config_text() const;
     // The whole log file (empty before Dovecot wrote it).
-    std::string log() const;
+    std::string log() const { return process_.log(); }
     // Log lines with "Panic:" or "Fatal:", the ones no test may cause.
-    std::vector<std::string> log_problems() const;
+    std::vector<std::string> log_problems() const { return process_.log_problems(); }
     // Waits until the log contains `text`.
-    bool wait_for_log(std::string_view text, Milliseconds timeout) const;
+    bool wait_for_log(std::string_view text, Milliseconds timeout) const {
+        return process_.wait_for_log(text, timeout);
+    }
     // What Dovecot printed on stdout/stderr (configuration errors land here).
-    std::string output() const;
+    std::string output() const { return process_.output(); }
 
 private:
     void prepare_directory();
@@ -121,9 +124,11 @@ private:
     std::map<std::string, std::string> plugin_settings() const;
     // Dovecot 2.4 syntax: settings are declared, plugin { } is gone.
     std::string config_text_2_4() const;
-    void wait_until_ready();
-    [[noreturn]] void fail_start(const std::string &reason);
-    bool reap_master(bool wait);
+    // What both syntaxes write alike. listener_address: empty on 2.4, where
+    // the listeners take the global `listen`.
+    std::string common_settings() const;
+    std::string listeners_config(const std::string &listener_address) const;
+    std::string worker_service_config(const std::string &vsz_limit) const;
 
     DovecotOptions options_;
     std::unique_ptr<TemporaryDirectory> dir_;
@@ -133,7 +138,8 @@ private:
     std::string instance_name_;
     std::uint16_t imap_port_ = 0;
     std::uint16_t lmtp_port_ = 0;
-    pid_t master_pid_ = -1;
+    // Declared after dir_: stops Dovecot before the directory goes away.
+    DovecotProcess process_;
 };
 
 } // namespace xaps::test
