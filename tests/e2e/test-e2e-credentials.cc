@@ -4,6 +4,7 @@
 // credential, with which Dovecot still starts and delivers mail while the
 // worker says in the log what is wrong and registrations are refused.
 #include "e2e-environment.h"
+#include "test-files.h"
 #include "imap-client.h"
 #include "lmtp-client.h"
 #include "worker-client.h"
@@ -108,11 +109,6 @@ void make_client_certificate(const std::string &cert_path, const std::string &ke
     X509_free(ca);
     EVP_PKEY_free(key);
     EVP_PKEY_free(ca_key);
-}
-
-std::string read_file(const std::string &path) {
-    std::ifstream in(path, std::ios::binary);
-    return std::string(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
 }
 
 class E2eCredentials : public ::testing::Test {

@@ -1,4 +1,5 @@
 #include "installed-dovecot.h"
+#include "test-files.h"
 
 #include "free-ports.h"
 #include "xaps-error.h"
@@ -30,22 +31,6 @@ using Clock = std::chrono::steady_clock;
 constexpr const char *package_conffile = "95-xaps.conf";
 constexpr auto start_timeout = std::chrono::seconds(20);
 constexpr auto doveadm_time_limit = std::chrono::seconds(60);
-
-std::string read_file(const std::string &path) {
-    std::ifstream in(path, std::ios::binary);
-    std::ostringstream text;
-    text << in.rdbuf();
-    return text.str();
-}
-
-void write_file(const std::string &path, const std::string &content, mode_t mode) {
-    std::ofstream out(path, std::ios::binary | std::ios::trunc);
-    out << content;
-    out.close();
-    if (!out || ::chmod(path.c_str(), mode) < 0) {
-        throw Error(ErrorKind::internal, "cannot write " + path);
-    }
-}
 
 struct UnixUser {
     uid_t uid = 0;

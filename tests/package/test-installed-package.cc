@@ -5,6 +5,7 @@
 // the .deb, installs it, runs this suite and purges the package; without the
 // package installed every case skips.
 #include "installed-dovecot.h"
+#include "test-files.h"
 
 #include "imap-client.h"
 #include "lmtp-client.h"
@@ -61,13 +62,6 @@ std::vector<std::string> lines_of(const std::string &text) {
         lines.push_back(line);
     }
     return lines;
-}
-
-std::string read_file(const std::string &path) {
-    std::ifstream in(path, std::ios::binary);
-    std::ostringstream text;
-    text << in.rdbuf();
-    return text.str();
 }
 
 // The UID of the test client certificate's subject: the APNs topic.

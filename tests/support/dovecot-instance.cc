@@ -1,4 +1,5 @@
 #include "dovecot-instance.h"
+#include "test-files.h"
 
 #include "free-ports.h"
 #include "xaps-error.h"
@@ -30,22 +31,6 @@ constexpr const char *stock_modules[] = {"lib15_notify_plugin.so",
 constexpr const char *settings_module_dir = "/usr/lib/dovecot/modules/settings";
 // The built libxaps_settings.so (Dovecot 2.4), empty on 2.3 (tests/support/meson.build).
 constexpr const char *built_settings_module = XAPS_SETTINGS_MODULE_PATH;
-
-std::string read_file(const std::string &path) {
-    std::ifstream in(path, std::ios::binary);
-    std::ostringstream text;
-    text << in.rdbuf();
-    return text.str();
-}
-
-void write_file(const std::string &path, const std::string &content, mode_t mode) {
-    std::ofstream out(path, std::ios::binary | std::ios::trunc);
-    out << content;
-    out.close();
-    if (!out || ::chmod(path.c_str(), mode) < 0) {
-        throw Error(ErrorKind::internal, "cannot write " + path);
-    }
-}
 
 void make_directory(const std::string &path, mode_t mode, const SystemUser *owner) {
     fs::create_directories(path);

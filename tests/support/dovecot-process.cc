@@ -1,4 +1,5 @@
 #include "dovecot-process.h"
+#include "test-files.h"
 
 #include "worker-client.h"
 #include "xaps-error.h"
@@ -27,13 +28,6 @@ using Clock = std::chrono::steady_clock;
 
 constexpr const char *dovecot_binary = "/usr/sbin/dovecot";
 constexpr auto stop_timeout = std::chrono::seconds(20);
-
-std::string read_file(const std::string &path) {
-    std::ifstream in(path, std::ios::binary);
-    std::ostringstream text;
-    text << in.rdbuf();
-    return text.str();
-}
 
 std::string describe_wait_status(int status) {
     if (WIFEXITED(status)) {

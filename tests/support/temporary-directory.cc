@@ -12,8 +12,8 @@
 
 namespace xaps::test {
 
-TemporaryDirectory::TemporaryDirectory(const std::string &prefix) {
-    std::string pattern = "/tmp/" + prefix + "XXXXXX";
+TemporaryDirectory::TemporaryDirectory(const std::string &prefix, const std::string &base) {
+    std::string pattern = base + "/" + prefix + "XXXXXX";
     std::vector<char> buffer(pattern.begin(), pattern.end());
     buffer.push_back('\0');
     if (::mkdtemp(buffer.data()) == nullptr) {
@@ -36,6 +36,16 @@ TemporaryDirectory::~TemporaryDirectory() {
 bool TemporaryDirectory::keep_requested() {
     const char *keep = std::getenv("XAPS_KEEP_TEST_DIRS");
     return keep != nullptr && std::strcmp(keep, "1") == 0;
+}
+
+std::string TemporaryDirectory::disk_base() {
+    const char *base = std::getenv("TMPDIR");
+    return base != nullptr && *base != '\0' ? base : "/tmp";
+}
+
+std::string TemporaryDirectory::memory_base() {
+    std::error_code error;
+    return std::filesystem::is_directory("/dev/shm", error) ? "/dev/shm" : disk_base();
 }
 
 } // namespace xaps::test

@@ -2,6 +2,8 @@
 // server on 127.0.0.1 that verifies the request's vendor signature, Apple ID
 // and password hash and CSRs, and issues certificates from the test CA.
 #include "caservice-client.h"
+#include "temporary-directory.h"
+#include "test-files.h"
 
 #include "caservice-crypto.h"
 #include "caservice-test-keys.h"
@@ -33,6 +35,7 @@ using namespace std::chrono_literals;
 using std::chrono::system_clock;
 using test::MockCaServiceServer;
 using ::testing::HasSubstr;
+using xaps::test::read_file;
 
 constexpr std::chrono::days day{1};
 const std::string pki = XAPS_TEST_PKI_DIR;
@@ -41,32 +44,6 @@ const std::string apple_id = "admin@example.com";
 const std::string password_hash =
     "5e884898da28047151d0e56f8dc6292773603d0d6aabbdd62a11ef721d1542d8";
 const std::vector<std::string> service_files = {"calendar", "contact", "mail", "mgmt", "alerts"};
-
-class TempDir {
-public:
-    TempDir() {
-        std::string pattern = (fs::temp_directory_path() / "xaps-caservice-XXXXXX").string();
-        if (::mkdtemp(pattern.data()) == nullptr) {
-            throw std::runtime_error("mkdtemp failed");
-        }
-        path_ = pattern;
-    }
-    ~TempDir() {
-        std::error_code ignored;
-        fs::remove_all(path_, ignored);
-    }
-    const std::string &path() const { return path_; }
-
-private:
-    std::string path_;
-};
-
-std::string read_file(const std::string &path) {
-    std::ifstream in(path, std::ios::binary);
-    std::ostringstream content;
-    content << in.rdbuf();
-    return content.str();
-}
 
 mode_t mode_of(const std::string &path) {
     struct stat st {};
@@ -124,7 +101,7 @@ protected:
         return false;
     }
 
-    TempDir dir_;
+    xaps::test::TemporaryDirectory dir_{"xaps-caservice-"};
     test::VendorFiles vendor_;
     std::unique_ptr<MockCaServiceServer> server_;
     CaServiceSettings settings_;

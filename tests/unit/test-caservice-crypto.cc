@@ -1,5 +1,6 @@
 // Keys, CSRs and the vendor credential of the legacy certificate service.
 #include "caservice-crypto.h"
+#include "temporary-directory.h"
 
 #include "caservice-test-keys.h"
 #include "xaps-error.h"
@@ -23,24 +24,6 @@ namespace {
 
 namespace fs = std::filesystem;
 using ::testing::HasSubstr;
-
-class TempDir {
-public:
-    TempDir() {
-        path_ = (fs::temp_directory_path() / "xaps-caservice-crypto-XXXXXX").string();
-        if (::mkdtemp(path_.data()) == nullptr) {
-            throw std::runtime_error("mkdtemp failed");
-        }
-    }
-    ~TempDir() {
-        std::error_code ignored;
-        fs::remove_all(path_, ignored);
-    }
-    const std::string &path() const { return path_; }
-
-private:
-    std::string path_;
-};
 
 EvpPkeyPtr quick_key() {
     return EvpPkeyPtr(test::next_quick_key().release());
@@ -91,7 +74,7 @@ TEST(CaServiceCrypto, SerialIsWrittenLikeGosBigIntText16) {
 }
 
 TEST(CaServiceCrypto, VendorCredentialLoadsFromPemOrDer) {
-    TempDir dir;
+    xaps::test::TemporaryDirectory dir{"xaps-caservice-crypto-"};
     test::VendorFiles files = test::write_vendor_files(dir.path());
     VendorCredential reference = load_vendor_credential(files.key_pem, files.chain_pem);
     const struct {
@@ -115,7 +98,7 @@ TEST(CaServiceCrypto, VendorCredentialLoadsFromPemOrDer) {
 }
 
 TEST(CaServiceCrypto, BrokenVendorFilesAreConfigErrors) {
-    TempDir dir;
+    xaps::test::TemporaryDirectory dir{"xaps-caservice-crypto-"};
     test::VendorFiles files = test::write_vendor_files(dir.path());
     test::VendorFiles other = test::write_vendor_files(dir.path(), "other");
     std::string garbage = dir.path() + "/garbage";

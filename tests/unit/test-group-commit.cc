@@ -1,4 +1,5 @@
 #include "group-commit.h"
+#include "temporary-directory.h"
 #include "poll-event-loop.h"
 #include "registration-store.h"
 #include "xaps-error.h"
@@ -16,32 +17,13 @@
 
 namespace {
 
+using xaps::test::TemporaryDirectory;
+
 using namespace std::chrono_literals;
 using xaps::Error;
 using xaps::ErrorKind;
 using xaps::GroupCommit;
 using xaps::Registration;
-
-// Commits cost nothing on tmpfs; what is tested here is batching, not fsync.
-class TempDir {
-public:
-    TempDir() {
-        std::error_code error;
-        std::string base = std::filesystem::is_directory("/dev/shm", error) ? "/dev/shm" : "/tmp";
-        std::string pattern = base + "/xaps-group-commit-XXXXXX";
-        if (::mkdtemp(pattern.data()) == nullptr) {
-            throw std::runtime_error("mkdtemp failed");
-        }
-        path_ = pattern;
-    }
-    ~TempDir() { std::filesystem::remove_all(path_); }
-    TempDir(const TempDir &) = delete;
-    TempDir &operator=(const TempDir &) = delete;
-    const std::string &path() const { return path_; }
-
-private:
-    std::string path_;
-};
 
 Registration make_registration(const std::string &user, const std::string &token) {
     Registration registration;
@@ -115,7 +97,8 @@ protected:
 
     static constexpr std::int64_t now = 1700000000;
 
-    TempDir dir_;
+    TemporaryDirectory dir_{"xaps-group-commit-",
+                            TemporaryDirectory::memory_base()}; // batching, not fsync, is tested
     std::unique_ptr<xaps::RegistrationStore> lmdb_;
     std::optional<CountingStore> store_;
     xaps::PollEventLoop loop_;

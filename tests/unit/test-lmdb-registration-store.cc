@@ -15,40 +15,21 @@
 #include <fstream>
 #include <set>
 
+#include "temporary-directory.h"
+
 namespace {
 
 using xaps::ErrorKind;
 using xaps::LmdbStoreOptions;
 using xaps::Registration;
 
-std::string default_temp_base() {
-    const char *base = std::getenv("TMPDIR");
-    return base != nullptr ? base : "/tmp";
-}
-
-// For tests of logic that need many commits: on tmpfs an fsync costs nothing,
-// on a busy disk it costs milliseconds. Durability is tested on the real disk.
-std::string fast_temp_base() {
-    std::error_code error;
-    return std::filesystem::is_directory("/dev/shm", error) ? "/dev/shm" : default_temp_base();
-}
-
-class TempDir {
+// Durability is tested on the real disk (TemporaryDirectory::disk_base());
+// tests of logic that needs many commits use memory_base(), where an fsync
+// costs nothing.
+class TempDir : public xaps::test::TemporaryDirectory {
 public:
-    explicit TempDir(const std::string &base = default_temp_base()) {
-        std::string pattern = base + "/xaps-store-XXXXXX";
-        if (::mkdtemp(pattern.data()) == nullptr) {
-            throw std::runtime_error("mkdtemp failed");
-        }
-        path_ = pattern;
-    }
-    ~TempDir() { std::filesystem::remove_all(path_); }
-    TempDir(const TempDir &) = delete;
-    TempDir &operator=(const TempDir &) = delete;
-    const std::string &path() const { return path_; }
-
-private:
-    std::string path_;
+    explicit TempDir(const std::string &base = disk_base())
+        : TemporaryDirectory("xaps-store-", base) {}
 };
 
 Registration make_registration(std::string user, std::string account_id, std::string token,
@@ -225,7 +206,7 @@ TEST_F(LmdbStoreTest, ExpireDropsByLastSeenPlusTtl) {
 }
 
 TEST(LmdbStore, ExpireRemovesMoreThanOneBatch) {
-    TempDir dir(fast_temp_base());
+    TempDir dir(TempDir::memory_base());
     LmdbStoreOptions opts;
     opts.path = dir.path();
     opts.ttl = std::chrono::seconds(10);
@@ -477,7 +458,7 @@ TEST_F(LmdbStoreTest, PutBatchSeesItsOwnEarlierEntries) {
 }
 
 TEST(LmdbStore, PutBatchIsAllOrNothingWhenTheCommitFails) {
-    TempDir dir(fast_temp_base());
+    TempDir dir(TempDir::memory_base());
     LmdbStoreOptions opts;
     opts.path = dir.path();
     opts.max_devices_per_user = 0;
@@ -506,7 +487,7 @@ TEST(LmdbStore, PutBatchIsAllOrNothingWhenTheCommitFails) {
 }
 
 TEST(LmdbStore, FullMapIsUnavailableAndKeepsWhatWasStored) {
-    TempDir dir(fast_temp_base());
+    TempDir dir(TempDir::memory_base());
     LmdbStoreOptions opts;
     opts.path = dir.path();
     opts.max_devices_per_user = 0;

@@ -1,4 +1,5 @@
 #include "push-scheduler.h"
+#include "temporary-directory.h"
 #include "xaps-error.h"
 
 #include <gtest/gtest.h>
@@ -11,6 +12,8 @@
 #include <optional>
 
 namespace {
+
+using xaps::test::TemporaryDirectory;
 
 using namespace std::chrono_literals;
 using xaps::Push;
@@ -152,25 +155,6 @@ Registration make_registration(std::string user, std::string account_id, std::st
 const std::vector<std::string> new_mail{"MessageNew"};
 const std::vector<std::string> flags_set{"FlagsSet"};
 
-class TempDir {
-public:
-    TempDir() {
-        const char *base = std::getenv("TMPDIR");
-        std::string pattern = std::string(base != nullptr ? base : "/tmp") + "/xaps-sched-XXXXXX";
-        if (::mkdtemp(pattern.data()) == nullptr) {
-            throw std::runtime_error("mkdtemp failed");
-        }
-        path_ = pattern;
-    }
-    ~TempDir() { std::filesystem::remove_all(path_); }
-    TempDir(const TempDir &) = delete;
-    TempDir &operator=(const TempDir &) = delete;
-    const std::string &path() const { return path_; }
-
-private:
-    std::string path_;
-};
-
 // A real LMDB store, a manual loop, a recording sender, unix time 1000.
 class SchedulerFixture {
 public:
@@ -182,7 +166,7 @@ public:
           }())),
           scheduler(loop, *store, sender, settings, [this] { return unix_now; }) {}
 
-    TempDir dir;
+    TemporaryDirectory dir{"xaps-sched-", TemporaryDirectory::disk_base()};
     std::int64_t unix_now = 1000;
     ManualEventLoop loop;
     std::unique_ptr<xaps::RegistrationStore> store;

@@ -11,12 +11,8 @@ struct EscapeCase {
 
 TEST(TabEscape, EscapesLikeDovecot) {
     const EscapeCase cases[] = {
-        {"", ""},
-        {"plain", "plain"},
-        {"a\tb", "a\001tb"},
-        {"line\r\n", "line\001r\001n"},
-        {"\001", "\0011"},
-        {"\001t", "\0011t"},
+        {"", ""},          {"plain", "plain"},  {"a\tb", "a\001tb"}, {"line\r\n", "line\001r\001n"},
+        {"\001", "\0011"}, {"\001t", "\0011t"},
     };
     for (const auto &c : cases) {
         SCOPED_TRACE(c.raw);

@@ -149,7 +149,12 @@ TEST(WorkerProtocol, FailForAnUnreadableRequestHasIdZero) {
 
 TEST(WorkerProtocol, BadRepliesAreInvalidInput) {
     const std::vector<std::vector<std::string>> cases = {
-        {}, {"1"}, {"x", "OK"}, {"0", "OK"}, {"x", "FAIL", "invalid", "m"}, {"1", "MAYBE"},
+        {},
+        {"1"},
+        {"x", "OK"},
+        {"0", "OK"},
+        {"x", "FAIL", "invalid", "m"},
+        {"1", "MAYBE"},
         {"1", "FAIL", "invalid"},
     };
     for (const auto &fields : cases) {

@@ -64,17 +64,24 @@ TEST(XapsSettings, EmptyValueMeansDefault) {
 }
 
 TEST(XapsSettings, CredentialPreference) {
-    EXPECT_EQ(read({{"xaps_apns_p12_file", "a.p12"}}).credential_kind(), xaps::CredentialKind::pkcs12);
-    EXPECT_EQ(read({{"xaps_apns_token_key_file", "k.p8"}}).credential_kind(), xaps::CredentialKind::token);
-    EXPECT_EQ(read({{"xaps_apple_id", "me@example.org"}}).credential_kind(), xaps::CredentialKind::apple_id);
+    EXPECT_EQ(read({{"xaps_apns_p12_file", "a.p12"}}).credential_kind(),
+              xaps::CredentialKind::pkcs12);
+    EXPECT_EQ(read({{"xaps_apns_token_key_file", "k.p8"}}).credential_kind(),
+              xaps::CredentialKind::token);
+    EXPECT_EQ(read({{"xaps_apple_id", "me@example.org"}}).credential_kind(),
+              xaps::CredentialKind::apple_id);
 }
 
 TEST(XapsSettings, BadValuesNameTheSetting) {
     const std::pair<const char *, const char *> cases[] = {
-        {"xaps_apns_port", "0"},          {"xaps_apns_port", "65536"},
-        {"xaps_apns_port", "https"},      {"xaps_apns_priority", "11"},
-        {"xaps_delay", "soon"},           {"xaps_registration_ttl", "0"},
-        {"xaps_max_devices_per_user", "-1"}, {"xaps_apns_connections", "0"},
+        {"xaps_apns_port", "0"},
+        {"xaps_apns_port", "65536"},
+        {"xaps_apns_port", "https"},
+        {"xaps_apns_priority", "11"},
+        {"xaps_delay", "soon"},
+        {"xaps_registration_ttl", "0"},
+        {"xaps_max_devices_per_user", "-1"},
+        {"xaps_apns_connections", "0"},
     };
     for (const auto &[name, value] : cases) {
         SCOPED_TRACE(std::string(name) + "=" + value);
