@@ -1,9 +1,9 @@
 #!/bin/sh
 # Builds, runs every test suite (unit and e2e; e2e needs root), the fuzzers
 # (scripts/fuzz.sh), the sanitizer build (scripts/sanitize.sh), the package
-# test (scripts/package-test.sh), then the unit and e2e suites and the package
-# build once more on Dovecot 2.4 in a Debian 13 root (scripts/trixie.sh), and
-# ends with one line
+# test (scripts/package-test.sh), then the unit, e2e and package tests and the
+# package build once more on Dovecot 2.4 in a Debian 13 root
+# (scripts/trixie.sh), and ends with one line
 # "N passed, M failed" counting individual GoogleTest test cases.
 # Exits non-zero if any test failed or none ran.
 set -eu
@@ -56,7 +56,7 @@ else
   package_log="--extra-log build/meson-logs/package-testlog.json"
 fi
 
-# Dovecot 2.4: the unit and e2e suites and the package build again, in a
+# Dovecot 2.4: the unit, e2e and package tests and the package build again, in a
 # Debian 13 root (scripts/trixie.sh; prepared once, reused after). Counted
 # case by case as "trixie/<test>/<case>". XAPS_SKIP_TRIXIE=1 skips it.
 trixie_log="build/meson-logs/trixie-testlog.json"

@@ -13,9 +13,11 @@
 # 4. Builds with meson in /build/xaps inside the root, runs the unit and the
 #    end-to-end suites against the root's Dovecot 2.4, and builds the package
 #    with dpkg-buildpackage (the .deb lands in the root's /build/pkg).
+# 5. Runs scripts/package-test.sh in the root: the .deb installed, the package
+#    suite against it and Dovecot 2.4, purged, the root checked as before.
 #
-# The last line is "N passed, M failed": the test cases, plus one for the
-# package build. Exits non-zero if anything failed.
+# The last line is "N passed, M failed": the test cases (with the package
+# suite's), plus one for the package build. Exits non-zero if anything failed.
 #
 #   sh scripts/trixie.sh --shell [COMMAND]
 # runs COMMAND (default: an interactive shell) in the prepared root, with the
@@ -23,7 +25,7 @@
 #
 # XAPS_TRIXIE_MIRROR  Debian mirror (default http://deb.debian.org/debian)
 # XAPS_TRIXIE_JOBS    ninja jobs (default 2)
-# XAPS_TRIXIE_PACKAGE=0 skips the package build.
+# XAPS_TRIXIE_PACKAGE=0 skips the package build and the package test.
 # XAPS_TRIXIE_TESTLOG=FILE also writes every counted case (and the package
 #   build) to FILE as a meson-style test log, for scripts/test.sh to count.
 set -eu
@@ -33,6 +35,7 @@ root=${XAPS_TRIXIE_ROOT:-/var/tmp/xaps-trixie}
 mirror=${XAPS_TRIXIE_MIRROR:-http://deb.debian.org/debian}
 jobs=${XAPS_TRIXIE_JOBS:-2}
 build_package=${XAPS_TRIXIE_PACKAGE:-1}
+package_build=""
 # Written last when the root is complete: a root without it is rebuilt.
 prepared_marker=.xaps-trixie-prepared
 
@@ -147,26 +150,9 @@ say "tests (unit and e2e, Dovecot 2.4)"
 test_status=0
 in_root '
   python3 /src/scripts/count-tests.py --clean /build/xaps
-  # The package suite needs the .deb installed (scripts/package-test.sh, 2.3 only so far).
+  # The package suite needs the .deb installed: step 5.
   meson test -C /build/xaps --no-suite package --num-processes "$XAPS_JOBS" --print-errorlogs
 ' || test_status=$?
-# Every counted case, as a meson-style log the host can count (and prefix).
-cases_log=/build/xaps/meson-logs/cases.json
-counts=$(in_root "rm -f $cases_log; python3 /src/scripts/count-tests.py /build/xaps --cases-log $cases_log" |
-  tail -n 1) || true
-passed=$(printf '%s\n' "$counts" | sed -n 's/^\([0-9]*\) passed, \([0-9]*\) failed$/\1/p')
-failed=$(printf '%s\n' "$counts" | sed -n 's/^\([0-9]*\) passed, \([0-9]*\) failed$/\2/p')
-passed=${passed:-0}
-failed=${failed:-0}
-results=$(mktemp)
-cp "$root$cases_log" "$results" 2>/dev/null || true
-record() { # record NAME OK|FAIL
-  printf '{"name": "%s", "result": "%s"}\n' "$1" "$2" >>"$results"
-}
-if [ "$test_status" != 0 ] && [ "$failed" = 0 ]; then
-  failed=1 # meson failed outside any counted test
-  record meson-test FAIL
-fi
 
 # --- 4. package ----------------------------------------------------------------
 if [ "$build_package" = 1 ]; then
@@ -198,12 +184,50 @@ if [ "$build_package" = 1 ]; then
       grep "^#xaps_apns_cert_file" >/dev/null ||
       { echo "the package does not ship the 2.4 95-xaps.conf"; exit 1; }
   ' >&2; then
-    passed=$((passed + 1))
-    record package-build OK
+    package_build=OK
   else
     say "the package build failed"
+    package_build=FAIL
+  fi
+fi
+
+# --- 5. the installed package ------------------------------------------------------
+# scripts/package-test.sh in the root: builds the .deb again from the tree,
+# installs it, runs the package suite against the installed files and
+# Dovecot 2.4, purges it and checks that the root is as before.
+package_log=""
+if [ "$build_package" = 1 ]; then
+  say "package test (install, package suite, purge; in the root)"
+  in_root 'cd /src && sh scripts/package-test.sh /build/xaps' >&2 || true
+  package_log="--extra-log /build/xaps/meson-logs/package-testlog.json"
+fi
+
+# --- results -------------------------------------------------------------------
+# Every counted case, as a meson-style log the host can count (and prefix).
+cases_log=/build/xaps/meson-logs/cases.json
+counts=$(in_root "rm -f $cases_log
+  python3 /src/scripts/count-tests.py /build/xaps $package_log --cases-log $cases_log" |
+  tail -n 1) || true
+passed=$(printf '%s\n' "$counts" | sed -n 's/^\([0-9]*\) passed, \([0-9]*\) failed$/\1/p')
+failed=$(printf '%s\n' "$counts" | sed -n 's/^\([0-9]*\) passed, \([0-9]*\) failed$/\2/p')
+passed=${passed:-0}
+failed=${failed:-0}
+results=$(mktemp)
+cp "$root$cases_log" "$results" 2>/dev/null || true
+record() { # record NAME OK|FAIL
+  printf '{"name": "%s", "result": "%s"}\n' "$1" "$2" >>"$results"
+}
+if [ "$test_status" != 0 ] && [ "$failed" = 0 ]; then
+  failed=1 # meson failed outside any counted test
+  record meson-test FAIL
+fi
+
+if [ -n "$package_build" ]; then
+  record package-build "$package_build"
+  if [ "$package_build" = OK ]; then
+    passed=$((passed + 1))
+  else
     failed=$((failed + 1))
-    record package-build FAIL
   fi
 fi
 

@@ -1,6 +1,7 @@
 #include "installed-dovecot.h"
 #include "test-files.h"
 
+#include "dovecot-instance.h"
 #include "free-ports.h"
 #include "xaps-error.h"
 
@@ -155,6 +156,7 @@ void InstalledDovecot::write_machine_config() const {
 
     const std::string uid = std::to_string(mail.uid);
     const std::string gid = std::to_string(mail.gid);
+    const bool dovecot_2_4 = installed_dovecot_version().at_least(2, 4);
     std::ostringstream conf;
     conf << "# Written by the xaps package test: what a test machine needs, after the\n"
          << "# installed configuration.\n"
@@ -167,24 +169,44 @@ void InstalledDovecot::write_machine_config() const {
          << "protocols = imap lmtp\n"
          << "listen = 127.0.0.1\n"
          << "ssl = no\n"
-         << "disable_plaintext_auth = no\n"
-         // alice@example.com (an LMTP recipient) and alice are the same user.
-         << "auth_username_format = %Ln\n"
          << "first_valid_uid = " << uid << "\n"
-         << "mail_location = maildir:" << dir() << "/mail/%u\n"
-         << "postmaster_address = postmaster@example.com\n"
-         << "passdb {\n"
-         << "  driver = passwd-file\n"
-         << "  args = " << dir() << "/users\n"
-         << "}\n"
-         << "userdb {\n"
-         << "  driver = static\n"
-         << "  args = uid=" << uid << " gid=" << gid << " home=" << dir() << "/home/%u\n"
-         << "}\n"
-         << "service imap-login {\n"
+         << "postmaster_address = postmaster@example.com\n";
+    if (dovecot_2_4) {
+        conf << "auth_allow_cleartext = yes\n"
+             // alice@example.com (an LMTP recipient) and alice are the same user.
+             << "auth_username_format = %{user | username | lower}\n"
+             << "mail_driver = maildir\n"
+             << "mail_home = " << dir() << "/home/%{user}\n"
+             << "mail_path = " << dir() << "/mail/%{user}\n"
+             << "mail_inbox_path =\n"
+             << "passdb passwd-file {\n"
+             << "  passwd_file_path = " << dir() << "/users\n"
+             << "}\n"
+             << "userdb static {\n"
+             << "  fields {\n"
+             << "    uid = " << uid << "\n"
+             << "    gid = " << gid << "\n"
+             << "    home = " << dir() << "/home/%{user}\n"
+             << "  }\n"
+             << "}\n";
+    } else {
+        conf << "disable_plaintext_auth = no\n"
+             << "auth_username_format = %Ln\n"
+             << "mail_location = maildir:" << dir() << "/mail/%u\n"
+             << "passdb {\n"
+             << "  driver = passwd-file\n"
+             << "  args = " << dir() << "/users\n"
+             << "}\n"
+             << "userdb {\n"
+             << "  driver = static\n"
+             << "  args = uid=" << uid << " gid=" << gid << " home=" << dir() << "/home/%u\n"
+             << "}\n";
+    }
+    // 2.4 has no per-listener address: the global `listen` above applies.
+    const std::string listener_address = dovecot_2_4 ? "" : "    address = 127.0.0.1\n";
+    conf << "service imap-login {\n"
          << "  inet_listener imap {\n"
-         << "    address = 127.0.0.1\n"
-         << "    port = " << imap_port_ << "\n"
+         << listener_address << "    port = " << imap_port_ << "\n"
          << "  }\n"
          << "  inet_listener imaps {\n"
          << "    port = 0\n"
@@ -192,22 +214,28 @@ void InstalledDovecot::write_machine_config() const {
          << "}\n"
          << "service lmtp {\n"
          << "  inet_listener lmtp {\n"
-         << "    address = 127.0.0.1\n"
-         << "    port = " << lmtp_port_ << "\n"
+         << listener_address << "    port = " << lmtp_port_ << "\n"
          << "  }\n"
-         << "}\n"
-         << "plugin {\n"
-         << "  xaps_db_path = " << dir() << "/xaps-db\n"
          << "}\n";
     write_file(dir() + "/test-machine.conf", conf.str(), 0644);
 
+    // Our settings: in plugin { } on 2.3, global (declared by the package's
+    // settings module) on 2.4.
+    std::map<std::string, std::string> settings = plugin_settings_;
+    settings.emplace("xaps_db_path", dir() + "/xaps-db");
     std::ostringstream plugin;
-    plugin << "# Written by the xaps package test: credentials and the APNs endpoint.\n"
-           << "plugin {\n";
-    for (const auto &[key, value] : plugin_settings_) {
-        plugin << "  " << key << " = " << value << "\n";
+    plugin << "# Written by the xaps package test: the store, credentials and the APNs endpoint.\n";
+    if (dovecot_2_4) {
+        for (const auto &[key, value] : settings) {
+            plugin << key << " = " << config_2_4_quoted(value) << "\n";
+        }
+    } else {
+        plugin << "plugin {\n";
+        for (const auto &[key, value] : settings) {
+            plugin << "  " << key << " = " << value << "\n";
+        }
+        plugin << "}\n";
     }
-    plugin << "}\n";
     write_file(dir() + "/test-plugin-settings.conf", plugin.str(), 0644);
 }
 

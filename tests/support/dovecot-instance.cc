@@ -113,7 +113,7 @@ void install_settings_module() {
 }
 
 // Dovecot 2.4 takes a value in double quotes as it is, %{variables} expanded.
-std::string quoted(const std::string &value) {
+std::string quoted_value(const std::string &value) {
     std::string out = "\"";
     for (char c : value) {
         if (c == '"' || c == '\\') {
@@ -125,6 +125,10 @@ std::string quoted(const std::string &value) {
 }
 
 } // namespace
+
+std::string config_2_4_quoted(const std::string &value) {
+    return quoted_value(value);
+}
 
 const DovecotVersion &installed_dovecot_version() {
     static const DovecotVersion version = read_dovecot_version();
@@ -325,7 +329,7 @@ std::string DovecotInstance::config_text_2_4() const {
         if (equals == std::string::npos || equals == 0) {
             throw Error(ErrorKind::config, "userdb_fields: '" + field + "' is not key=value");
         }
-        conf << "    " << field.substr(0, equals) << " = " << quoted(field.substr(equals + 1))
+        conf << "    " << field.substr(0, equals) << " = " << quoted_value(field.substr(equals + 1))
              << "\n";
     }
     conf << "  }\n"
@@ -347,7 +351,7 @@ std::string DovecotInstance::config_text_2_4() const {
     conf << "\n";
     for (const auto &[key, value] : plugin_settings()) {
         if (key != "push_notification_driver") { // the named filter above
-            conf << key << " = " << quoted(value) << "\n";
+            conf << key << " = " << quoted_value(value) << "\n";
         }
     }
     if (!options_.extra_config.empty()) {

@@ -31,6 +31,9 @@ struct DovecotVersion {
     }
 };
 const DovecotVersion &installed_dovecot_version();
+// A setting's value in Dovecot 2.4's syntax: in double quotes, taken as it is
+// (%{variables} expanded).
+std::string config_2_4_quoted(const std::string &value);
 
 // A `protocol <name> { }` block that loads notify, push_notification and xaps,
 // in the installed Dovecot's syntax: for extra_config, to enable xaps in a
