@@ -10,6 +10,7 @@
 #include "imap-client.h"
 #include "lmtp-client.h"
 #include "mock-apns-server.h"
+#include "test-pki.h"
 
 #include <gtest/gtest.h>
 #include <json/json.h>
@@ -35,7 +36,6 @@ using namespace xaps::test;
 using namespace std::chrono_literals;
 namespace fs = std::filesystem;
 
-constexpr const char *pki_dir = XAPS_TEST_PKI_DIR;
 constexpr const char *module_dir = "/usr/lib/dovecot/modules";
 constexpr const char *state_dir = "/var/lib/dovecot-xaps";
 constexpr const char *capability = "XAPPLEPUSHSERVICE";
@@ -62,13 +62,6 @@ std::vector<std::string> lines_of(const std::string &text) {
         lines.push_back(line);
     }
     return lines;
-}
-
-// The UID of the test client certificate's subject: the APNs topic.
-std::string apns_topic() {
-    std::string topic = read_file(std::string(pki_dir) + "/topic.txt");
-    topic.erase(topic.find_last_not_of("\r\n ") + 1);
-    return topic;
 }
 
 // The files /usr/lib/dovecot/modules/<dir> holds whose name matches `pattern`.
@@ -251,21 +244,15 @@ TEST_F(InstalledPackage, WithoutCredentialServesMailWithoutPushAndSaysWhatToConf
 // A phone registers over IMAP, a mail arrives over LMTP, the push reaches
 // (mock) Apple, and the admin sees the registration with doveadm.
 TEST_F(InstalledPackage, RegistersOverImapPushesOnDeliveryAndDoveadmListsIt) {
-    MockApnsConfig apns_config;
-    apns_config.cert_file = std::string(pki_dir) + "/server.pem";
-    apns_config.key_file = std::string(pki_dir) + "/server.key";
-    apns_config.client_ca_file = std::string(pki_dir) + "/ca.pem";
-    MockApnsServer apns(apns_config);
+    MockApnsServer apns(apple_like_mock_config());
     apns.start();
 
     // As 95-xaps.conf tells the admin: root-only key files, read by the
     // worker before it becomes the xaps user.
     dovecot_->set_plugin_settings({
-        {"xaps_apns_cert_file",
-         dovecot_->install_private_file(std::string(pki_dir) + "/client.pem")},
-        {"xaps_apns_key_file",
-         dovecot_->install_private_file(std::string(pki_dir) + "/client.key")},
-        {"xaps_apns_ca_file", std::string(pki_dir) + "/ca.pem"},
+        {"xaps_apns_cert_file", dovecot_->install_private_file(test_pki_file("client.pem"))},
+        {"xaps_apns_key_file", dovecot_->install_private_file(test_pki_file("client.key"))},
+        {"xaps_apns_ca_file", test_pki_file("ca.pem")},
         {"xaps_apns_host", "127.0.0.1"},
         {"xaps_apns_port", std::to_string(apns.port())},
     });
@@ -281,7 +268,7 @@ TEST_F(InstalledPackage, RegistersOverImapPushesOnDeliveryAndDoveadmListsIt) {
     ASSERT_TRUE(reply.ok()) << joined(reply.lines()) << "\nDovecot's log:\n" << dovecot_->log();
     const std::vector<std::string> expected_untagged = {
         "* XAPPLEPUSHSERVICE \"mailbox\" \"INBOX\"",
-        "* XAPPLEPUSHSERVICE \"aps-version\" \"2\" \"aps-topic\" \"" + apns_topic() + "\""};
+        "* XAPPLEPUSHSERVICE \"aps-version\" \"2\" \"aps-topic\" \"" + test_pki_topic() + "\""};
     EXPECT_EQ(reply.untagged, expected_untagged);
 
     SmtpReply delivery = deliver_to("alice@example.com");
@@ -290,8 +277,9 @@ TEST_F(InstalledPackage, RegistersOverImapPushesOnDeliveryAndDoveadmListsIt) {
     const MockApnsRequest push = apns.requests().at(0);
     EXPECT_EQ(push.method, "POST");
     EXPECT_EQ(push.path, std::string("/3/device/") + device_token);
-    EXPECT_EQ(push.client_uid, apns_topic()) << "the client certificate";
-    EXPECT_EQ(push.headers.count("apns-topic") ? push.headers.at("apns-topic") : "", apns_topic());
+    EXPECT_EQ(push.client_uid, test_pki_topic()) << "the client certificate";
+    EXPECT_EQ(push.headers.count("apns-topic") ? push.headers.at("apns-topic") : "",
+              test_pki_topic());
     Json::Value body;
     std::istringstream body_text(push.body);
     ASSERT_TRUE(Json::parseFromStream(Json::CharReaderBuilder(), body_text, &body, nullptr))

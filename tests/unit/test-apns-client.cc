@@ -1,6 +1,7 @@
 // ApnsClient against the mock APNs server: real TLS + HTTP/2 on loopback,
 // with delays shortened so that outages and retries take milliseconds.
 #include "apns-client.h"
+#include "push-scheduler.h"
 
 #include "xaps-error.h"
 
@@ -188,6 +189,12 @@ TEST_F(ApnsClientTest, AccountIdIsEscapedAsJson) {
     EXPECT_EQ(body["aps"]["account-id"].asString(), account);
     EXPECT_EQ(body.size(), 1u);
     EXPECT_EQ(body["aps"].size(), 1u);
+}
+
+// A burst of one push per tracked device, arriving while the connections are
+// still being set up, waits in the queue instead of failing.
+TEST(ApnsClientDefaults, QueueHoldsAPushForEveryDeviceTheSchedulerTracks) {
+    EXPECT_GE(ApnsSettings{}.max_queued, PushSchedulerSettings{}.max_pending);
 }
 
 TEST_F(ApnsClientTest, AccountIdWithNulIsRejectedWithoutARequest) {
