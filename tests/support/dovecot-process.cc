@@ -220,7 +220,9 @@ bool ShutdownRaceFilter::ignore(std::string_view line) {
     if (line.find("master: Warning: Killed with signal 15") != std::string::npos) {
         stopping_ = true;
     }
-    return stopping_ && line.find("Fatal: Error reading configuration") != std::string::npos;
+    // 2.3 and 2.4 word it differently.
+    return stopping_ && (line.find("Fatal: Error reading configuration") != std::string::npos ||
+                         line.find("Fatal: Failed to read configuration") != std::string::npos);
 }
 
 std::vector<std::string> DovecotProcess::log_problems() const {

@@ -33,7 +33,8 @@ pid_t spawn_process(const std::vector<std::string> &argv, const std::string &out
 // Reads Dovecot's log line by line and tells Dovecot's own shutdown race
 // apart from problems: once the master has been told to stop, a service that
 // was still starting up (auth, after waiting for the stats process) can find
-// the config service gone and log "Fatal: Error reading configuration". That
+// the config service gone and log "Fatal: Error reading configuration" (2.3)
+// or "Fatal: Failed to read configuration" (2.4). That
 // is Dovecot's, not the test's; every other Panic or Fatal still counts.
 class ShutdownRaceFilter {
 public:
