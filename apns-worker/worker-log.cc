@@ -1,17 +1,16 @@
 #include "worker-log.h"
 
 #include "dovecot-cxx.h"
+#include "xaps-event.h"
 
 namespace xaps {
 
 namespace {
-struct event_category event_category_xaps = {nullptr, "xaps", nullptr};
 struct event *xaps_event = nullptr;
 } // namespace
 
 void worker_log_init() {
-    xaps_event = event_create(nullptr);
-    event_add_category(xaps_event, &event_category_xaps);
+    xaps_event = dovecot::create_event(nullptr, dovecot::LogPrefix::none);
 }
 
 void worker_log_deinit() {

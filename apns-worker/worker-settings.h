@@ -1,5 +1,5 @@
 // Reads the worker's settings from Dovecot's config (the global plugin { }
-// block on 2.3, the declared xaps settings on 2.4; plugin/dovecot-settings.cc),
+// block on 2.3, the declared xaps settings on 2.4; dovecot/dovecot-settings.cc),
 // handed to the one xaps_* parser in common/xaps-settings.
 #pragma once
 

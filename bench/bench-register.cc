@@ -6,7 +6,7 @@
 // and the p99 of the round trips.
 //
 // The same clients then run against a model of the worker with group commit
-// (apns-worker/group-commit.h on PollEventLoop, the same LMDB store on the
+// (apns-worker/store/group-commit.h on PollEventLoop, the same LMDB store on the
 // same file system, the same protocol codec): what REGISTER would do once
 // the request handler hands its puts to GroupCommit. And to explain both, the
 // cost of one durable commit (a put() alone) on this disk.

@@ -1,6 +1,7 @@
 #include "xaps-driver.h"
 
 #include "dovecot-cxx.h"
+#include "xaps-event.h"
 #include "worker-protocol.h"
 #include "xaps-error.h"
 #include "xaps-plugin.h"
@@ -116,7 +117,7 @@ int driver_init(struct mail_user *user, pool_t pool, void **context,
     try {
         UserSettings settings = read_user_settings(user);
         auto *duser = p_new(pool, struct xaps_driver_user, 1);
-        duser->event = create_event(user->event);
+        duser->event = dovecot::create_event(user->event);
         duser->socket_path = p_strdup(pool, settings.socket_path.c_str());
         duser->push_user = p_strdup(pool, settings.push_user.c_str());
         if (settings.user_lookup_missing) {

@@ -1,6 +1,7 @@
 #include "xaps-imap-command.h"
 
 #include "dovecot-cxx.h"
+#include "xaps-event.h"
 #include "worker-protocol.h"
 #include "xaps-error.h"
 #include "xaps-plugin.h"
@@ -252,7 +253,7 @@ void worker_answered(struct client_command_context *cmd, const protocol::Reply &
 bool start_registration(struct client_command_context *cmd, const struct imap_arg *args) {
     struct client *client = cmd->client;
     struct mail_user *user = client->user;
-    EventRef event(create_event(cmd->event));
+    EventRef event(dovecot::create_event(cmd->event));
 
     UserSettings settings;
     try {
@@ -341,7 +342,7 @@ bool cmd_xapplepushservice(struct client_command_context *cmd) noexcept {
 void client_created(struct client **client) noexcept {
     try {
         struct mail_user *user = (*client)->user;
-        EventRef event(create_event(user->event));
+        EventRef event(dovecot::create_event(user->event));
         try {
             if (enabled_for(user, read_user_settings(user), event.get())) {
                 client_add_capability(*client, capability);

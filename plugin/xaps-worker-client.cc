@@ -1,8 +1,8 @@
 #include "xaps-worker-client.h"
 
 #include "dovecot-cxx.h"
+#include "xaps-event.h"
 #include "xaps-error.h"
-#include "xaps-plugin.h"
 
 #include <cerrno>
 #include <cstring>
@@ -111,7 +111,7 @@ std::string errno_message(int error_number, const std::string &what) {
 } // namespace
 
 WorkerClient::Impl::Impl(std::string path) : socket_path(std::move(path)) {
-    event = create_event(nullptr);
+    event = dovecot::create_event(nullptr);
 
     struct connection_settings set {};
     set.service_name_in = protocol::service_name;

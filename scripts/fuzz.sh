@@ -30,11 +30,11 @@ sources_of() {
   case $1 in
   fuzz-xaps-request) echo plugin/xaps-request.cc common/text-checks.cc ;;
   fuzz-worker-protocol) echo common/worker-protocol.cc common/tab-escape.cc common/xaps-error.cc ;;
-  fuzz-apns-response) echo apns-worker/apns-payload.cc common/text-checks.cc ;;
+  fuzz-apns-response) echo apns-worker/apns/apns-payload.cc common/text-checks.cc ;;
   fuzz-xapsd-import) echo plugin/xapsd-import.cc common/text-checks.cc common/xaps-error.cc ;;
   fuzz-caservice-response)
-    echo apns-worker/caservice-messages.cc apns-worker/caservice-crypto.cc \
-      apns-worker/credential-file.cc common/xaps-error.cc
+    echo apns-worker/provisioning/caservice-messages.cc apns-worker/provisioning/caservice-crypto.cc \
+      apns-worker/apns/credential-file.cc common/xaps-error.cc
     ;;
   *) return 1 ;;
   esac
@@ -101,7 +101,8 @@ for target in $targets; do
   package_flags=""
   [ -z "$packages" ] || package_flags=$(pkg-config --cflags --libs $packages)
   # shellcheck disable=SC2046,SC2086 # the lists are meant to split into words
-  clang++ $cxxflags -Icommon -Iplugin -Iapns-worker -Itests/fuzz \
+  clang++ $cxxflags -Icommon -Iplugin -Iapns-worker -Iapns-worker/apns -Iapns-worker/store \
+    -Iapns-worker/provisioning -Itests/fuzz \
     "tests/fuzz/$target.cc" tests/fuzz/fuzz-invariant-abort.cc $(sources_of "$target") \
     $package_flags -o "$work"
 

@@ -1,4 +1,4 @@
-// Fuzz target for what APNs answers (apns-worker/apns-payload): the response
+// Fuzz target for what APNs answers (apns-worker/apns/apns-payload): the response
 // headers as nghttp2 hands them over and the JSON error body; and, with the
 // same bytes as an account id, the push body we write.
 //

@@ -1,5 +1,5 @@
 // Fuzz target for the answer of Apple's legacy certificate service
-// (apns-worker/caservice-messages): a property list, XML or binary, that
+// (apns-worker/provisioning/caservice-messages): a property list, XML or binary, that
 // arrives over HTTPS and is parsed by the worker while it still runs as root.
 //
 // The input is the HTTP body. Invariants: only Error(invalid_input) is
