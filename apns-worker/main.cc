@@ -4,86 +4,36 @@
 // credentials while still root, drop privileges, open the store as the
 // service's user, run, deinit.
 #include "apns-client.h"
-#include "caservice-client.h"
+#include "apns-payload.h"
 #include "certificate-expiry.h"
 #include "dovecot-cxx.h"
 #include "dovecot-event-loop.h"
 #include "provider-token.h"
+#include "push-gate.h"
 #include "push-scheduler.h"
 #include "registration-store.h"
 #include "request-handler.h"
 #include "tls-context.h"
+#include "utc-time.h"
 #include "worker-connection.h"
 #include "worker-events.h"
 #include "worker-log.h"
 #include "worker-settings.h"
+#include "xaps-assert.h"
 #include "xaps-error.h"
 
+#include <cerrno>
 #include <chrono>
 #include <memory>
 #include <optional>
 #include <string>
 #include <vector>
 
+#include <sys/stat.h>
+
 namespace {
 
 using namespace std::chrono_literals;
-
-// Stands in for Apple while no credential works, so registrations can still
-// be listed and purged, and every push fails with the reason.
-class NoCredentialSender final : public xaps::PushSender {
-public:
-    NoCredentialSender(xaps::EventLoop &loop, std::string reason)
-        : loop_(loop), reason_(std::move(reason)) {}
-    void send(const xaps::Push &, Done done) override {
-        // PushSender promises never to call back from within send().
-        auto watch = std::make_shared<std::unique_ptr<xaps::EventLoop::Watch>>();
-        *watch = loop_.call_after(0ms, [watch, done = std::move(done), this]() mutable {
-            xaps::PushOutcome outcome;
-            outcome.result = xaps::PushOutcome::Result::failed;
-            outcome.reason = reason_;
-            auto keep = std::move(*watch);
-            done(outcome);
-        });
-    }
-
-private:
-    xaps::EventLoop &loop_;
-    std::string reason_;
-};
-
-// Only the credential credential_kind() chose is passed on, so that the kind
-// STATUS reports is the one in use when several are configured.
-xaps::ApnsSettings apns_settings_from(const xaps::XapsSettings &s) {
-    xaps::ApnsSettings apns;
-    apns.host = s.apns_host;
-    apns.port = s.apns_port;
-    apns.ca_file = s.apns_ca_file;
-    switch (s.credential_kind()) {
-    case xaps::CredentialKind::pem:
-        apns.cert_file = s.apns_cert_file;
-        apns.key_file = s.apns_key_file;
-        break;
-    case xaps::CredentialKind::pkcs12:
-        apns.p12_file = s.apns_p12_file;
-        apns.p12_password = s.apns_p12_password;
-        break;
-    case xaps::CredentialKind::token:
-        apns.token_key_file = s.apns_token_key_file;
-        apns.key_id = s.apns_key_id;
-        apns.team_id = s.apns_team_id;
-        apns.topic = s.apns_topic;
-        break;
-    case xaps::CredentialKind::apple_id:
-    case xaps::CredentialKind::none:
-        break;
-    }
-    apns.push_type = s.apns_push_type;
-    apns.priority = s.apns_priority;
-    apns.expiration = s.apns_expiration;
-    apns.connections = s.apns_connections;
-    return apns;
-}
 
 std::string_view credential_kind_name(xaps::CredentialKind kind) {
     switch (kind) {
@@ -106,16 +56,15 @@ struct Worker {
     xaps::XapsSettings settings;
     std::optional<xaps::TlsContext> tls;      // moved into the ApnsClient at start
     std::optional<xaps::ProviderToken> token; // likewise, with token auth
-    std::string topic;
-    std::string certificate_file; // for the admin: the file whose expiry is watched
+    std::string certificate_file;             // for the admin: the file whose expiry is watched
     std::optional<std::chrono::system_clock::time_point> certificate_expiry;
-    std::string credential_problem;
+    std::string credential_problem; // why load_credentials() found none usable
 
     xaps::DovecotEventLoop loop;
     std::unique_ptr<xaps::RegistrationStore> store;
     std::unique_ptr<xaps::GroupCommit> group_commit;
     std::unique_ptr<xaps::ApnsClient> apns;
-    std::unique_ptr<NoCredentialSender> no_credential;
+    std::unique_ptr<xaps::PushGate> gate;
     std::unique_ptr<xaps::EventEmittingSender> push_events;
     std::unique_ptr<xaps::PushScheduler> scheduler;
     std::unique_ptr<xaps::RequestHandler> handler;
@@ -132,10 +81,15 @@ std::unique_ptr<Worker> worker;
 
 std::vector<std::pair<std::string, std::string>> Worker::status_rows() const {
     std::vector<std::pair<std::string, std::string>> rows;
-    rows.emplace_back("topic", topic);
+    rows.emplace_back("topic", gate->topic());
+    if (gate->is_open()) {
+        if (std::string warning = xaps::mail_topic_warning(gate->topic()); !warning.empty()) {
+            rows.emplace_back("topic_warning", warning);
+        }
+    }
     rows.emplace_back("credential", std::string(credential_kind_name(settings.credential_kind())));
-    if (!credential_problem.empty()) {
-        rows.emplace_back("credential_problem", credential_problem);
+    if (!gate->is_open()) {
+        rows.emplace_back("credential_problem", gate->reason());
     }
     if (certificate_expiry) {
         rows.emplace_back("certificate_expiry", xaps::iso8601_utc(*certificate_expiry));
@@ -198,10 +152,7 @@ void Worker::check_certificate() {
         if (notice->level == xaps::LogLevel::error) {
             // Apple refuses an expired certificate: stop trying, keep serving
             // LIST/PURGE, and answer REGISTER unavailable from now on.
-            credential_problem = notice->message;
-            if (handler) {
-                handler->set_topic("");
-            }
+            gate->close(notice->message);
             if (apns) {
                 apns->disable(notice->message);
             }
@@ -227,25 +178,29 @@ void load_credentials(Worker &w) {
                w.credential_problem.c_str());
         return;
     }
+    // Legacy Apple-ID provisioning is `doveadm xaps provision`'s job: the
+    // worker only reads the PEM files it writes (provisioning/caservice-state.h),
+    // so it never waits for Apple's service.
+    std::string provisioned_cert_file;
+    std::string provisioned_key_file;
     if (kind == xaps::CredentialKind::apple_id) {
-        // Legacy Apple-ID provisioning: one synchronous exchange, bounded to
-        // 30 s, and only when no valid certificate is stored yet. It runs
-        // before the worker serves anyone, so it delays no mail process.
-        try {
-            xaps::ProvisionedCertificate provisioned = xaps::provision_or_reuse(
-                xaps::caservice_settings_from(w.settings), w.settings.db_path,
-                std::chrono::system_clock::now(), xaps::log_from_core);
-            w.settings.apns_cert_file = provisioned.cert_file;
-            w.settings.apns_key_file = provisioned.key_file;
-        } catch (const xaps::Error &e) {
-            w.credential_problem = e.what();
-            e_error(xaps::worker_event(),
-                    "Apple ID certificate provisioning failed, push disabled: %s", e.what());
+        provisioned_cert_file = w.settings.db_path + "/caservice/mail.pem";
+        provisioned_key_file = w.settings.db_path + "/caservice/mail.key";
+        struct stat st {};
+        if (::stat(provisioned_cert_file.c_str(), &st) != 0 && errno == ENOENT) {
+            w.credential_problem = "no push certificate provisioned for xaps_apple_id yet (" +
+                                   provisioned_cert_file + "): run `doveadm xaps provision`";
+            e_warning(xaps::worker_event(), "%s; push disabled until then",
+                      w.credential_problem.c_str());
             return;
         }
     }
     try {
-        const xaps::ApnsSettings apns = apns_settings_from(w.settings);
+        xaps::ApnsSettings apns = xaps::ApnsSettings::from(w.settings);
+        if (kind == xaps::CredentialKind::apple_id) {
+            apns.cert_file = provisioned_cert_file;
+            apns.key_file = provisioned_key_file;
+        }
         // The key is read and a first token signed now, while root.
         std::optional<xaps::ProviderToken> token;
         if (kind == xaps::CredentialKind::token) {
@@ -253,13 +208,12 @@ void load_credentials(Worker &w) {
         }
         w.tls.emplace(xaps::TlsContext::load(apns));
         w.token = std::move(token);
-        w.topic = w.tls->topic();
         w.certificate_expiry = w.tls->certificate_expiry();
         w.certificate_file = kind == xaps::CredentialKind::pkcs12 ? apns.p12_file : apns.cert_file;
         if (w.token) {
             e_info(xaps::worker_event(), "APNs token auth with key %s (id %s, team %s), topic %s",
                    apns.token_key_file.c_str(), apns.key_id.c_str(), apns.team_id.c_str(),
-                   w.topic.c_str());
+                   w.tls->topic().c_str());
         }
     } catch (const xaps::Error &e) {
         // Stay up without push: exiting would only make the master respawn
@@ -270,41 +224,34 @@ void load_credentials(Worker &w) {
 }
 
 void start_worker(Worker &w) {
-    xaps::LmdbStoreOptions store_options;
-    store_options.path = w.settings.db_path;
-    store_options.ttl = w.settings.registration_ttl;
-    store_options.max_devices_per_user = w.settings.max_devices_per_user;
-    w.store = xaps::open_lmdb_store(store_options);
+    w.store = xaps::open_lmdb_store(xaps::LmdbStoreOptions::from(w.settings));
     w.group_commit =
         std::make_unique<xaps::GroupCommit>(w.loop, *w.store, xaps::system_unix_seconds);
 
-    xaps::PushSender *sender = nullptr;
+    w.gate = std::make_unique<xaps::PushGate>(
+        w.loop, w.credential_problem.empty() ? "APNs client not started" : w.credential_problem);
     if (w.tls) {
-        w.apns = std::make_unique<xaps::ApnsClient>(w.loop, apns_settings_from(w.settings),
+        w.apns = std::make_unique<xaps::ApnsClient>(w.loop, xaps::ApnsSettings::from(w.settings),
                                                     std::move(*w.tls), std::move(w.token),
                                                     xaps::log_from_core);
         w.tls.reset();
         w.token.reset();
-        sender = w.apns.get();
-    } else {
-        w.no_credential = std::make_unique<NoCredentialSender>(w.loop, w.credential_problem);
-        sender = w.no_credential.get();
+        w.gate->open(*w.apns, w.apns->topic());
+        if (std::string warning = xaps::mail_topic_warning(w.apns->topic()); !warning.empty()) {
+            e_warning(xaps::worker_event(), "%s", warning.c_str());
+        }
     }
-    w.push_events = std::make_unique<xaps::EventEmittingSender>(*sender);
-    sender = w.push_events.get();
+    w.push_events = std::make_unique<xaps::EventEmittingSender>(*w.gate);
+    xaps::PushSender *sender = w.push_events.get();
 
-    xaps::PushSchedulerSettings scheduler_settings;
-    scheduler_settings.delay = w.settings.delay;
-    w.scheduler =
-        std::make_unique<xaps::PushScheduler>(w.loop, *w.store, *sender, scheduler_settings);
+    w.scheduler = std::make_unique<xaps::PushScheduler>(
+        w.loop, *w.store, *sender, xaps::PushSchedulerSettings::from(w.settings));
     w.scheduler->set_error_log(
         [](std::string_view message) { xaps::log_from_core(xaps::LogLevel::error, message); });
 
-    xaps::RequestHandlerSettings handler_settings;
-    handler_settings.topic = w.topic;
-    handler_settings.subtopics = w.settings.subtopics;
     w.handler = std::make_unique<xaps::RequestHandler>(
-        *w.store, *w.group_commit, *w.scheduler, handler_settings, [&w] { return w.status_rows(); },
+        *w.store, *w.group_commit, *w.scheduler, *w.gate,
+        xaps::RequestHandlerSettings::from(w.settings), [&w] { return w.status_rows(); },
         xaps::system_unix_seconds);
     w.server = std::make_unique<xaps::WorkerServer>(*w.handler);
     w.schedule_expiry();
@@ -337,6 +284,8 @@ int main(int argc, char *argv[]) {
         i_fatal("%s", e.what());
     }
     master_service_init_log(master_service);
+    // A broken invariant is logged as Dovecot logs its own: a Panic.
+    xaps::set_assertion_handler([](const char *message) { i_panic("%s", message); });
     xaps::worker_log_init();
     load_credentials(*worker);
 

@@ -1,5 +1,7 @@
 #include "push-scheduler.h"
 
+#include "apns-payload.h"
+#include "xaps-assert.h"
 #include "xaps-error.h"
 
 #include <algorithm>
@@ -25,14 +27,22 @@ bool is_inbox(std::string_view mailbox) {
     return equals_ascii_case_insensitive(mailbox, "INBOX");
 }
 
-bool wants_mailbox(const Registration &registration, std::string_view mailbox) {
-    if (registration.aps_version == 1) {
-        return is_inbox(mailbox);
-    }
+// The registered name an event on `mailbox` concerns, as the registration
+// spells it; nullopt when the registration does not want the event. Only
+// INBOX when `inbox_only`.
+std::optional<std::string_view> wanted_mailbox(const Registration &registration,
+                                               std::string_view mailbox, bool inbox_only) {
     bool inbox = is_inbox(mailbox);
-    return std::any_of(
+    if (inbox_only) {
+        return inbox ? std::optional<std::string_view>(mailbox) : std::nullopt;
+    }
+    auto found = std::find_if(
         registration.mailboxes.begin(), registration.mailboxes.end(),
         [&](const std::string &wanted) { return inbox ? is_inbox(wanted) : wanted == mailbox; });
+    if (found == registration.mailboxes.end()) {
+        return std::nullopt;
+    }
+    return std::string_view(*found);
 }
 
 std::string device_key(const Registration &registration) {
@@ -83,17 +93,26 @@ void PushScheduler::notify(std::string_view user, std::string_view mailbox,
     bool now = std::any_of(events.begin(), events.end(),
                            [](const std::string &event) { return is_new_mail_event(event); });
     store_.visit_user(user, unix_now_(), [&](const Registration &registration) {
-        if (wants_mailbox(registration, mailbox)) {
-            schedule(registration, now);
+        const bool inbox_only = registration.aps_version == 1 || !settings_.mailbox_hashes;
+        if (auto wanted = wanted_mailbox(registration, mailbox, inbox_only)) {
+            schedule(registration, *wanted, now);
         }
     });
 }
 
-void PushScheduler::schedule(const Registration &registration, bool now) {
+void PushScheduler::schedule(const Registration &registration, std::string_view mailbox, bool now) {
     // One hash of the key for both the lookup and the insertion.
     auto [it, inserted] = devices_.try_emplace(device_key(registration));
+    Device &device = it->second;
+    // The latest registration decides: it may have changed its aps_version.
+    device.with_hashes = registration.aps_version != 1 && settings_.mailbox_hashes;
+    if (!device.with_hashes) {
+        device.mailboxes.clear();
+    } else if (std::find(device.mailboxes.begin(), device.mailboxes.end(), mailbox) ==
+               device.mailboxes.end()) {
+        device.mailboxes.emplace_back(mailbox);
+    }
     if (!inserted) {
-        Device &device = it->second;
         ++counters_.coalesced;
         if (device.in_flight) {
             device.dirty = true;
@@ -124,6 +143,13 @@ void PushScheduler::send_now(DeviceMap::iterator it) {
     ++counters_.in_flight;
     ++counters_.pushes_sent;
     try {
+        // The mailboxes gathered so far go with this push; events arriving
+        // while it is in flight gather for the next one.
+        device.push.mailbox_hashes.clear();
+        for (const std::string &mailbox : device.mailboxes) {
+            device.push.mailbox_hashes.push_back(mailbox_name_digest(mailbox));
+        }
+        device.mailboxes.clear();
         sender_.send(device.push, [this, alive = std::weak_ptr<char>(alive_),
                                    key = it->first](const PushOutcome &outcome) {
             if (alive.lock()) {
@@ -165,9 +191,10 @@ void PushScheduler::on_delay_expired(std::string key) noexcept {
 void PushScheduler::on_push_done(const std::string &key, const PushOutcome &outcome) noexcept {
     try {
         auto it = devices_.find(key);
-        if (it == devices_.end() || !it->second.in_flight) {
-            return; // not ours: the sender broke its "exactly once"
-        }
+        // A device in flight stays tracked until its answer; a second answer
+        // would mean the sender broke its "exactly once".
+        XAPS_ASSERT(it != devices_.end() && it->second.in_flight);
+        XAPS_ASSERT(counters_.in_flight > 0);
         Device &device = it->second;
         device.in_flight = false;
         --counters_.in_flight;
@@ -308,16 +335,15 @@ void PushScheduler::on_test_push_done(const std::shared_ptr<TestRun> &run, std::
 }
 
 void PushScheduler::finish_test_later(std::shared_ptr<TestRun> run) {
-    std::uint64_t id = ++next_deferred_id_;
-    deferred_[id] = loop_.call_after(std::chrono::milliseconds(0), [this, id, run]() {
-        PushScheduler *self = this;
-        std::shared_ptr<TestRun> finished = run;
-        self->deferred_.erase(id); // destroys this callback: only locals from here on
+    loop_.post([this, alive = std::weak_ptr<char>(alive_), run = std::move(run)] {
+        if (!alive.lock()) {
+            return;
+        }
         try {
-            finished->done(std::move(finished->results));
+            run->done(std::move(run->results));
         } catch (...) {
-            ++self->counters_.errors;
-            self->report_error("test completion failed: " + describe_current_exception());
+            ++counters_.errors;
+            report_error("test completion failed: " + describe_current_exception());
         }
     });
 }

@@ -1,8 +1,16 @@
-// Decides whom to push and when (DESIGN.md "Notifications"). A NOTIFY names a
+// Decides whom to push and when (docs/design.md, "Notifications"). A NOTIFY names a
 // user, a mailbox and events; the scheduler pushes every registration of that
 // user whose mailbox set contains the mailbox:
 //   * aps_version 1 wants only INBOX; version 2 its registered mailboxes.
 //     "INBOX" matches case-insensitively, other names exactly.
+//   * A version 2 push names the registered mailboxes it is about in "m"
+//     (Push::mailbox_hashes): iOS fetches exactly those, and without "m" only
+//     the INBOX. The hash is of the name as registered, which is the name as
+//     echoed to the phone (INBOX in the client's spelling too), not of the
+//     event's. A coalesced push carries the union of its events' mailboxes.
+//     Version 1 pushes carry no "m" (iOS would ignore them), and neither does
+//     any push with mailbox_hashes off: every registration is then served
+//     like version 1, INBOX only.
 //   * MessageNew / MessageAppend push now; every other event (flags, expunge,
 //     rename, delete...) pushes after `delay`, coalesced per device. A "now"
 //     push absorbs a pending delayed one; a delayed event never postpones a
@@ -10,7 +18,7 @@
 //   * A device (account_id, device_token) has at most one push pending or in
 //     flight. Events arriving while its push is in flight mark it dirty: one
 //     more push follows the answer, at once if any of them was "now", else
-//     after `delay`.
+//     after `delay`, and carries the mailboxes of those events only.
 //   * device_gone answers remove the token's registrations from the store
 //     (unless they were seen again after Apple's 410 timestamp) and end the
 //     device's state: no follow-up push for events that came in flight. The
@@ -24,6 +32,7 @@
 #include "event-loop.h"
 #include "push-sender.h"
 #include "registration-store.h"
+#include "xaps-settings.h"
 
 #include <chrono>
 #include <cstddef>
@@ -40,7 +49,17 @@
 namespace xaps {
 
 struct PushSchedulerSettings {
-    std::chrono::milliseconds delay{std::chrono::seconds(30)}; // xaps_delay
+    // The settings' values for the scheduler; the rest keeps its defaults.
+    static PushSchedulerSettings from(const XapsSettings &settings) {
+        PushSchedulerSettings scheduler;
+        scheduler.delay = settings.delay;
+        scheduler.mailbox_hashes = settings.push_mailbox_hashes;
+        return scheduler;
+    }
+
+    std::chrono::milliseconds delay{}; // xaps_delay
+    // xaps_push_mailbox_hashes: "m" in version 2 pushes; off, INBOX only.
+    bool mailbox_hashes = true;
     std::size_t max_pending = 100000;
     // Gone devices (410) are removed from the store in batches, one commit
     // for all that came in within this window (a commit costs two fsyncs,
@@ -69,7 +88,8 @@ public:
                 std::span<const std::string> events);
 
     // Pushes now to every unexpired device of the user, whatever its mailboxes
-    // and bypassing coalescing (an admin's `doveadm xaps test`), and calls
+    // and bypassing coalescing (an admin's `doveadm xaps test`), without "m"
+    // (the phone fetches its INBOX, whatever it registered), and calls
     // `done` once with each registration and its outcome, in the store's
     // order. `done` is always called later from the event loop, never from
     // within test(), also when the user has no device. Throws the store's
@@ -113,7 +133,11 @@ public:
 
 private:
     struct Device {
-        Push push;
+        Push push; // mailbox_hashes are filled when it is sent
+        // Registered names (as echoed) that the next push covers, without
+        // duplicates; empty unless hashes are sent.
+        std::vector<std::string> mailboxes;
+        bool with_hashes = false;                      // version 2 and mailbox_hashes on
         std::unique_ptr<EventLoop::Watch> delay_timer; // set while pending
         bool in_flight = false;
         bool dirty = false;     // events arrived while in flight
@@ -124,7 +148,8 @@ private:
     // Key: account_id NUL device_token.
     using DeviceMap = std::unordered_map<std::string, Device>;
 
-    void schedule(const Registration &registration, bool now);
+    // `mailbox`: the registered name the event matched.
+    void schedule(const Registration &registration, std::string_view mailbox, bool now);
     void send_now(DeviceMap::iterator device);
     void start_delay(DeviceMap::iterator device);
     void on_delay_expired(std::string key) noexcept;
@@ -151,9 +176,7 @@ private:
     std::vector<RegistrationStore::GoneToken> gone_; // waiting for remove_gone()
     std::unique_ptr<EventLoop::Watch> removal_timer_;
     std::chrono::milliseconds removal_timer_delay_{0};
-    std::unordered_map<std::uint64_t, std::unique_ptr<EventLoop::Watch>> deferred_;
-    std::uint64_t next_deferred_id_ = 0;
-    // Sender callbacks may outlive the scheduler; they hold this weakly.
+    // Sender and posted callbacks may outlive the scheduler; they hold this weakly.
     std::shared_ptr<char> alive_ = std::make_shared<char>();
 };
 

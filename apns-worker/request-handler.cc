@@ -1,62 +1,66 @@
 #include "request-handler.h"
 
-#include "text-checks.h"
+#include "registration-rules.h"
 #include "xaps-error.h"
-
-#include <algorithm>
 
 namespace xaps {
 
 namespace {
 
-bool is_hex(std::string_view text) {
-    return std::all_of(text.begin(), text.end(), [](char c) {
-        return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'f') || (c >= 'A' && c <= 'F');
-    });
-}
+using Problem = RuleBreach::Problem;
 
-void require(bool condition, const std::string &message) {
-    if (!condition) {
+// The worker states the rule a value breaks rather than the rules module's
+// reason: the plugin relays it behind "Registration refused: ", after its own
+// parser has checked the same rules with the client's words.
+void require(bool accepted, const std::string &message) {
+    if (!accepted) {
         throw Error(ErrorKind::invalid_input, message);
     }
 }
 
-std::string lower_ascii(std::string text) {
-    std::transform(text.begin(), text.end(), text.begin(), [](unsigned char c) {
-        return static_cast<char>(c >= 'A' && c <= 'Z' ? c - 'A' + 'a' : c);
-    });
-    return text;
+template <typename Value> bool accepted(const Checked<Value> &checked) {
+    return std::holds_alternative<Value>(checked);
+}
+
+// Control characters are refused where clients type names, not here: Dovecot
+// decodes them from modified UTF-7 mailbox names, and a userdb field may hold
+// them in the push user name. The rules test them last, so any other breach
+// still means the value does not fit the store.
+bool fits_store(const Checked<std::string> &checked) {
+    const auto *breach = std::get_if<RuleBreach>(&checked);
+    return breach == nullptr || breach->problem == Problem::control_character;
 }
 
 } // namespace
 
 void validate_registration(const Registration &reg, const std::vector<std::string> &subtopics) {
-    require(!reg.user.empty() && reg.user.size() <= limits::max_user_length, "invalid user name");
-    require(!reg.account_id.empty() && reg.account_id.size() <= limits::max_account_id_length,
-            "aps-account-id must be 1 to " + std::to_string(limits::max_account_id_length) +
-                " characters");
-    require(!has_control_character(reg.account_id) && is_valid_utf8(reg.account_id),
-            "aps-account-id must be UTF-8 without control characters");
-    require(!reg.device_token.empty() &&
-                reg.device_token.size() <= limits::max_device_token_length &&
-                reg.device_token.size() % 2 == 0 && is_hex(reg.device_token),
+    require(fits_store(check_user(reg.user)), "invalid user name");
+    const auto account_id = check_account_id(reg.account_id);
+    if (const auto *breach = std::get_if<RuleBreach>(&account_id)) {
+        const bool length =
+            breach->problem == Problem::missing || breach->problem == Problem::too_long;
+        throw Error(ErrorKind::invalid_input,
+                    length ? "aps-account-id must be 1 to " +
+                                 std::to_string(limits::max_account_id_length) + " characters"
+                           : "aps-account-id must be UTF-8 without control characters");
+    }
+    require(accepted(check_device_token(reg.device_token)),
             "aps-device-token must be an even number of hex digits, at most " +
                 std::to_string(limits::max_device_token_length));
-    require(std::find(subtopics.begin(), subtopics.end(), reg.subtopic) != subtopics.end(),
-            "aps-subtopic is not accepted here");
-    require(reg.aps_version == 1 || reg.aps_version == 2, "aps-version must be 1 or 2");
-    require(reg.mailboxes.size() <= limits::max_mailboxes,
+    require(accepted(check_subtopic(reg.subtopic, subtopics)), "aps-subtopic is not accepted here");
+    require(accepted(check_aps_version(reg.aps_version)), "aps-version must be 1 or 2");
+    require(!check_mailbox_count(reg.mailboxes.size()),
             "too many mailboxes (at most " + std::to_string(limits::max_mailboxes) + ")");
     for (const auto &mailbox : reg.mailboxes) {
-        require(!mailbox.empty() && mailbox.size() <= limits::max_mailbox_name_length,
-                "invalid mailbox name length");
+        require(fits_store(check_mailbox_name(mailbox)), "invalid mailbox name length");
     }
 }
 
 RequestHandler::RequestHandler(RegistrationStore &store, GroupCommit &group_commit,
-                               PushScheduler &scheduler, RequestHandlerSettings settings,
-                               StatusRows status_rows, std::function<std::int64_t()> unix_now)
-    : store_(store), group_commit_(group_commit), scheduler_(scheduler),
+                               PushScheduler &scheduler, const PushGate &gate,
+                               RequestHandlerSettings settings, StatusRows status_rows,
+                               std::function<std::int64_t()> unix_now)
+    : store_(store), group_commit_(group_commit), scheduler_(scheduler), gate_(gate),
       settings_(std::move(settings)), status_rows_(std::move(status_rows)),
       unix_now_(std::move(unix_now)) {}
 
@@ -94,19 +98,25 @@ void RequestHandler::handle(const protocol::RequestLine &line, const Reply &repl
 
 void RequestHandler::handle_register(std::uint64_t id, const protocol::Register &request,
                                      const Reply &reply) {
-    if (settings_.topic.empty()) {
-        throw Error(ErrorKind::unavailable, "no working APNs credential: push is not available");
-    }
+    require_push_available();
     Registration reg = request.registration;
-    reg.device_token = lower_ascii(std::move(reg.device_token));
+    reg.device_token = lower_ascii(reg.device_token);
     if (reg.aps_version == 1) {
         reg.mailboxes = {"INBOX"};
     }
     validate_registration(reg, settings_.subtopics);
     group_commit_.put(
-        std::move(reg), [id, reply, topic = settings_.topic](const std::optional<Error> &error) {
+        std::move(reg), [id, reply, topic = gate_.topic()](const std::optional<Error> &error) {
             reply(error ? protocol::Reply::fail(id, *error) : protocol::Reply::ok(id, {topic}));
         });
+}
+
+void RequestHandler::require_push_available() const {
+    if (!gate_.is_open()) {
+        // Not the reason itself: this text may reach IMAP clients, the
+        // reason names files; admins see it in STATUS and the log.
+        throw Error(ErrorKind::unavailable, "no working APNs credential: push is not available");
+    }
 }
 
 void RequestHandler::handle_list(std::uint64_t id, const protocol::List &request,
@@ -154,8 +164,11 @@ void RequestHandler::handle_status(std::uint64_t id, const Reply &reply) {
 
 void RequestHandler::handle_test(std::uint64_t id, const protocol::Test &request,
                                  const Reply &reply) {
-    if (settings_.topic.empty()) {
-        throw Error(ErrorKind::unavailable, "no working APNs credential: push is not available");
+    require_push_available();
+    // Apple out of reach: say why now, not after the pushes' retries ran out
+    // (the admin's doveadm would have given up waiting by then).
+    if (std::string reason = gate_.unavailable_reason(); !reason.empty()) {
+        throw Error(ErrorKind::unavailable, reason);
     }
     scheduler_.test(request.user, [id, reply](const auto &outcomes) {
         for (const auto &[reg, outcome] : outcomes) {
@@ -169,7 +182,7 @@ void RequestHandler::handle_test(std::uint64_t id, const protocol::Test &request
 void RequestHandler::handle_import(std::uint64_t id, const protocol::Import &request,
                                    const Reply &reply) {
     Registration reg = request.registration;
-    reg.device_token = lower_ascii(std::move(reg.device_token));
+    reg.device_token = lower_ascii(reg.device_token);
     validate_registration(reg, settings_.subtopics);
     bool added = store_.import(reg);
     reply(protocol::Reply::ok(id, {added ? "imported" : "exists"}));

@@ -5,6 +5,7 @@
 #pragma once
 
 #include "group-commit.h"
+#include "push-gate.h"
 #include "push-scheduler.h"
 #include "registration-store.h"
 #include "worker-protocol.h"
@@ -18,11 +19,14 @@
 namespace xaps {
 
 struct RequestHandlerSettings {
-    // The APNs topic REGISTER answers with; empty while no credential works,
-    // and then REGISTER fails as unavailable (the phone must not believe it
-    // will get pushes).
-    std::string topic;
-    std::vector<std::string> subtopics{"com.apple.mobilemail"};
+    // The settings' values for the handler.
+    static RequestHandlerSettings from(const XapsSettings &settings) {
+        RequestHandlerSettings handler;
+        handler.subtopics = settings.subtopics;
+        return handler;
+    }
+
+    std::vector<std::string> subtopics; // xaps_subtopics
 };
 
 class RequestHandler {
@@ -31,9 +35,10 @@ public:
     using StatusRows = std::function<std::vector<std::pair<std::string, std::string>>()>;
 
     // REGISTERs go through group_commit (one durable transaction per
-    // event-loop turn); everything else uses the store directly.
+    // event-loop turn); everything else uses the store directly. REGISTER
+    // and TEST need an open `gate`, and REGISTER answers with its topic.
     RequestHandler(RegistrationStore &store, GroupCommit &group_commit, PushScheduler &scheduler,
-                   RequestHandlerSettings settings, StatusRows status_rows,
+                   const PushGate &gate, RequestHandlerSettings settings, StatusRows status_rows,
                    std::function<std::int64_t()> unix_now);
 
     // Answers through `reply`: zero or more ROW replies, then exactly one OK
@@ -43,8 +48,6 @@ public:
     // when the peer is gone). Never throws.
     void handle(const protocol::RequestLine &line, const Reply &reply) noexcept;
 
-    void set_topic(std::string topic) { settings_.topic = std::move(topic); }
-
 private:
     void handle_register(std::uint64_t id, const protocol::Register &request, const Reply &reply);
     void handle_list(std::uint64_t id, const protocol::List &request, const Reply &reply);
@@ -52,10 +55,13 @@ private:
     void handle_status(std::uint64_t id, const Reply &reply);
     void handle_test(std::uint64_t id, const protocol::Test &request, const Reply &reply);
     void handle_import(std::uint64_t id, const protocol::Import &request, const Reply &reply);
+    // Throws Error(unavailable) with the gate's reason while it is closed.
+    void require_push_available() const;
 
     RegistrationStore &store_;
     GroupCommit &group_commit_;
     PushScheduler &scheduler_;
+    const PushGate &gate_;
     RequestHandlerSettings settings_;
     StatusRows status_rows_;
     std::function<std::int64_t()> unix_now_;

@@ -49,8 +49,8 @@ RequestHandler::Reply reply_to(std::uint64_t serial) {
 // process that can reach the socket) would make the worker buffer replies
 // without bound: output_max_size is unlimited so that no reply is ever cut.
 // Past this much unsent output the connection stops reading requests until
-// the peer has taken most of it. Found by tests/e2e/test-e2e-security.cc
-// (APeerThatNeverReadsCannotGrowTheWorker): 128 MiB in 4 s before.
+// the peer has taken most of it (tests/e2e/test-e2e-security.cc,
+// APeerThatNeverReadsCannotGrowTheWorker).
 constexpr std::size_t output_high_water = 2 * protocol::max_line_length;
 
 int worker_connection_flush(void *context) noexcept {

@@ -1,6 +1,7 @@
 #include "worker-events.h"
 
 #include "dovecot-cxx.h"
+#include "xaps-event.h"
 #include "worker-log.h"
 
 #include <string>
@@ -24,32 +25,9 @@ const char *result_name(PushOutcome::Result result) {
     return "failed";
 }
 
-// One reference to a Dovecot event, for the copies std::function makes of
-// the callbacks below: Dovecot's own reference count instead of a
-// shared_ptr's control block (one allocation less per push).
-class SharedEvent {
-public:
-    explicit SharedEvent(struct event *event) noexcept : event_(event) {}
-    SharedEvent(const SharedEvent &other) noexcept : event_(event_ref(other.event_)) {}
-    SharedEvent(SharedEvent &&other) noexcept : event_(std::exchange(other.event_, nullptr)) {}
-    SharedEvent &operator=(const SharedEvent &) = delete;
-    SharedEvent &operator=(SharedEvent &&) = delete;
-    ~SharedEvent() {
-        if (event_ != nullptr) {
-            event_unref(&event_);
-        }
-    }
-    struct event *get() const noexcept {
-        return event_;
-    }
-
-private:
-    struct event *event_;
-};
-
-SharedEvent create_event(const char *name) {
+dovecot::EventHandle create_event(const char *name) {
     // Created when the work starts, so Dovecot's duration field times it.
-    SharedEvent event(event_create(worker_event()));
+    dovecot::EventHandle event(event_create(worker_event()));
     event_set_name(event.get(), name);
     return event;
 }
@@ -57,7 +35,7 @@ SharedEvent create_event(const char *name) {
 } // namespace
 
 void EventEmittingSender::send(const Push &push, Done done) {
-    SharedEvent event = create_event("xaps_push_finished");
+    dovecot::EventHandle event = create_event("xaps_push_finished");
     inner_.send(push, [event, done = std::move(done)](const PushOutcome &outcome) {
         event_add_str(event.get(), "result", result_name(outcome.result));
         event_add_int(event.get(), "status", outcome.http_status);
@@ -75,7 +53,7 @@ observe_registration(const protocol::RequestLine &line,
     if (request == nullptr) {
         return reply;
     }
-    SharedEvent event = create_event("xaps_registration_finished");
+    dovecot::EventHandle event = create_event("xaps_registration_finished");
     event_add_str(event.get(), "user", request->registration.user.c_str());
     return [event, reply = std::move(reply)](protocol::Reply answer) {
         if (answer.status != protocol::ReplyStatus::row) {

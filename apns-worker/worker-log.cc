@@ -22,21 +22,7 @@ struct event *worker_event() {
 }
 
 void log_from_core(LogLevel level, std::string_view message) {
-    const int length = static_cast<int>(message.size());
-    switch (level) {
-    case LogLevel::debug:
-        e_debug(xaps_event, "%.*s", length, message.data());
-        break;
-    case LogLevel::info:
-        e_info(xaps_event, "%.*s", length, message.data());
-        break;
-    case LogLevel::warning:
-        e_warning(xaps_event, "%.*s", length, message.data());
-        break;
-    case LogLevel::error:
-        e_error(xaps_event, "%.*s", length, message.data());
-        break;
-    }
+    dovecot::log_to_event(xaps_event, level, message);
 }
 
 } // namespace xaps

@@ -4,7 +4,7 @@
 // every line the "xaps: " prefix.
 #pragma once
 
-#include "apns-settings.h"
+#include "log-sink.h"
 
 #include <string_view>
 

@@ -41,7 +41,7 @@ Registration device_registration(std::size_t index, std::vector<std::string> mai
 void populate_store(const std::string &path, std::size_t first, std::size_t count,
                     const test::SystemUser &owner, std::size_t per_commit) {
     {
-        LmdbStoreOptions options;
+        auto options = LmdbStoreOptions::from(default_xaps_settings());
         options.path = path;
         auto store = open_lmdb_store(options);
         const auto now = std::chrono::duration_cast<std::chrono::seconds>(

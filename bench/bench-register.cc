@@ -127,7 +127,7 @@ RunResult register_for(const std::string &socket_path, std::chrono::milliseconds
 class GroupCommitModel {
 public:
     explicit GroupCommitModel(const std::string &directory) : socket_path_(directory + "/xaps") {
-        LmdbStoreOptions options;
+        auto options = LmdbStoreOptions::from(default_xaps_settings());
         options.path = directory + "/db";
         store_ = open_lmdb_store(options);
         commit_ = std::make_unique<GroupCommit>(loop_, *store_, unix_seconds);
@@ -255,7 +255,7 @@ private:
 
 // How long one durable commit of one registration takes on this disk.
 std::vector<double> single_put_latencies(const std::string &directory, std::size_t count) {
-    LmdbStoreOptions options;
+    auto options = LmdbStoreOptions::from(default_xaps_settings());
     options.path = directory + "/single";
     auto store = open_lmdb_store(options);
     std::vector<double> latencies;

@@ -81,7 +81,7 @@ std::vector<std::size_t> random_devices(std::size_t store_size, std::size_t coun
 // find_user() of random users on the store at `path`, in this process.
 double find_user_microseconds(const std::string &path, std::size_t store_size,
                               std::size_t lookups) {
-    LmdbStoreOptions options;
+    auto options = LmdbStoreOptions::from(default_xaps_settings());
     options.path = path;
     auto store = open_lmdb_store(options);
     const auto devices = random_devices(store_size, lookups);

@@ -2,75 +2,105 @@
 
 #include "duration.h"
 #include "xaps-error.h"
+#include "xaps-setting-table.h"
 
+#include <algorithm>
 #include <charconv>
+#include <type_traits>
+#include <variant>
 
 namespace xaps {
 
 namespace {
 
-class SettingReader {
-public:
-    explicit SettingReader(const SettingLookup &lookup) : lookup_(lookup) {}
+Error invalid(const SettingRow &row, std::string_view problem) {
+    return Error(ErrorKind::config, std::string(row.name) + ": " + std::string(problem));
+}
 
-    void string(std::string_view name, std::string &out) const {
-        if (auto value = lookup_(name); value && !value->empty()) {
-            out = *value;
-        }
+std::uint64_t parse_number(const SettingRow &row, std::string_view text) {
+    std::uint64_t parsed = 0;
+    const char *end = text.data() + text.size();
+    auto [ptr, ec] = std::from_chars(text.data(), end, parsed);
+    if (ec != std::errc{} || ptr != end || parsed < row.minimum || parsed > row.maximum) {
+        throw invalid(row, "'" + std::string(text.substr(0, 64)) + "' is not a number from " +
+                               std::to_string(row.minimum) + " to " + std::to_string(row.maximum));
     }
+    return parsed;
+}
 
-    template <typename Unsigned>
-    void number(std::string_view name, Unsigned &out, Unsigned minimum, Unsigned maximum) const {
-        auto value = lookup_(name);
-        if (!value || value->empty()) {
-            return;
-        }
-        std::uint64_t parsed = 0;
-        const char *end = value->data() + value->size();
-        auto [ptr, ec] = std::from_chars(value->data(), end, parsed);
-        if (ec != std::errc{} || ptr != end || parsed < minimum || parsed > maximum) {
-            throw Error(ErrorKind::config, std::string(name) + ": '" + value->substr(0, 64) +
-                                               "' is not a number from " +
-                                               std::to_string(minimum) + " to " +
-                                               std::to_string(maximum));
-        }
-        out = static_cast<Unsigned>(parsed);
+// As Dovecot reads its own booleans, minus the forms nobody writes.
+bool parse_boolean(const SettingRow &row, std::string_view text) {
+    auto is = [text](std::string_view word) {
+        return text.size() == word.size() &&
+               std::equal(text.begin(), text.end(), word.begin(), [](char a, char b) {
+                   return (a >= 'A' && a <= 'Z' ? static_cast<char>(a - 'A' + 'a') : a) == b;
+               });
+    };
+    if (is("yes")) {
+        return true;
     }
-
-    template <typename Duration> void duration(std::string_view name, Duration &out) const {
-        auto value = lookup_(name);
-        if (!value || value->empty()) {
-            return;
-        }
-        try {
-            out = std::chrono::duration_cast<Duration>(parse_duration(*value));
-        } catch (const Error &e) {
-            throw Error(ErrorKind::config, std::string(name) + ": " + e.what());
-        }
+    if (is("no")) {
+        return false;
     }
+    throw invalid(row, "'" + std::string(text.substr(0, 64)) + "' is neither yes nor no");
+}
 
-    void words(std::string_view name, std::vector<std::string> &out) const {
-        auto value = lookup_(name);
-        if (!value || value->empty()) {
-            return;
+template <typename Duration>
+Duration parse_duration_of(const SettingRow &row, std::string_view text) {
+    Duration value{};
+    try {
+        value = std::chrono::duration_cast<Duration>(parse_duration(text));
+    } catch (const Error &e) {
+        throw invalid(row, e.what());
+    }
+    // Checked in the field's unit: "500ms" is 0 for a setting kept in seconds.
+    const auto milliseconds = std::chrono::duration_cast<std::chrono::milliseconds>(value).count();
+    if (static_cast<std::uint64_t>(milliseconds) < row.minimum) {
+        throw invalid(row, row.minimum == 1
+                               ? "must be more than 0"
+                               : "must be at least " + std::to_string(row.minimum) + "ms");
+    }
+    return value;
+}
+
+std::vector<std::string> parse_words(std::string_view text) {
+    std::vector<std::string> words;
+    std::size_t start = 0;
+    while (start < text.size()) {
+        std::size_t end = text.find_first_of(" ,", start);
+        if (end == std::string_view::npos) {
+            end = text.size();
         }
-        out.clear();
-        std::size_t start = 0;
-        while (start < value->size()) {
-            std::size_t end = value->find_first_of(" ,", start);
-            if (end == std::string::npos) {
-                end = value->size();
+        if (end > start) {
+            words.emplace_back(text.substr(start, end - start));
+        }
+        start = end + 1;
+    }
+    return words;
+}
+
+// Stores `text`, parsed as the row says, in the row's field.
+void read_setting(const SettingRow &row, std::string_view text, XapsSettings &settings) {
+    std::visit(
+        [&](auto field) {
+            auto &out = settings.*field;
+            using Value = std::remove_reference_t<decltype(out)>;
+            if constexpr (std::is_same_v<Value, std::string>) {
+                out = text;
+            } else if constexpr (std::is_same_v<Value, std::vector<std::string>>) {
+                out = parse_words(text);
+            } else if constexpr (std::is_same_v<Value, bool>) {
+                out = parse_boolean(row, text);
+            } else if constexpr (std::is_same_v<Value, std::optional<int>>) {
+                out = static_cast<int>(parse_number(row, text));
+            } else if constexpr (std::is_integral_v<Value>) {
+                out = static_cast<Value>(parse_number(row, text));
+            } else {
+                out = parse_duration_of<Value>(row, text);
             }
-            if (end > start) {
-                out.push_back(value->substr(start, end - start));
-            }
-            start = end + 1;
-        }
-    }
-
-private:
-    const SettingLookup &lookup_;
-};
+        },
+        row.field);
+}
 
 } // namespace
 
@@ -92,49 +122,23 @@ CredentialKind XapsSettings::credential_kind() const {
 
 XapsSettings read_xaps_settings(const SettingLookup &lookup) {
     XapsSettings settings;
-    SettingReader read(lookup);
-    read.string("xaps_socket_path", settings.socket_path);
-    read.string("xaps_user_lookup", settings.user_lookup);
-    read.string("xaps_db_path", settings.db_path);
-
-    read.string("xaps_apns_host", settings.apns_host);
-    read.number<std::uint16_t>("xaps_apns_port", settings.apns_port, 1, 65535);
-    read.string("xaps_apns_ca_file", settings.apns_ca_file);
-    read.string("xaps_apns_cert_file", settings.apns_cert_file);
-    read.string("xaps_apns_key_file", settings.apns_key_file);
-    read.string("xaps_apns_p12_file", settings.apns_p12_file);
-    read.string("xaps_apns_p12_password", settings.apns_p12_password);
-    read.string("xaps_apns_token_key_file", settings.apns_token_key_file);
-    read.string("xaps_apns_key_id", settings.apns_key_id);
-    read.string("xaps_apns_team_id", settings.apns_team_id);
-    read.string("xaps_apns_topic", settings.apns_topic);
-    read.string("xaps_apns_push_type", settings.apns_push_type);
-    unsigned priority = 0;
-    read.number<unsigned>("xaps_apns_priority", priority, 1, 10);
-    if (priority != 0) {
-        settings.apns_priority = static_cast<int>(priority);
+    for (const SettingRow &row : xaps_setting_table) {
+        std::optional<std::string> value = lookup(row.name);
+        const std::string_view text =
+            value && !value->empty() ? std::string_view(*value) : row.default_value;
+        if (!text.empty()) {
+            read_setting(row, text, settings);
+        }
     }
-    read.duration("xaps_apns_expiration", settings.apns_expiration);
-    read.number<unsigned>("xaps_apns_connections", settings.apns_connections, 1, 64);
-
-    read.duration("xaps_delay", settings.delay);
-    read.duration("xaps_registration_ttl", settings.registration_ttl);
-    read.number<unsigned>("xaps_max_devices_per_user", settings.max_devices_per_user, 1, 1000);
-    read.words("xaps_subtopics", settings.subtopics);
-
-    read.string("xaps_apple_id", settings.apple_id);
-    read.string("xaps_apple_password_hash", settings.apple_password_hash);
-    read.string("xaps_caservice_url", settings.caservice_url);
-    read.string("xaps_caservice_vendor_key_file", settings.caservice_vendor_key_file);
-    read.string("xaps_caservice_vendor_chain_file", settings.caservice_vendor_chain_file);
-
     if (!settings.apns_cert_file.empty() && settings.apns_key_file.empty()) {
         settings.apns_key_file = settings.apns_cert_file; // a PEM file holding both
     }
-    if (settings.registration_ttl.count() == 0) {
-        throw Error(ErrorKind::config, "xaps_registration_ttl: must be more than 0");
-    }
     return settings;
+}
+
+XapsSettings default_xaps_settings() {
+    return read_xaps_settings(
+        [](std::string_view) -> std::optional<std::string> { return std::nullopt; });
 }
 
 std::string resolve_socket_path(const XapsSettings &settings, std::string_view base_dir) {

@@ -1,7 +1,9 @@
-// Every xaps_* setting, its default and its parsing, in one place. On Dovecot
-// 2.3 the values come from plugin { }: the mail plugin looks them up per user,
-// the worker from the global block; both hand a lookup function to
-// read_xaps_settings(). Dovecot 2.4's typed settings will feed the same struct.
+// The xaps_* settings as the plugin, doveadm and the worker use them, and
+// their one reader. On Dovecot 2.3 the values come from plugin { }: the mail
+// plugin looks them up per user, the worker from the global block; on 2.4
+// from the declared settings. Each hands a lookup function to
+// read_xaps_settings(). Names, defaults and limits are in
+// xaps-setting-table.h.
 #pragma once
 
 #include <chrono>
@@ -16,14 +18,16 @@ namespace xaps {
 
 enum class CredentialKind { none, pem, pkcs12, token, apple_id };
 
+// The fields hold no defaults of their own: read_xaps_settings() fills every
+// one from the table (default_xaps_settings() for the defaults alone).
 struct XapsSettings {
-    std::string socket_path = "xaps"; // relative to base_dir unless absolute
-    std::string user_lookup;          // userdb field naming the push user
-    std::string db_path = "/var/lib/dovecot-xaps";
+    std::string socket_path;
+    std::string user_lookup;
+    std::string db_path;
 
-    std::string apns_host = "api.push.apple.com";
-    std::uint16_t apns_port = 443;
-    std::string apns_ca_file; // empty: the system trust store
+    std::string apns_host;
+    std::uint16_t apns_port{};
+    std::string apns_ca_file;
     std::string apns_cert_file;
     std::string apns_key_file;
     std::string apns_p12_file;
@@ -32,15 +36,16 @@ struct XapsSettings {
     std::string apns_key_id;
     std::string apns_team_id;
     std::string apns_topic;
-    std::string apns_push_type = "background";
+    std::string apns_push_type;
     std::optional<int> apns_priority;
-    std::chrono::seconds apns_expiration{std::chrono::hours(24)};
-    unsigned apns_connections = 1;
+    std::chrono::seconds apns_expiration{};
+    unsigned apns_connections{};
 
-    std::chrono::milliseconds delay{std::chrono::seconds(30)};
-    std::chrono::seconds registration_ttl{std::chrono::hours(24 * 30)};
-    unsigned max_devices_per_user = 16;
-    std::vector<std::string> subtopics{"com.apple.mobilemail"};
+    std::chrono::milliseconds delay{};
+    std::chrono::seconds registration_ttl{};
+    unsigned max_devices_per_user{};
+    std::vector<std::string> subtopics;
+    bool push_mailbox_hashes{};
 
     std::string apple_id;
     std::string apple_password_hash;
@@ -56,8 +61,12 @@ struct XapsSettings {
 // counts as not set, as in Dovecot.
 using SettingLookup = std::function<std::optional<std::string>(std::string_view name)>;
 
-// Throws Error(config) naming the setting and what is wrong with its value.
+// Every setting the lookup does not give takes the table's default. Throws
+// Error(config) naming the setting and what is wrong with its value.
 XapsSettings read_xaps_settings(const SettingLookup &lookup);
+
+// Every setting at its default.
+XapsSettings default_xaps_settings();
 
 // "socket_path" resolved against Dovecot's base_dir.
 std::string resolve_socket_path(const XapsSettings &settings, std::string_view base_dir);

@@ -1,7 +1,7 @@
 // The one header through which Dovecot's C headers enter our C++.
 //
 // Dovecot's headers are C and assume a C compiler; a few constructs do not
-// survive C++ (see DOVECOT-NOTES.md). Every workaround, and every switch
+// survive C++ (docs/design.md, "Dovecot's C headers in C++"). Every workaround, and every switch
 // between Dovecot versions, lives here so that no other file needs an #if on
 // Dovecot's version or includes a Dovecot header directly.
 #pragma once

@@ -2,6 +2,7 @@
 
 #include "dovecot-cxx.h"
 #include "xaps-error.h"
+#include "xaps-setting-table.h"
 
 #include <array>
 #include <cstddef>
@@ -16,53 +17,24 @@ namespace xaps::dovecot {
 
 namespace {
 
-// Every name common/xaps-settings.cc reads. Dovecot 2.4 refuses a setting
-// that no loaded settings module declares.
-constexpr std::array<const char *, 27> setting_names = {
-    "xaps_socket_path",
-    "xaps_user_lookup",
-    "xaps_db_path",
-    "xaps_apns_host",
-    "xaps_apns_port",
-    "xaps_apns_ca_file",
-    "xaps_apns_cert_file",
-    "xaps_apns_key_file",
-    "xaps_apns_p12_file",
-    "xaps_apns_p12_password",
-    "xaps_apns_token_key_file",
-    "xaps_apns_key_id",
-    "xaps_apns_team_id",
-    "xaps_apns_topic",
-    "xaps_apns_push_type",
-    "xaps_apns_priority",
-    "xaps_apns_expiration",
-    "xaps_apns_connections",
-    "xaps_delay",
-    "xaps_registration_ttl",
-    "xaps_max_devices_per_user",
-    "xaps_subtopics",
-    "xaps_apple_id",
-    "xaps_apple_password_hash",
-    "xaps_caservice_url",
-    "xaps_caservice_vendor_key_file",
-    "xaps_caservice_vendor_chain_file",
-};
-
 // Filled by Dovecot's settings parser, freed with settings_free(): a C struct.
 struct xaps_dovecot_settings {
     pool_t pool;
-    const char *values[setting_names.size()]; // in setting_names order
+    const char *values[xaps_setting_table.size()]; // in table order
 };
 
-// SET_STR_NOVARS: the values are taken as written, as the 2.3 worker read
-// them; a '%' in a password is a '%'. Empty means unset: the defaults are
-// common/xaps-settings.cc's.
+// Dovecot 2.4 refuses a setting that no loaded settings module declares:
+// every row of the table is declared, as a string whatever its type:
+// common/xaps-settings.cc stays the one parser of the values, with the same
+// units and errors as on 2.3. SET_STR_NOVARS: the values are taken as
+// written, as the 2.3 worker read them; a '%' in a password is a '%'. Empty
+// means unset: the defaults are the table's.
 constexpr auto setting_defines = [] {
-    std::array<struct setting_define, setting_names.size() + 1> defines{};
-    for (std::size_t i = 0; i < setting_names.size(); i++) {
+    std::array<struct setting_define, xaps_setting_table.size() + 1> defines{};
+    for (std::size_t i = 0; i < xaps_setting_table.size(); i++) {
         defines[i].type = SET_STR_NOVARS;
         defines[i].flags = static_cast<enum setting_flags>(0);
-        defines[i].key = setting_names[i];
+        defines[i].key = xaps_setting_table[i].name;
         defines[i].offset =
             offsetof(struct xaps_dovecot_settings, values) + i * sizeof(const char *);
     }
@@ -105,8 +77,8 @@ SettingLookup event_setting_lookup(struct event *event) {
         set,
         [](const struct xaps_dovecot_settings *settings) noexcept { settings_free(settings); });
     return [owned](std::string_view name) -> std::optional<std::string> {
-        for (std::size_t i = 0; i < setting_names.size(); i++) {
-            if (name == setting_names[i]) {
+        for (std::size_t i = 0; i < xaps_setting_table.size(); i++) {
+            if (name == xaps_setting_table[i].name) {
                 const char *value = owned->values[i];
                 if (value == nullptr || *value == '\0') {
                     return std::nullopt;

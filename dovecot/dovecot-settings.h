@@ -7,9 +7,10 @@
 // block itself (service_setting_lookup).
 // Dovecot 2.4: declared settings (xaps_setting_parser_info), which the config
 // process learns from the settings module libxaps_settings.so and every
-// process reads with settings_get(). They are declared as strings under the
-// same names: common/xaps-settings.cc stays the one parser of their values,
-// with the same units and errors on both versions.
+// process reads with settings_get(). They are declared from the table in
+// common/xaps-setting-table.h, as strings under the same names:
+// common/xaps-settings.cc stays the one parser of their values, with the same
+// units and errors on both versions.
 #pragma once
 
 #include "xaps-settings.h"

@@ -5,6 +5,7 @@
 // (Dovecot's askpass, which ends the line at CR too). Prints field `hash`.
 #include "doveadm-xaps-cmd.h"
 #include "doveadm-xaps-worker.h"
+#include "hex-digest.h"
 
 #include <cstring>
 #include <openssl/crypto.h>
@@ -16,21 +17,6 @@ namespace xaps::doveadm {
 
 namespace {
 
-std::string sha256_hex(std::string_view data) {
-    unsigned char digest[EVP_MAX_MD_SIZE];
-    unsigned int length = 0;
-    if (EVP_Digest(data.data(), data.size(), digest, &length, EVP_sha256(), nullptr) != 1) {
-        throw Error(ErrorKind::internal, "SHA-256 failed in OpenSSL");
-    }
-    static constexpr char hex_digits[] = "0123456789abcdef";
-    std::string hex;
-    for (unsigned int i = 0; i < length; i++) {
-        hex += hex_digits[digest[i] >> 4];
-        hex += hex_digits[digest[i] & 0x0f];
-    }
-    return hex;
-}
-
 void hash_password(struct doveadm_cmd_context *cctx) {
     if (cctx->conn_type != DOVEADM_CONNECTION_TYPE_CLI) {
         usage_error(cmd_xaps_hash_password,
@@ -39,7 +25,9 @@ void hash_password(struct doveadm_cmd_context *cctx) {
     // askpass reads into the data stack; the copy there is wiped too.
     char *typed = const_cast<char *>(t_askpass("Apple ID password: "));
     std::size_t length = std::strlen(typed);
-    std::string hash = length == 0 ? std::string() : sha256_hex(std::string_view(typed, length));
+    std::string hash =
+        length == 0 ? std::string()
+                    : hex_digest(EVP_sha256(), std::string_view(typed, length), HexCase::lower);
     OPENSSL_cleanse(typed, length);
     if (hash.empty()) {
         throw Error(ErrorKind::invalid_input, "the password is empty");

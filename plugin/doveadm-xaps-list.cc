@@ -29,8 +29,8 @@ void print_registration(const Registration &reg) {
     doveadm_print(reg.subtopic.c_str());
     doveadm_print(joined(reg.mailboxes).c_str());
     doveadm_print_num(reg.aps_version);
-    doveadm_print(iso8601_utc(reg.registered_at).c_str());
-    doveadm_print(iso8601_utc(reg.last_seen).c_str());
+    doveadm_print(time_field(reg.registered_at).c_str());
+    doveadm_print(time_field(reg.last_seen).c_str());
 }
 
 void list(struct doveadm_cmd_context *cctx) {

@@ -19,6 +19,7 @@ XAPS_EXPORT void doveadm_xaps_plugin_init(struct module *) noexcept {
     doveadm_cmd_register_ver2(&cmd_xaps_test);
     doveadm_cmd_register_ver2(&cmd_xaps_import);
     doveadm_cmd_register_ver2(&cmd_xaps_hash_password);
+    doveadm_cmd_register_ver2(&cmd_xaps_provision);
 }
 
 // doveadm forgets its commands itself (doveadm_cmds_deinit).

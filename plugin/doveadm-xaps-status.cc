@@ -1,6 +1,6 @@
-// doveadm xaps status: the worker's figures (topic, credential, APNs
-// connection, counters, store size), one key/value row each, as the worker
-// reports them.
+// doveadm xaps status: the worker's figures (topic, and topic_warning when
+// iOS Mail would ignore pushes on it; credential, APNs connection, counters,
+// store size), one key/value row each, as the worker reports them.
 #include "doveadm-xaps-cmd.h"
 #include "doveadm-xaps-worker.h"
 

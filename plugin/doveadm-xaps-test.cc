@@ -3,7 +3,10 @@
 // status is the HTTP status, 0 when Apple never answered).
 //
 // Exit code: 0 when every device got 200, EX_NOUSER when the user has no
-// device, DOVEADM_EX_NOTPOSSIBLE (EX_DATAERR) when some push failed.
+// device, DOVEADM_EX_NOTPOSSIBLE (EX_DATAERR) when some push failed,
+// EX_TEMPFAIL with the worker's reason when it cannot push at all (no working
+// credential, or no working connection to Apple): the worker says so at once
+// rather than letting the pushes wait out their retries.
 #include "doveadm-xaps-cmd.h"
 #include "doveadm-xaps-worker.h"
 

@@ -1,9 +1,9 @@
 #include "doveadm-xaps-worker.h"
 
 #include "dovecot-cxx.h"
+#include "utc-time.h"
 
 #include <charconv>
-#include <ctime>
 #include <optional>
 #include <string_view>
 #include <sysexits.h>
@@ -157,18 +157,8 @@ const std::vector<std::string> &ok_fields(const protocol::Reply &reply) {
     return reply.fields;
 }
 
-std::string iso8601_utc(std::int64_t unix_seconds) {
-    if (unix_seconds == 0) {
-        return "-";
-    }
-    std::time_t time = static_cast<std::time_t>(unix_seconds);
-    struct tm tm {};
-    char text[32];
-    if (gmtime_r(&time, &tm) == nullptr ||
-        std::strftime(text, sizeof(text), "%Y-%m-%dT%H:%M:%SZ", &tm) == 0) {
-        return std::to_string(unix_seconds);
-    }
-    return text;
+std::string time_field(std::int64_t unix_seconds) {
+    return unix_seconds == 0 ? "-" : iso8601_utc(unix_seconds);
 }
 
 std::uint64_t number_field(const std::vector<std::string> &fields, std::size_t index,

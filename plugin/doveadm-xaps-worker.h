@@ -76,8 +76,8 @@ void run_command(const char *name, const std::function<void()> &body) noexcept;
 // Throws the error a FAIL reply carries; returns an OK reply's fields.
 const std::vector<std::string> &ok_fields(const protocol::Reply &reply);
 
-// "2026-11-28T08:14:36Z"; "-" for 0 (never).
-std::string iso8601_utc(std::int64_t unix_seconds);
+// A time of a registration row: "2026-11-28T08:14:36Z"; "-" for 0 (never).
+std::string time_field(std::int64_t unix_seconds);
 
 // A number field of an OK reply or row; Error(internal) when the worker sent
 // something else.

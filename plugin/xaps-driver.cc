@@ -17,7 +17,7 @@ namespace xaps::plugin {
 namespace {
 
 // The events the worker acts on: the first two push at once, the others
-// after a delay (see DESIGN.md, Notifications).
+// after a delay (docs/design.md, "Notifications").
 constexpr std::array<const char *, 7> tracked_events = {
     "MessageNew",     "MessageAppend", "FlagsSet",      "FlagsClear",
     "MessageExpunge", "MailboxRename", "MailboxDelete",

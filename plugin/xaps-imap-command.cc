@@ -52,28 +52,6 @@ bool imap_available() {
            &client_send_tagline != nullptr && &client_send_command_error != nullptr;
 }
 
-// Owns one reference to a Dovecot event.
-class EventRef {
-public:
-    explicit EventRef(struct event *event) : event_(event) {}
-    ~EventRef() {
-        if (event_ != nullptr) {
-            event_unref(&event_);
-        }
-    }
-    EventRef(const EventRef &) = delete;
-    EventRef &operator=(const EventRef &) = delete;
-    struct event *get() const {
-        return event_;
-    }
-    struct event *release() {
-        return std::exchange(event_, nullptr);
-    }
-
-private:
-    struct event *event_;
-};
-
 struct StrFree {
     void operator()(string_t *str) const noexcept { str_free(&str); }
 };
@@ -253,7 +231,7 @@ void worker_answered(struct client_command_context *cmd, const protocol::Reply &
 bool start_registration(struct client_command_context *cmd, const struct imap_arg *args) {
     struct client *client = cmd->client;
     struct mail_user *user = client->user;
-    EventRef event(dovecot::create_event(cmd->event));
+    dovecot::EventHandle event(dovecot::create_event(cmd->event));
 
     UserSettings settings;
     try {
@@ -293,7 +271,11 @@ bool start_registration(struct client_command_context *cmd, const struct imap_ar
     reg.registration.subtopic = request.subtopic;
     reg.registration.aps_version = request.aps_version;
     for (const RequestMailbox &mailbox : request.mailboxes) {
-        reg.registration.mailboxes.push_back(mailbox.utf8);
+        // Registered as echoed: the phone knows a pushed mailbox by the MD5 of
+        // the echoed name, decoded, and INBOX is echoed in the client's case.
+        reg.registration.mailboxes.push_back(
+            mailbox.utf8 == "INBOX" ? mutf7_to_utf8(mailbox.as_sent).value_or(mailbox.utf8)
+                                    : mailbox.utf8);
     }
 
     auto *ctx = p_new(cmd->pool, struct xaps_command_context, 1);
@@ -342,7 +324,7 @@ bool cmd_xapplepushservice(struct client_command_context *cmd) noexcept {
 void client_created(struct client **client) noexcept {
     try {
         struct mail_user *user = (*client)->user;
-        EventRef event(dovecot::create_event(user->event));
+        dovecot::EventHandle event(dovecot::create_event(user->event));
         try {
             if (enabled_for(user, read_user_settings(user), event.get())) {
                 client_add_capability(*client, capability);

@@ -1,7 +1,6 @@
 #include "xaps-request.h"
 
-#include "registration.h"
-#include "text-checks.h"
+#include "registration-rules.h"
 
 #include <algorithm>
 #include <array>
@@ -13,28 +12,6 @@ namespace xaps::plugin {
 namespace {
 
 constexpr std::string_view inbox = "INBOX";
-
-bool equals_ignore_case(std::string_view a, std::string_view b) {
-    return std::ranges::equal(a, b, [](char x, char y) {
-        auto lower = [](char c) {
-            return c >= 'A' && c <= 'Z' ? static_cast<char>(c - 'A' + 'a') : c;
-        };
-        return lower(x) == lower(y);
-    });
-}
-
-int hex_digit_value(char c) {
-    if (c >= '0' && c <= '9') {
-        return c - '0';
-    }
-    if (c >= 'a' && c <= 'f') {
-        return c - 'a' + 10;
-    }
-    if (c >= 'A' && c <= 'F') {
-        return c - 'A' + 10;
-    }
-    return -1;
-}
 
 enum class Key { aps_version, account_id, device_token, subtopic, mailboxes, count };
 
@@ -57,7 +34,7 @@ std::string_view key_name(Key key) {
 
 std::optional<Key> find_key(std::string_view text) {
     for (const auto &known : known_keys) {
-        if (equals_ignore_case(text, known.name)) {
+        if (equals_ignoring_ascii_case(text, known.name)) {
             return known.key;
         }
     }
@@ -69,6 +46,18 @@ RequestError bad(std::string message) {
 }
 RequestError no(std::string message) {
     return {Rejection::no, std::move(message)};
+}
+
+// The NO reply for a value that breaks its registration rule.
+template <typename Value> std::optional<RequestError> refusal(const Checked<Value> &checked) {
+    if (const auto *breach = std::get_if<RuleBreach>(&checked)) {
+        return no(breach->reason);
+    }
+    return std::nullopt;
+}
+
+std::string_view text_or_empty(const std::string *text) {
+    return text == nullptr ? std::string_view() : std::string_view(*text);
 }
 
 // The known pairs after the syntax check: values still unvalidated.
@@ -117,27 +106,6 @@ std::optional<RequestError> collect_pairs(std::span<const RequestArg> args, RawR
     return std::nullopt;
 }
 
-std::optional<RequestError> validate_device_token(const std::string &token, std::string &lowered) {
-    if (token.empty()) {
-        return no("Missing aps-device-token.");
-    }
-    if (token.size() > limits::max_device_token_length) {
-        return no("aps-device-token is too long.");
-    }
-    if (!std::ranges::all_of(token, [](char c) { return hex_digit_value(c) >= 0; })) {
-        return no("aps-device-token must be hexadecimal.");
-    }
-    if (token.size() % 2 != 0) {
-        return no("aps-device-token must have an even number of hex digits.");
-    }
-    lowered.clear();
-    lowered.reserve(token.size());
-    for (char c : token) {
-        lowered.push_back("0123456789abcdef"[hex_digit_value(c)]);
-    }
-    return std::nullopt;
-}
-
 std::optional<RequestError> collect_mailboxes(const RequestArg *list, const RequestPolicy &policy,
                                               std::vector<RequestMailbox> &mailboxes) {
     if (list == nullptr) {
@@ -145,33 +113,25 @@ std::optional<RequestError> collect_mailboxes(const RequestArg *list, const Requ
         mailboxes.push_back({std::string(inbox), std::string(inbox)});
         return std::nullopt;
     }
-    if (list->items.size() > limits::max_mailboxes) {
-        return no("Too many mailboxes.");
+    if (auto breach = check_mailbox_count(list->items.size())) {
+        return no(std::move(breach->reason));
     }
     for (const RequestArg &item : list->items) {
+        // Checked as sent, since the tagged reply echoes it.
         const std::string &name = item.text;
-        if (name.empty()) {
-            return no("Empty mailbox name.");
-        }
-        if (name.size() > limits::max_mailbox_name_length) {
-            return no("Mailbox name is too long.");
-        }
-        if (has_control_character(name)) {
-            return no("Mailbox name contains control characters.");
+        if (auto error = refusal(check_mailbox_name(name))) {
+            return error;
         }
         std::optional<std::string> utf8 =
             policy.decode_mailbox_name ? policy.decode_mailbox_name(name) : std::optional(name);
         if (!utf8 || utf8->empty()) {
             return no("Mailbox name is not valid modified UTF-7.");
         }
-        // INBOX is case-insensitive (RFC 3501); events always call it "INBOX".
-        if (equals_ignore_case(*utf8, inbox)) {
-            *utf8 = inbox;
-        }
+        std::string registered = canonical_mailbox_name(std::move(*utf8));
         bool duplicate = std::ranges::any_of(
-            mailboxes, [&](const RequestMailbox &known) { return known.utf8 == *utf8; });
+            mailboxes, [&](const RequestMailbox &known) { return known.utf8 == registered; });
         if (!duplicate) {
-            mailboxes.push_back({name, std::move(*utf8)});
+            mailboxes.push_back({name, std::move(registered)});
         }
     }
     return std::nullopt;
@@ -190,43 +150,29 @@ ParsedRequest parse_aps_request(std::span<const RequestArg> args, const RequestP
     if (version == nullptr) {
         return no("Missing aps-version.");
     }
-    if (*version == "1") {
-        request.aps_version = 1;
-    } else if (*version == "2") {
-        request.aps_version = 2;
-    } else {
-        return no("Unsupported aps-version.");
-    }
-
-    const std::string *account_id = raw.text(Key::account_id);
-    if (account_id == nullptr || account_id->empty()) {
-        return no("Missing aps-account-id.");
-    }
-    if (account_id->size() > limits::max_account_id_length) {
-        return no("aps-account-id is too long.");
-    }
-    if (has_control_character(*account_id)) {
-        return no("aps-account-id contains control characters.");
-    }
-    if (!is_valid_utf8(*account_id)) {
-        return no("aps-account-id is not valid UTF-8.");
-    }
-    request.account_id = *account_id;
-
-    const std::string *token = raw.text(Key::device_token);
-    if (auto error = validate_device_token(token == nullptr ? std::string() : *token,
-                                           request.device_token)) {
+    auto aps_version = check_aps_version(*version);
+    if (auto error = refusal(aps_version)) {
         return *error;
     }
+    request.aps_version = std::get<unsigned>(aps_version);
 
-    const std::string *subtopic = raw.text(Key::subtopic);
-    if (subtopic == nullptr || subtopic->empty()) {
-        return no("Missing aps-subtopic.");
+    auto account_id = check_account_id(text_or_empty(raw.text(Key::account_id)));
+    if (auto error = refusal(account_id)) {
+        return *error;
     }
-    if (std::ranges::find(policy.subtopics, *subtopic) == policy.subtopics.end()) {
-        return no("Unsupported aps-subtopic.");
+    request.account_id = std::get<std::string>(std::move(account_id));
+
+    auto token = check_device_token(text_or_empty(raw.text(Key::device_token)));
+    if (auto error = refusal(token)) {
+        return *error;
     }
-    request.subtopic = *subtopic;
+    request.device_token = std::get<std::string>(std::move(token));
+
+    auto subtopic = check_subtopic(text_or_empty(raw.text(Key::subtopic)), policy.subtopics);
+    if (auto error = refusal(subtopic)) {
+        return *error;
+    }
+    request.subtopic = std::get<std::string>(std::move(subtopic));
 
     // Version 1 pushes the INBOX only, whatever list came along.
     const RequestArg *list = request.aps_version == 1 ? nullptr : raw[Key::mailboxes];

@@ -1,6 +1,7 @@
 // The xaps settings as one mail user sees them. Every xaps_* value the plugin
-// uses is read here, from Dovecot's per-user plugin { } settings, and parsed
-// by the shared reader in common/xaps-settings.h (names, defaults, units).
+// uses is read here, from Dovecot's per-user settings, and parsed by the
+// shared reader in common/xaps-settings.h (names, defaults and units: the
+// table in common/xaps-setting-table.h).
 #pragma once
 
 #include "xaps-settings.h"

@@ -1,5 +1,6 @@
 #include "xapsd-import.h"
 
+#include "registration-rules.h"
 #include "xaps-error.h"
 
 #include <json/json.h>
@@ -20,28 +21,6 @@ namespace {
     throw Error(ErrorKind::invalid_input, message);
 }
 
-bool has_control_character(std::string_view text) {
-    return std::any_of(text.begin(), text.end(),
-                       [](char c) { return static_cast<unsigned char>(c) < 0x20 || c == 0x7f; });
-}
-
-bool is_hex(std::string_view text) {
-    return std::all_of(text.begin(), text.end(), [](char c) {
-        return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'f') || (c >= 'A' && c <= 'F');
-    });
-}
-
-std::string lower_ascii(std::string text) {
-    std::transform(text.begin(), text.end(), text.begin(), [](unsigned char c) {
-        return static_cast<char>(c >= 'A' && c <= 'Z' ? c - 'A' + 'a' : c);
-    });
-    return text;
-}
-
-bool equals_ignoring_case(std::string_view a, std::string_view b) {
-    return a.size() == b.size() && lower_ascii(std::string(a)) == lower_ascii(std::string(b));
-}
-
 // Why an entry is skipped.
 class Skip {
 public:
@@ -52,16 +31,25 @@ private:
     std::string reason_;
 };
 
-void check_name(std::string_view value, std::size_t max_length, const char *what) {
-    if (value.empty()) {
-        throw Skip(std::string(what) + " is empty");
+// The value a registration rule stores; a breach skips the entry, worded
+// for the admin reading doveadm's report about the file.
+std::string take(Checked<std::string> checked, std::size_t max_length, const char *what) {
+    if (const auto *breach = std::get_if<RuleBreach>(&checked)) {
+        switch (breach->problem) {
+        case RuleBreach::Problem::missing:
+            throw Skip(std::string(what) + " is empty");
+        case RuleBreach::Problem::too_long:
+            throw Skip(std::string(what) + " is longer than " + std::to_string(max_length) +
+                       " bytes");
+        case RuleBreach::Problem::control_character:
+            throw Skip(std::string(what) + " contains control characters");
+        case RuleBreach::Problem::not_utf8:
+            throw Skip(std::string(what) + " is not valid UTF-8");
+        default:
+            throw Skip(breach->reason);
+        }
     }
-    if (value.size() > max_length) {
-        throw Skip(std::string(what) + " is longer than " + std::to_string(max_length) + " bytes");
-    }
-    if (has_control_character(value)) {
-        throw Skip(std::string(what) + " contains control characters");
-    }
+    return std::get<std::string>(std::move(checked));
 }
 
 std::string device_token(const Json::Value &account) {
@@ -69,13 +57,12 @@ std::string device_token(const Json::Value &account) {
     if (!value.isString()) {
         throw Skip("DeviceToken is missing or not a string");
     }
-    std::string token = value.asString();
-    if (token.empty() || token.size() > limits::max_device_token_length || token.size() % 2 != 0 ||
-        !is_hex(token)) {
+    auto token = check_device_token(value.asString());
+    if (std::holds_alternative<RuleBreach>(token)) {
         throw Skip("DeviceToken is not an even number of hex digits (at most " +
                    std::to_string(limits::max_device_token_length) + ")");
     }
-    return lower_ascii(std::move(token));
+    return std::get<std::string>(std::move(token));
 }
 
 std::vector<std::string> mailboxes(const Json::Value &account, const XapsdImportOptions &options) {
@@ -87,7 +74,7 @@ std::vector<std::string> mailboxes(const Json::Value &account, const XapsdImport
     if (!value.isArray()) {
         throw Skip("Mailboxes is not a list");
     }
-    if (value.size() > limits::max_mailboxes) {
+    if (check_mailbox_count(value.size())) {
         throw Skip("more than " + std::to_string(limits::max_mailboxes) + " mailboxes");
     }
     std::vector<std::string> names;
@@ -101,11 +88,7 @@ std::vector<std::string> mailboxes(const Json::Value &account, const XapsdImport
                 name = std::move(*utf8);
             }
         }
-        check_name(name, limits::max_mailbox_name_length, "a mailbox name");
-        // IMAP's INBOX is case-insensitive; Dovecot's events say "INBOX".
-        if (equals_ignoring_case(name, "INBOX")) {
-            name = "INBOX";
-        }
+        name = take(check_mailbox_name(name), limits::max_mailbox_name_length, "a mailbox name");
         if (std::find(names.begin(), names.end(), name) == names.end()) {
             names.push_back(std::move(name));
         }
@@ -140,10 +123,10 @@ Registration registration(const std::string &user, const std::string &account_id
     if (!account.isObject()) {
         throw Skip("the account is not an object");
     }
-    check_name(account_id, limits::max_account_id_length, "the account id");
     Registration reg;
+    reg.account_id =
+        take(check_account_id(account_id), limits::max_account_id_length, "the account id");
     reg.user = user;
-    reg.account_id = account_id;
     reg.device_token = device_token(account);
     reg.subtopic = xapsd_subtopic;
     reg.aps_version = 2;
@@ -159,7 +142,7 @@ void parse_user(const std::string &user, const Json::Value &value,
         if (!value.isObject()) {
             throw Skip("the user is not an object");
         }
-        check_name(user, limits::max_user_length, "the user name");
+        take(check_user(user), limits::max_user_length, "the user name");
         const Json::Value &accounts = value["Accounts"];
         if (accounts.isNull()) {
             return; // Go writes a nil map as null: no registrations

@@ -62,7 +62,7 @@ struct XapsdSkippedEntry {
 };
 
 struct XapsdDatabase {
-    // Ready for IMPORT: validated against registration.h's limits, the token
+    // Ready for IMPORT: checked with registration-rules.h, the token
     // in lower-case hex, mailbox names in UTF-8 without duplicates, INBOX
     // spelled "INBOX", aps_version 2, registered_at == last_seen.
     std::vector<Registration> registrations;

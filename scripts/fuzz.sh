@@ -28,12 +28,14 @@ build=$(cd "$build" && pwd)
 # The code under test of each target, besides tests/fuzz/<target>.cc.
 sources_of() {
   case $1 in
-  fuzz-xaps-request) echo plugin/xaps-request.cc common/text-checks.cc ;;
+  fuzz-xaps-request) echo plugin/xaps-request.cc common/registration-rules.cc ;;
   fuzz-worker-protocol) echo common/worker-protocol.cc common/tab-escape.cc common/xaps-error.cc ;;
-  fuzz-apns-response) echo apns-worker/apns/apns-payload.cc common/text-checks.cc ;;
-  fuzz-xapsd-import) echo plugin/xapsd-import.cc common/text-checks.cc common/xaps-error.cc ;;
+  fuzz-apns-response)
+    echo apns-worker/apns/apns-payload.cc apns-worker/apns/hex-digest.cc common/registration-rules.cc common/xaps-error.cc
+    ;;
+  fuzz-xapsd-import) echo plugin/xapsd-import.cc common/registration-rules.cc common/xaps-error.cc ;;
   fuzz-caservice-response)
-    echo apns-worker/provisioning/caservice-messages.cc apns-worker/provisioning/caservice-crypto.cc \
+    echo provisioning/caservice-messages.cc provisioning/caservice-crypto.cc \
       apns-worker/apns/credential-file.cc common/xaps-error.cc
     ;;
   *) return 1 ;;
@@ -42,7 +44,8 @@ sources_of() {
 # The libraries each target links (pkg-config names), besides the sanitizers.
 packages_of() {
   case $1 in
-  fuzz-apns-response | fuzz-xapsd-import) echo jsoncpp ;;
+  fuzz-apns-response) echo jsoncpp openssl ;;
+  fuzz-xapsd-import) echo jsoncpp ;;
   fuzz-caservice-response) echo libplist-2.0 openssl ;;
   *) echo "" ;;
   esac
@@ -102,7 +105,7 @@ for target in $targets; do
   [ -z "$packages" ] || package_flags=$(pkg-config --cflags --libs $packages)
   # shellcheck disable=SC2046,SC2086 # the lists are meant to split into words
   clang++ $cxxflags -Icommon -Iplugin -Iapns-worker -Iapns-worker/apns -Iapns-worker/store \
-    -Iapns-worker/provisioning -Itests/fuzz \
+    -Iprovisioning -Itests/fuzz \
     "tests/fuzz/$target.cc" tests/fuzz/fuzz-invariant-abort.cc $(sources_of "$target") \
     $package_flags -o "$work"
 

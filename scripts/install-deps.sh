@@ -7,7 +7,7 @@ set -eu
 packages="
   build-essential pkg-config meson ninja-build ccache
   clang clang-format
-  dovecot-dev dovecot-core dovecot-imapd dovecot-lmtpd
+  dovecot-dev dovecot-core dovecot-imapd dovecot-lmtpd dovecot-sieve
   libnghttp2-dev libssl-dev liblmdb-dev libjsoncpp-dev
   libplist-dev libcurl4-openssl-dev
   libgtest-dev libgmock-dev

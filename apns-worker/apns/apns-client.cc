@@ -1,6 +1,7 @@
 #include "apns-client.h"
 
-#include "registration.h"
+#include "registration-rules.h"
+#include "xaps-assert.h"
 #include "xaps-error.h"
 
 #include <algorithm>
@@ -27,11 +28,7 @@ struct ApnsClient::PendingPush : ApnsRequest {
 namespace {
 
 bool valid_device_token(std::string_view token) {
-    if (token.empty() || token.size() > limits::max_device_token_length)
-        return false;
-    return std::all_of(token.begin(), token.end(), [](char c) {
-        return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'f') || (c >= 'A' && c <= 'F');
-    });
+    return !std::holds_alternative<RuleBreach>(check_device_token(token));
 }
 
 bool retryable(int status) {
@@ -53,18 +50,6 @@ std::string token_for_log(std::string_view token) {
 }
 
 } // namespace
-
-template <typename Function> EventLoop::Callback ApnsClient::guarded(Function function) {
-    return [this, function] {
-        try {
-            function();
-        } catch (const std::exception &error) {
-            log(LogLevel::error, std::string("APNs client: ") + error.what());
-        } catch (...) {
-            log(LogLevel::error, "APNs client: unknown exception");
-        }
-    };
-}
 
 ApnsClient::ApnsClient(EventLoop &loop, ApnsSettings settings, TlsContext tls, LogSink log)
     : ApnsClient(loop, std::move(settings), std::move(tls), std::nullopt, std::move(log)) {}
@@ -155,13 +140,29 @@ void ApnsClient::send(const Push &push, Done done) {
     if (queue_full_reported_ && queue_.size() + delayed_.size() < settings_.max_queued / 2)
         queue_full_reported_ = false;
     pending.path.assign("/3/device/").append(pending.push.device_token);
-    payload_.write_mail_push(pending.push.account_id, pending.body);
+    payload_.write_mail_push(pending.push.account_id, pending.push.mailbox_hashes, pending.body);
     refresh_expiration();
     pending.expiration = expiration_;
     queue_.push_back(&pending);
     dispatch();
     if (!queue_.empty())
         arm_sweep();
+}
+
+std::string ApnsClient::unavailable_reason() const {
+    if (disabled_)
+        return disabled_reason_;
+    // Still connecting for the first time, or again right after a working
+    // connection closed: the push would most likely go out.
+    const bool every_slot_failing =
+        !slots_.empty() && std::all_of(slots_.begin(), slots_.end(), [](const Slot &slot) {
+            return slot.failures > 0 && !(slot.connection && slot.connection->ready());
+        });
+    if (!every_slot_failing)
+        return {};
+    return "no working connection to APNs " + settings_.host + ":" +
+           std::to_string(settings_.port) + " (last error: " + last_connection_error_ +
+           "); retrying";
 }
 
 ApnsClient::Stats ApnsClient::stats() const {
@@ -201,7 +202,7 @@ void ApnsClient::schedule_reconnect(Slot &slot, bool healthy) {
     const milliseconds delay = healthy ? milliseconds{0}
                                        : backoff(settings_.reconnect_initial_delay,
                                                  settings_.reconnect_max_delay, ++slot.failures);
-    slot.reconnect_timer = loop_.call_after(delay, guarded([this, &slot] { open(slot); }));
+    slot.reconnect_timer = loop_.call_after(delay, [this, &slot] { open(slot); });
 }
 
 ApnsClient::Slot *ApnsClient::slot_of(const ApnsConnection &connection) {
@@ -231,10 +232,10 @@ void ApnsClient::bury(std::unique_ptr<ApnsConnection> connection) {
         return;
     graveyard_.push_back(std::move(connection));
     if (!reap_timer_) {
-        reap_timer_ = loop_.call_after(milliseconds{0}, guarded([this] {
-                                           graveyard_.clear();
-                                           reap_timer_.reset();
-                                       }));
+        reap_timer_ = loop_.call_after(milliseconds{0}, [this] {
+            graveyard_.clear();
+            reap_timer_.reset();
+        });
     }
 }
 
@@ -503,7 +504,7 @@ void ApnsClient::arm_retry_timer() {
         return;
     retry_timer_at_ = earliest;
     retry_timer_ = loop_.call_after(std::chrono::ceil<milliseconds>(earliest - loop_.now()),
-                                    guarded([this] { on_retry_timer(); }));
+                                    [this] { on_retry_timer(); });
 }
 
 void ApnsClient::on_retry_timer() {
@@ -525,7 +526,7 @@ void ApnsClient::arm_sweep() {
         return;
     const milliseconds period =
         std::clamp(settings_.give_up_after / 10, milliseconds{10}, milliseconds{1000});
-    sweep_timer_ = loop_.call_after(period, guarded([this] { on_sweep(); }));
+    sweep_timer_ = loop_.call_after(period, [this] { on_sweep(); });
 }
 
 // Pushes that waited for a connection past their deadline fail here.
@@ -553,20 +554,6 @@ void ApnsClient::on_sweep() {
 
 void ApnsClient::finish(PendingPush &pending, PushOutcome::Result result, int http_status,
                         std::string_view reason, std::optional<std::int64_t> unregistered_at_ms) {
-    switch (result) {
-    case PushOutcome::Result::delivered:
-        stats_.delivered++;
-        break;
-    case PushOutcome::Result::device_gone:
-        stats_.device_gone++;
-        break;
-    case PushOutcome::Result::rejected:
-        stats_.rejected++;
-        break;
-    case PushOutcome::Result::failed:
-        stats_.failed++;
-        break;
-    }
     // Built in a local, not a reused member: `done` may send() and finish more.
     PushOutcome outcome;
     outcome.result = result;
@@ -576,30 +563,19 @@ void ApnsClient::finish(PendingPush &pending, PushOutcome::Result result, int ht
     outcome.apns_id = std::move(pending.apns_id);
     Done done = std::move(pending.done);
     release(pending);
-    if (!done)
-        return;
-    try {
-        done(outcome);
-    } catch (const std::exception &error) {
-        log(LogLevel::error, std::string("push completion handler failed: ") + error.what());
-    } catch (...) {
-        log(LogLevel::error, "push completion handler failed");
-    }
+    XAPS_ASSERT(done != nullptr); // every push is final exactly once
+    done(outcome);
 }
 
 void ApnsClient::finish_later(PendingPush &pending, PushOutcome::Result result,
                               std::string_view reason) {
-    deferred_.push_back(Deferred{&pending, result, std::string(reason)});
-    if (!deferred_timer_)
-        deferred_timer_ = loop_.call_after(milliseconds{0}, guarded([this] { run_deferred(); }));
-}
-
-void ApnsClient::run_deferred() {
-    std::vector<Deferred> batch = std::move(deferred_);
-    deferred_.clear();
-    deferred_timer_.reset();
-    for (Deferred &item : batch)
-        finish(*item.push, item.result, 0, item.reason);
+    // A client destroyed first drops its pushes uncalled, as promised.
+    loop_.post([this, alive = std::weak_ptr<char>(alive_), &pending, result,
+                reason = std::string(reason)] {
+        if (alive.lock()) {
+            finish(pending, result, 0, reason);
+        }
+    });
 }
 
 // --- helpers ---------------------------------------------------------------
@@ -638,6 +614,7 @@ ApnsClient::PendingPush &ApnsClient::acquire() {
 }
 
 void ApnsClient::release(PendingPush &pending) {
+    XAPS_ASSERT(std::find(free_.begin(), free_.end(), &pending) == free_.end());
     pending.done = nullptr;
     free_.push_back(&pending);
 }

@@ -46,6 +46,7 @@ public:
     // Connects eagerly and stays connected. Pushes sent before start() wait.
     void start();
     void send(const Push &push, Done done) override;
+    std::string unavailable_reason() const override;
     const std::string &topic() const noexcept { return tls_.topic(); }
     // For good, e.g. when the client certificate expired: closes the
     // connections, fails every push not final yet and every later one with
@@ -56,11 +57,9 @@ public:
     std::optional<std::chrono::seconds> provider_token_age() const;
 
     struct Stats {
-        std::uint64_t sent = 0;      // requests written to APNs (retries included)
-        std::uint64_t delivered = 0; // final outcomes, by result
-        std::uint64_t device_gone = 0;
-        std::uint64_t rejected = 0;
-        std::uint64_t failed = 0;
+        // Transport only: outcomes are counted once, by whoever gets them
+        // (PushScheduler's counters, the worker's xaps_push_finished event).
+        std::uint64_t sent = 0;           // requests written to APNs (retries included)
         std::uint64_t retries = 0;        // requests sent again (429/5xx, lost connection)
         std::uint64_t reconnects = 0;     // connections opened after the first ones
         std::uint64_t token_renewals = 0; // provider tokens signed after 403 ExpiredProviderToken
@@ -106,16 +105,14 @@ private:
     void finish(PendingPush &push, PushOutcome::Result result, int http_status,
                 std::string_view reason,
                 std::optional<std::int64_t> unregistered_at_ms = std::nullopt);
+    // Final, from a later loop turn: for outcomes decided inside send().
     void finish_later(PendingPush &push, PushOutcome::Result result, std::string_view reason);
-    void run_deferred();
     void refresh_expiration();
     std::chrono::milliseconds backoff(std::chrono::milliseconds initial,
                                       std::chrono::milliseconds max, unsigned attempt);
     PendingPush &acquire();
     void release(PendingPush &push);
     void log(LogLevel level, std::string_view message) const noexcept;
-    // Wraps a timer callback so that nothing it throws reaches the event loop.
-    template <typename Function> EventLoop::Callback guarded(Function function);
 
     EventLoop &loop_;
     ApnsSettings settings_;
@@ -144,13 +141,8 @@ private:
     std::unique_ptr<EventLoop::Watch> retry_timer_;
     std::chrono::steady_clock::time_point retry_timer_at_;
     std::unique_ptr<EventLoop::Watch> sweep_timer_;
-    struct Deferred {
-        PendingPush *push;
-        PushOutcome::Result result;
-        std::string reason;
-    };
-    std::vector<Deferred> deferred_; // outcomes decided inside send()
-    std::unique_ptr<EventLoop::Watch> deferred_timer_;
+    // Posted callbacks hold it weakly: they must not run after the client.
+    std::shared_ptr<char> alive_ = std::make_shared<char>();
 
     std::vector<std::unique_ptr<PendingPush>> pool_;
     std::vector<PendingPush *> free_;

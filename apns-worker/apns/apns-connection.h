@@ -47,7 +47,7 @@ struct ApnsRequest {
 
 struct ApnsConnectionConfig {
     std::string host;
-    std::uint16_t port = 443;
+    std::uint16_t port{};
     std::string topic;     // apns-topic
     std::string push_type; // apns-push-type
     std::string priority;  // apns-priority; empty: not sent

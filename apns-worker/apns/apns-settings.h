@@ -1,21 +1,28 @@
 // What the APNs client needs to know: where Apple is, the credentials, the
 // push headers, and the few tuning knobs (defaults suit production; tests
-// shorten the delays). Filled from the xaps_apns_* settings by the worker.
+// shorten the delays). What an admin configures comes from the xaps_apns_*
+// settings through ApnsSettings::from(), and has no default here.
 #pragma once
+
+#include "log-sink.h"
+#include "xaps-settings.h"
 
 #include <chrono>
 #include <cstddef>
 #include <cstdint>
-#include <functional>
 #include <optional>
 #include <string>
-#include <string_view>
 
 namespace xaps {
 
 struct ApnsSettings {
-    std::string host = "api.push.apple.com";
-    std::uint16_t port = 443;
+    // The settings' values for the APNs client. Only the credential
+    // XapsSettings::credential_kind() chose is passed on, so that the kind
+    // the worker reports is the one in use when several are configured.
+    static ApnsSettings from(const XapsSettings &settings);
+
+    std::string host;
+    std::uint16_t port{};
     std::string ca_file; // empty: the system trust store
     std::string cert_file;
     std::string key_file; // empty: the key is in cert_file
@@ -31,10 +38,10 @@ struct ApnsSettings {
     std::string topic;
     // A new provider token after this long; Apple's bounds are 20 to 60 minutes.
     std::chrono::seconds token_renew_after{std::chrono::minutes{50}};
-    std::string push_type = "background";
+    std::string push_type;
     std::optional<int> priority; // apns-priority is sent only when set
-    std::chrono::seconds expiration{std::chrono::hours{24}};
-    unsigned connections = 1;
+    std::chrono::seconds expiration{};
+    unsigned connections{};
 
     // Pushes waiting for a connection; beyond this, send() fails them. As many
     // as the scheduler tracks devices (PushSchedulerSettings::max_pending): a
@@ -63,10 +70,5 @@ struct ApnsSettings {
     // Our own cap on streams per connection, below whatever the server allows.
     std::uint32_t max_streams_per_connection = 1000;
 };
-
-// The core logs through this, so the worker can route it to Dovecot's log
-// (e_debug/e_info/e_warning/e_error) without the core knowing Dovecot.
-enum class LogLevel { debug, info, warning, error };
-using LogSink = std::function<void(LogLevel, std::string_view)>;
 
 } // namespace xaps

@@ -1,7 +1,5 @@
 #include "certificate-expiry.h"
 
-#include <ctime>
-
 namespace xaps {
 
 std::optional<CertificateNotice>
@@ -22,15 +20,6 @@ certificate_expiry_notice(std::string_view file, std::chrono::system_clock::time
     return CertificateNotice{LogLevel::warning, certificate + " expires on " + iso8601_utc(expiry) +
                                                     ", in " + left +
                                                     ": renew it before then or pushes stop"};
-}
-
-std::string iso8601_utc(std::chrono::system_clock::time_point time) {
-    const std::time_t seconds = std::chrono::system_clock::to_time_t(time);
-    std::tm tm{};
-    ::gmtime_r(&seconds, &tm);
-    char buffer[32];
-    std::strftime(buffer, sizeof(buffer), "%Y-%m-%dT%H:%M:%SZ", &tm);
-    return buffer;
 }
 
 } // namespace xaps

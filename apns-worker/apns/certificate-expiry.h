@@ -4,6 +4,7 @@
 #pragma once
 
 #include "apns-settings.h"
+#include "utc-time.h"
 
 #include <chrono>
 #include <optional>
@@ -25,8 +26,5 @@ std::optional<CertificateNotice>
 certificate_expiry_notice(std::string_view file, std::chrono::system_clock::time_point expiry,
                           std::chrono::system_clock::time_point now,
                           std::chrono::days warn_before = certificate_warning_period);
-
-// ISO 8601 in UTC to the second, e.g. "2025-03-01T12:00:00Z".
-std::string iso8601_utc(std::chrono::system_clock::time_point time);
 
 } // namespace xaps

@@ -1,6 +1,7 @@
 #include "provider-token.h"
 
 #include "credential-file.h"
+#include "openssl-handles.h"
 #include "xaps-error.h"
 
 #include <algorithm>
@@ -20,16 +21,6 @@ constexpr std::string_view key_file_what = "APNs token key file";
 // ES256 on P-256: r and s are 32 bytes each in the JOSE signature.
 constexpr int p256_scalar_bytes = 32;
 
-struct BioFree {
-    void operator()(BIO *bio) const noexcept { BIO_free(bio); }
-};
-struct MdCtxFree {
-    void operator()(EVP_MD_CTX *ctx) const noexcept { EVP_MD_CTX_free(ctx); }
-};
-struct EcdsaSigFree {
-    void operator()(ECDSA_SIG *sig) const noexcept { ECDSA_SIG_free(sig); }
-};
-
 std::string compact_json(const Json::Value &value) {
     Json::StreamWriterBuilder builder;
     builder["indentation"] = "";
@@ -45,7 +36,7 @@ ProviderKey ProviderKey::load(const std::string &path) {
 
 ProviderKey ProviderKey::from_pem(std::string_view pem, const std::string &source) {
     ERR_clear_error();
-    std::unique_ptr<BIO, BioFree> bio(BIO_new_mem_buf(pem.data(), static_cast<int>(pem.size())));
+    openssl::BioPtr bio(BIO_new_mem_buf(pem.data(), static_cast<int>(pem.size())));
     if (!bio)
         throw Error(ErrorKind::internal, "BIO_new_mem_buf: " + openssl_error());
     EVP_PKEY *raw =
@@ -82,7 +73,7 @@ ProviderKey ProviderKey::from_pem(std::string_view pem, const std::string &sourc
 }
 
 std::string ProviderKey::sign(std::string_view data) const {
-    std::unique_ptr<EVP_MD_CTX, MdCtxFree> ctx(EVP_MD_CTX_new());
+    openssl::EvpMdCtxPtr ctx(EVP_MD_CTX_new());
     std::size_t der_length = 0;
     if (!ctx || EVP_DigestSignInit(ctx.get(), nullptr, EVP_sha256(), nullptr, key_.get()) != 1 ||
         EVP_DigestSign(ctx.get(), nullptr, &der_length,
@@ -95,8 +86,7 @@ std::string ProviderKey::sign(std::string_view data) const {
     // OpenSSL writes ECDSA-Sig-Value (DER SEQUENCE of r and s); JOSE wants
     // both numbers as fixed-width big-endian bytes, one after the other.
     const auto *cursor = reinterpret_cast<const unsigned char *>(der.data());
-    std::unique_ptr<ECDSA_SIG, EcdsaSigFree> sig(
-        d2i_ECDSA_SIG(nullptr, &cursor, static_cast<long>(der_length)));
+    openssl::EcdsaSigPtr sig(d2i_ECDSA_SIG(nullptr, &cursor, static_cast<long>(der_length)));
     if (!sig)
         throw Error(ErrorKind::internal, "ES256 signature: " + openssl_error());
     const BIGNUM *r = nullptr;

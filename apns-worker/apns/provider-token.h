@@ -8,6 +8,7 @@
 #pragma once
 
 #include "apns-settings.h"
+#include "openssl-handles.h"
 
 #include <chrono>
 #include <cstdint>
@@ -36,12 +37,9 @@ public:
     EVP_PKEY *native() const noexcept { return key_.get(); }
 
 private:
-    struct EvpPkeyFree {
-        void operator()(EVP_PKEY *key) const noexcept { EVP_PKEY_free(key); }
-    };
     explicit ProviderKey(EVP_PKEY *key) : key_(key) {}
 
-    std::unique_ptr<EVP_PKEY, EvpPkeyFree> key_;
+    openssl::EvpPkeyPtr key_;
 };
 
 // base64url without padding (RFC 7515, 2), as JWTs use it.

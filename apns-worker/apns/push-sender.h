@@ -7,12 +7,17 @@
 #include <functional>
 #include <optional>
 #include <string>
+#include <vector>
 
 namespace xaps {
 
 struct Push {
     std::string device_token; // hex, as registered
     std::string account_id;   // goes into {"aps":{"account-id":...}}
+    // The payload's "m": mailbox_name_digest() of each registered mailbox the
+    // push is about (apns-payload.h). Empty: no "m", and iOS fetches the
+    // INBOX only.
+    std::vector<std::string> mailbox_hashes{};
 };
 
 struct PushOutcome {
@@ -35,8 +40,13 @@ public:
     using Done = std::function<void(const PushOutcome &)>;
     virtual ~PushSender() = default;
     // Never blocks; `done` is called exactly once, later, from the event loop
-    // (never from within send()).
+    // (never from within send()). `done` may send() again; it must not throw:
+    // it runs inside the sender's bookkeeping, where nobody could handle it.
     virtual void send(const Push &push, Done done) = 0;
+    // Why a push sent now cannot reach Apple (no working connection, pushing
+    // disabled), for an admin waiting for an answer; empty when it can, and
+    // while a first connection is still being made.
+    virtual std::string unavailable_reason() const { return {}; }
 };
 
 } // namespace xaps

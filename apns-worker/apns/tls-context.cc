@@ -1,6 +1,8 @@
 #include "tls-context.h"
 
 #include "credential-file.h"
+#include "openssl-handles.h"
+#include "utc-time.h"
 #include "xaps-error.h"
 
 #include <ctime>
@@ -15,24 +17,9 @@
 namespace xaps {
 namespace {
 
-struct BioFree {
-    void operator()(BIO *bio) const noexcept { BIO_free(bio); }
-};
-struct X509Free {
-    void operator()(X509 *cert) const noexcept { X509_free(cert); }
-};
-struct EvpPkeyFree {
-    void operator()(EVP_PKEY *key) const noexcept { EVP_PKEY_free(key); }
-};
-struct Pkcs12Free {
-    void operator()(PKCS12 *p12) const noexcept { PKCS12_free(p12); }
-};
-struct X509StackFree {
-    void operator()(STACK_OF(X509) * certs) const noexcept { sk_X509_pop_free(certs, X509_free); }
-};
-using BioPtr = std::unique_ptr<BIO, BioFree>;
-using X509Ptr = std::unique_ptr<X509, X509Free>;
-using EvpPkeyPtr = std::unique_ptr<EVP_PKEY, EvpPkeyFree>;
+using openssl::BioPtr;
+using openssl::EvpPkeyPtr;
+using openssl::X509Ptr;
 
 BioPtr memory_bio(const std::string &content) {
     BioPtr bio(BIO_new_mem_buf(content.data(), static_cast<int>(content.size())));
@@ -87,7 +74,7 @@ Credentials load_pem(const ApnsSettings &settings) {
 Credentials load_pkcs12(const ApnsSettings &settings) {
     const std::string content = read_credential_file("APNs PKCS#12 file", settings.p12_file);
     BioPtr bio = memory_bio(content);
-    std::unique_ptr<PKCS12, Pkcs12Free> p12(d2i_PKCS12_bio(bio.get(), nullptr));
+    openssl::Pkcs12Ptr p12(d2i_PKCS12_bio(bio.get(), nullptr));
     if (!p12)
         credential_error("APNs PKCS#12 file", settings.p12_file, "not PKCS#12: " + openssl_error());
     X509 *cert = nullptr;
@@ -112,7 +99,7 @@ Credentials load_pkcs12(const ApnsSettings &settings) {
     Credentials credentials;
     credentials.certificate.reset(cert);
     credentials.key.reset(key);
-    std::unique_ptr<STACK_OF(X509), X509StackFree> chain_owner(chain);
+    openssl::X509StackPtr chain_owner(chain);
     while (chain != nullptr && sk_X509_num(chain) > 0)
         credentials.chain.emplace_back(sk_X509_shift(chain));
     if (!credentials.certificate || !credentials.key)
@@ -127,15 +114,6 @@ std::chrono::system_clock::time_point to_time_point(const ASN1_TIME *time) {
     return std::chrono::system_clock::from_time_t(::timegm(&tm));
 }
 
-std::string format_time(std::chrono::system_clock::time_point time) {
-    const std::time_t seconds = std::chrono::system_clock::to_time_t(time);
-    std::tm tm{};
-    ::gmtime_r(&seconds, &tm);
-    char buffer[64];
-    std::strftime(buffer, sizeof(buffer), "%Y-%m-%d %H:%M:%S UTC", &tm);
-    return buffer;
-}
-
 std::string subject_uid(X509 *certificate) {
     const X509_NAME *subject = X509_get_subject_name(certificate);
     const int index = X509_NAME_get_index_by_NID(subject, NID_userId, -1);
@@ -146,9 +124,8 @@ std::string subject_uid(X509 *certificate) {
     const int length = ASN1_STRING_to_UTF8(&utf8, value);
     if (length < 0)
         return {};
-    std::string uid(reinterpret_cast<const char *>(utf8), static_cast<std::size_t>(length));
-    OPENSSL_free(utf8);
-    return uid;
+    const openssl::StringPtr owner(reinterpret_cast<char *>(utf8));
+    return std::string(owner.get(), static_cast<std::size_t>(length));
 }
 
 // The client certificate, checked as Apple would: usable, matching its key,
@@ -171,11 +148,11 @@ void use_client_certificate(const ApnsSettings &settings, SSL_CTX *ctx, std::str
     const auto not_after = to_time_point(X509_get0_notAfter(certificate));
     if (X509_cmp_current_time(X509_get0_notAfter(certificate)) < 0)
         credential_error("APNs certificate file", cert_path,
-                         "the certificate expired on " + format_time(not_after));
+                         "the certificate expired on " + iso8601_utc(not_after));
     if (X509_cmp_current_time(X509_get0_notBefore(certificate)) > 0)
         credential_error("APNs certificate file", cert_path,
                          "the certificate is not valid before " +
-                             format_time(to_time_point(X509_get0_notBefore(certificate))));
+                             iso8601_utc(to_time_point(X509_get0_notBefore(certificate))));
     topic = subject_uid(certificate);
     if (topic.empty())
         credential_error("APNs certificate file", cert_path,

@@ -5,6 +5,7 @@
 #pragma once
 
 #include "apns-settings.h"
+#include "openssl-handles.h"
 
 #include <chrono>
 #include <memory>
@@ -42,12 +43,9 @@ public:
     SSL_CTX *native() const noexcept { return ctx_.get(); }
 
 private:
-    struct SslCtxFree {
-        void operator()(SSL_CTX *ctx) const noexcept { SSL_CTX_free(ctx); }
-    };
     TlsContext() = default;
 
-    std::unique_ptr<SSL_CTX, SslCtxFree> ctx_;
+    openssl::SslCtxPtr ctx_;
     std::string topic_;
     std::optional<std::chrono::system_clock::time_point> expiry_;
 };

@@ -32,6 +32,11 @@
 //   varint       number of mailboxes, then that many `bytes`, in registration order
 // where varint is unsigned LEB128 and `bytes` is a varint length then the bytes.
 //
+// Stale rows: a put of (user, account id, token) also removes, in the same
+// transaction, that user's rows for the same token under another account id
+// that are overdue: last seen ios_reregistration_interval (23 h) ago or
+// longer. See RegistrationStore::put() for why.
+//
 // Per-user cap: after a put/import, the user's least recently seen
 // registrations beyond max_devices_per_user are removed in the same
 // transaction, never the one just written (0 means no cap). A key longer than
@@ -56,6 +61,7 @@
 // map, and find_user costs ~4 us whatever the store size.
 
 #include "lmdb-handle.h"
+#include "registration-rules.h"
 #include "registration-store.h"
 
 #include <sys/stat.h>
@@ -79,16 +85,9 @@ constexpr std::string_view schema_version_key = "schema_version";
 // Bounds the dirty pages of one write transaction when expire() removes many
 // registrations; each batch is its own durable commit.
 constexpr std::size_t expire_batch_size = 1000;
-
-std::string lower_ascii(std::string_view text) {
-    std::string lower(text);
-    for (char &c : lower) {
-        if (c >= 'A' && c <= 'Z') {
-            c = static_cast<char>(c - 'A' + 'a');
-        }
-    }
-    return lower;
-}
+// iOS registers each account again once 23 hours (82,800 s) have passed since
+// its last registration, at its next chance to.
+constexpr std::int64_t ios_reregistration_interval = 82800;
 
 std::string user_prefix(std::string_view lower_user) {
     std::string prefix(lower_user);
@@ -426,7 +425,42 @@ private:
         }
         lmdb::put(txn, registrations_, key, encode_record(stored, lower_user), 0, path_);
         lmdb::put(txn, by_last_seen_, time_key(now), key, 0, path_);
+        retire_overdue_accounts(txn, prepared, registration.device_token, now);
         evict_beyond_cap(txn, lower_user, key);
+    }
+
+    // The user's other account ids on this token that missed their
+    // re-registration while the phone was listening (it just registered).
+    void retire_overdue_accounts(const lmdb::Txn &txn, const PreparedPut &prepared,
+                                 std::string_view device_token, std::int64_t now) {
+        const std::string prefix = user_prefix(prepared.lower_user);
+        const std::string_view kept_owner = token_owner(prepared.key, path_);
+        std::vector<std::string> owners;
+        {
+            auto cursor = lmdb::Cursor::open(txn, by_token_, path_);
+            MDB_val token = lmdb::to_val(device_token);
+            MDB_val owner{};
+            for (bool more = cursor.get(token, owner, MDB_SET_KEY, path_); more;
+                 more = cursor.get(token, owner, MDB_NEXT_DUP, path_)) {
+                std::string_view found = lmdb::to_view(owner);
+                if (found.starts_with(prefix) && found != kept_owner) {
+                    owners.emplace_back(found);
+                }
+            }
+        }
+        for (std::string &key : owners) {
+            key.push_back('\0');
+            key.append(device_token);
+            auto value = lmdb::get(txn, registrations_, key, path_);
+            if (!value) {
+                throw Error(ErrorKind::internal,
+                            "LMDB store " + path_ + ": by_token index points at nothing");
+            }
+            std::int64_t last_seen = record_last_seen(*value, path_);
+            if (last_seen <= now - ios_reregistration_interval) {
+                remove_entries(txn, key, last_seen);
+            }
+        }
     }
 
 public:

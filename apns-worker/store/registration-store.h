@@ -5,6 +5,7 @@
 
 #include "registration.h"
 #include "xaps-error.h"
+#include "xaps-settings.h"
 
 #include <chrono>
 #include <cstdint>
@@ -28,6 +29,23 @@ public:
     // new. Evicts the user's least recently seen registration beyond the
     // per-user cap. Durable (synced to disk) when it returns; throws
     // Error(unavailable) when it cannot be made durable.
+    //
+    // Retires the user's rows for the same device token under another
+    // account id that were last seen 23 h (82,800 s) or more before `now`.
+    // A phone that removed and re-added an account registers the token under
+    // a new account id, and the old row would otherwise get pushes until it
+    // expires; APNs keeps one push per topic for an offline phone, so a push
+    // for the dead account can replace the real one. But two accounts of one
+    // phone can also share the token and the push user (xaps_user_lookup),
+    // and the registration itself cannot tell the two apart. What the phone
+    // sends over time can: iOS registers every account again once 23 h have
+    // passed since its last registration, so a live account's row is never
+    // older than that while the phone registers another one; a row that is
+    // older has missed its re-registration. A live account whose row is
+    // retired that way (the phone was silent, e.g. in Low Power Mode, and the
+    // other account registered first) is overdue itself and comes back with
+    // its own registration moments later. A dead account's row is gone at the
+    // latest with the new account's first re-registration, 23 h on.
     virtual void put(const Registration &registration, std::int64_t now) = 0;
     // put() for each registration, all in one durable commit (group commit:
     // one fsync for the batch instead of one per registration). Returns one
@@ -99,10 +117,19 @@ public:
 };
 
 struct LmdbStoreOptions {
-    std::string path;                                       // a directory
-    std::size_t map_size = std::size_t{1} << 30;            // bytes of address space
-    std::chrono::seconds ttl = std::chrono::hours(24 * 30); // xaps_registration_ttl
-    std::size_t max_devices_per_user = 16;                  // xaps_max_devices_per_user
+    // The settings' values for the store; map_size keeps its default.
+    static LmdbStoreOptions from(const XapsSettings &settings) {
+        LmdbStoreOptions options;
+        options.path = settings.db_path;
+        options.ttl = settings.registration_ttl;
+        options.max_devices_per_user = settings.max_devices_per_user;
+        return options;
+    }
+
+    std::string path;                            // a directory; xaps_db_path
+    std::size_t map_size = std::size_t{1} << 30; // bytes of address space
+    std::chrono::seconds ttl{};                  // xaps_registration_ttl
+    std::size_t max_devices_per_user{};          // xaps_max_devices_per_user; 0: no cap
 };
 
 // Opens (creating if needed) the store at options.path. Throws Error(config)

@@ -50,12 +50,6 @@ constexpr const char *doveadm_module_dir = "/usr/lib/dovecot/modules/doveadm";
 constexpr auto doveadm_time_limit = 90s;
 constexpr auto push_timeout = 10s;
 
-struct DoveadmResult {
-    int exit_code = -1; // -1: killed or did not exit normally
-    std::string out;
-    std::string err;
-};
-
 // Child side of run_in_namespace(): only async-signal-safe calls.
 [[noreturn]] void exec_in_namespace(const char *module_dir, const char *const *argv, int in_fd,
                                     int out_fd, int err_fd, pid_t parent) {
@@ -86,7 +80,7 @@ void set_cloexec(int fd) {
 
 // Runs argv with doveadm's module directory replaced by module_dir, feeding
 // it `input` and collecting its output, killed after doveadm_time_limit.
-DoveadmResult run_in_namespace(const std::string &module_dir, const std::vector<std::string> &args,
+CommandResult run_in_namespace(const std::string &module_dir, const std::vector<std::string> &args,
                                const std::string &input) {
     std::vector<const char *> argv;
     for (const auto &arg : args) {
@@ -122,7 +116,7 @@ DoveadmResult run_in_namespace(const std::string &module_dir, const std::vector<
     (void)!::write(in_pipe[1], input.data(), input.size());
     ::close(in_pipe[1]);
 
-    DoveadmResult result;
+    CommandResult result;
     const auto deadline = std::chrono::steady_clock::now() + doveadm_time_limit;
     struct pollfd fds[2] = {{out_pipe[0], POLLIN, 0}, {err_pipe[0], POLLIN, 0}};
     std::string *sinks[2] = {&result.out, &result.err};
@@ -225,7 +219,7 @@ protected:
         fs::create_symlink(fs::absolute(XAPS_DOVEADM_MODULE_PATH),
                            fs::path(module_dir_->path()) /
                                fs::path(XAPS_DOVEADM_MODULE_PATH).filename());
-        DoveadmResult probe = run_in_namespace(module_dir_->path(), {"/bin/true"}, "");
+        CommandResult probe = run_in_namespace(module_dir_->path(), {"/bin/true"}, "");
         if (probe.exit_code == 126) {
             GTEST_SKIP() << "no private mount namespace for doveadm here: " << probe.err;
         }
@@ -253,7 +247,7 @@ protected:
     void start_dovecot() { start_dovecot(e2e::dovecot_options(apns_->port())); }
 
     // doveadm -c <the instance's conf> <args>
-    DoveadmResult doveadm(std::vector<std::string> args, const std::string &input = "") {
+    CommandResult doveadm(std::vector<std::string> args, const std::string &input = "") {
         args.insert(args.begin(), {doveadm_binary, "-c", dovecot_->conf_path()});
         return run_in_namespace(module_dir_->path(), args, input);
     }
@@ -261,7 +255,7 @@ protected:
     // `-f json` output, parsed; the run must exit with `expected_exit`.
     Json::Value doveadm_json(std::vector<std::string> args, int expected_exit = 0) {
         args.insert(args.begin(), {"-f", "json"});
-        DoveadmResult result = doveadm(args);
+        CommandResult result = doveadm(args);
         EXPECT_EQ(result.exit_code, expected_exit) << result.err;
         return parse_json(result.out);
     }
@@ -316,7 +310,7 @@ TEST_F(E2eDoveadm, ListShowsRegistrationsInEveryFormatter) {
 
     const std::string fields = "user\taccount_id\tdevice_token\tsubtopic\tmailboxes\taps_version\t"
                                "registered\tlast_seen";
-    DoveadmResult tab = doveadm({"-f", "tab", "xaps", "list"});
+    CommandResult tab = doveadm({"-f", "tab", "xaps", "list"});
     EXPECT_EQ(tab.exit_code, 0) << tab.err;
     const std::vector<std::string> expected_tab = {
         fields, std::string("alice\t") + e2e::iphone_account_id + "\t" + e2e::iphone_device_token +
@@ -324,13 +318,13 @@ TEST_F(E2eDoveadm, ListShowsRegistrationsInEveryFormatter) {
                     row["registered"].asString() + "\t" + row["last_seen"].asString()};
     EXPECT_EQ(lines_of(tab.out), expected_tab);
 
-    DoveadmResult flow = doveadm({"-f", "flow", "xaps", "list"});
+    CommandResult flow = doveadm({"-f", "flow", "xaps", "list"});
     EXPECT_EQ(flow.exit_code, 0) << flow.err;
     EXPECT_NE(flow.out.find(std::string("user=alice account_id=") + e2e::iphone_account_id),
               std::string::npos)
         << flow.out;
 
-    DoveadmResult table = doveadm({"xaps", "list"});
+    CommandResult table = doveadm({"xaps", "list"});
     EXPECT_EQ(table.exit_code, 0) << table.err;
     ASSERT_EQ(lines_of(table.out).size(), 2u) << table.out;
     EXPECT_NE(lines_of(table.out)[1].find(e2e::iphone_device_token), std::string::npos);
@@ -344,7 +338,7 @@ TEST_F(E2eDoveadm, PurgeNeedsOneSelectorAndCountsWhatItRemoved) {
          std::vector<std::vector<std::string>>{{"xaps", "purge"},
                                                {"xaps", "purge", "-u", "alice", "-A"},
                                                {"xaps", "purge", "-u", ""}}) {
-        DoveadmResult result = doveadm(args);
+        CommandResult result = doveadm(args);
         EXPECT_EQ(result.exit_code, EX_USAGE) << args.size();
         EXPECT_NE(result.err.find("usage: doveadm xaps purge"), std::string::npos) << result.err;
     }
@@ -365,7 +359,7 @@ TEST_F(E2eDoveadm, PurgeNeedsOneSelectorAndCountsWhatItRemoved) {
     EXPECT_TRUE(stored().empty());
 
     register_iphone();
-    DoveadmResult all = doveadm({"xaps", "purge", "-A"});
+    CommandResult all = doveadm({"xaps", "purge", "-A"});
     EXPECT_EQ(all.exit_code, 0) << all.err;
     EXPECT_EQ(all.out, "removed=1\n");
     EXPECT_TRUE(stored().empty());
@@ -405,10 +399,10 @@ TEST_F(E2eDoveadm, TestPushesNowAndShowsApplesAnswer) {
     Json::Value body = parse_json(pushes[0].body);
     EXPECT_EQ(body["aps"]["account-id"], e2e::iphone_account_id);
 
-    DoveadmResult nobody = doveadm({"xaps", "test", "-u", "bob"});
+    CommandResult nobody = doveadm({"xaps", "test", "-u", "bob"});
     EXPECT_EQ(nobody.exit_code, EX_NOUSER);
     EXPECT_NE(nobody.err.find("bob has no registered device"), std::string::npos) << nobody.err;
-    DoveadmResult no_user = doveadm({"xaps", "test"});
+    CommandResult no_user = doveadm({"xaps", "test"});
     EXPECT_EQ(no_user.exit_code, EX_USAGE) << no_user.err;
 
     // Apple refuses the token: the answer is shown, the command fails, and
@@ -502,7 +496,7 @@ TEST_F(E2eDoveadm, ImportReportsBadFilesAndEntries) {
         "B-3": {"DeviceToken": "0c0d", "Mailboxes": []},
         "B-4": {"DeviceToken": "0e0f", "Mailboxes": ["INBOX"],
                 "RegistrationTime": "2001-02-03T04:05:06Z"}}}}})");
-    DoveadmResult partly = doveadm({"-f", "json", "xaps", "import", partly_bad});
+    CommandResult partly = doveadm({"-f", "json", "xaps", "import", partly_bad});
     EXPECT_EQ(partly.exit_code, EX_DATAERR) << partly.err;
     Json::Value counts = parse_json(partly.out);
     EXPECT_EQ(counts[0]["imported"], 1);
@@ -523,7 +517,7 @@ TEST_F(E2eDoveadm, ImportReportsBadFilesAndEntries) {
         {dovecot_->dir() + "/missing.json", EX_NOINPUT},
     };
     for (const auto &[path, code] : rows) {
-        DoveadmResult result = doveadm({"xaps", "import", path});
+        CommandResult result = doveadm({"xaps", "import", path});
         EXPECT_EQ(result.exit_code, code) << path << ": " << result.err;
         EXPECT_NE(result.err.find("xaps import: "), std::string::npos) << result.err;
         EXPECT_EQ(result.out, "") << path;
@@ -545,7 +539,7 @@ TEST_F(E2eDoveadm, UnreachableWorkerIsATemporaryFailure) {
                                                                   {"xaps", "test", "-u", "alice"},
                                                                   {"xaps", "import", database}}) {
         const auto started = std::chrono::steady_clock::now();
-        DoveadmResult result = doveadm(args);
+        CommandResult result = doveadm(args);
         EXPECT_EQ(result.exit_code, EX_TEMPFAIL) << args[1] << ": " << result.err;
         EXPECT_NE(result.err.find("cannot reach the xaps worker"), std::string::npos) << result.err;
         EXPECT_EQ(result.out, "") << args[1];
@@ -557,12 +551,12 @@ TEST_F(E2eDoveadm, HashPasswordPrintsWhatXapsdPrinted) {
     start_dovecot();
     // Go: hex.EncodeToString(sha256.Sum256([]byte("secret"))), the line
     // without its newline.
-    DoveadmResult result = doveadm({"xaps", "hash-password"}, "secret\n");
+    CommandResult result = doveadm({"xaps", "hash-password"}, "secret\n");
     EXPECT_EQ(result.exit_code, 0) << result.err;
     EXPECT_EQ(result.out, "2bb80d537b1da3e38bd30361aa855686bde0eacd7162fef6a25fe97bf527a25b\n");
     EXPECT_EQ(result.err, "") << "no prompt when stdin is not a terminal";
 
-    DoveadmResult empty = doveadm({"xaps", "hash-password"}, "\n");
+    CommandResult empty = doveadm({"xaps", "hash-password"}, "\n");
     EXPECT_EQ(empty.exit_code, EX_USAGE) << empty.err;
     EXPECT_EQ(empty.out, "");
 }

@@ -219,7 +219,7 @@ TEST_F(E2eFaults, RegistrationsThatGotOkSurviveWorkerKills) {
 
     // The store itself opens cleanly and holds the same registrations.
     dovecot_->stop();
-    xaps::LmdbStoreOptions store_options;
+    auto store_options = xaps::LmdbStoreOptions::from(xaps::default_xaps_settings());
     store_options.path = dovecot_->db_path();
     store_options.max_devices_per_user = 100;
     std::unique_ptr<xaps::RegistrationStore> store = xaps::open_lmdb_store(store_options);

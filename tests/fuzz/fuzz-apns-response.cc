@@ -12,7 +12,7 @@
 #include "fuzz-invariant.h"
 
 #include "apns-payload.h"
-#include "text-checks.h"
+#include "registration-rules.h"
 
 #include <json/json.h>
 

@@ -1,6 +1,6 @@
 // Fuzz target for the answer of Apple's legacy certificate service
-// (apns-worker/provisioning/caservice-messages): a property list, XML or binary, that
-// arrives over HTTPS and is parsed by the worker while it still runs as root.
+// (provisioning/caservice-messages): a property list, XML or binary, that
+// arrives over HTTPS and is parsed by `doveadm xaps provision`, which runs as root.
 //
 // The input is the HTTP body. Invariants: only Error(invalid_input) is
 // thrown; parsing is deterministic; the admin's one-line description of an

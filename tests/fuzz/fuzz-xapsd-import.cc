@@ -14,8 +14,8 @@
 
 #include "xapsd-import.h"
 
+#include "registration-rules.h"
 #include "registration.h"
-#include "text-checks.h"
 #include "xaps-error.h"
 
 #include <algorithm>

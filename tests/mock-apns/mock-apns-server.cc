@@ -28,6 +28,7 @@
 #include <cstdio>
 #include <cstring>
 #include <future>
+#include <memory>
 #include <mutex>
 #include <thread>
 #include <utility>
@@ -155,6 +156,34 @@ std::string device_token_of(const std::string &path) {
         return {};
     std::string token = path.substr(device_path_prefix.size());
     return token.find('/') == std::string::npos ? token : std::string();
+}
+
+// What iOS Mail reads of a push: aps.account-id and aps.m.
+void decode_mail_push(MockApnsRequest &request) {
+    Json::CharReaderBuilder builder;
+    const std::unique_ptr<Json::CharReader> reader(builder.newCharReader());
+    Json::Value root;
+    std::string errors;
+    const std::string &body = request.body;
+    if (!reader->parse(body.data(), body.data() + body.size(), &root, &errors) ||
+        !root.isObject() || !root["aps"].isObject())
+        return;
+    const Json::Value &aps = root["aps"];
+    if (aps["account-id"].isString())
+        request.account_id = aps["account-id"].asString();
+    if (!aps.isMember("m"))
+        return;
+    request.mailbox_hashes.emplace();
+    request.mailbox_hashes_valid = aps["m"].isArray();
+    if (!request.mailbox_hashes_valid)
+        return;
+    for (const Json::Value &entry : aps["m"]) {
+        if (!entry.isString()) {
+            request.mailbox_hashes_valid = false;
+            continue;
+        }
+        request.mailbox_hashes->push_back(entry.asString());
+    }
 }
 
 // What APNs itself says to a request before any scripting.
@@ -583,6 +612,7 @@ private:
         request.method = request.headers[":method"];
         request.path = request.headers[":path"];
         request.device_token = device_token_of(request.path);
+        decode_mail_push(request);
         request.client_subject = client_subject_;
         request.client_uid = client_uid_;
         request.received = std::chrono::steady_clock::now();

@@ -61,6 +61,13 @@ struct MockApnsRequest {
     int64_t token_issued_at = 0;
     // The last path segment of "/3/device/<token>"; empty for other paths.
     std::string device_token;
+    // From a body {"aps":{"account-id":"...","m":[...]}}, what iOS Mail
+    // reads: the account id (empty when absent or not a string) and "m"
+    // (nullopt when absent; entries that are not strings are left out and
+    // clear mailbox_hashes_valid, as does an "m" that is not an array).
+    std::string account_id;
+    std::optional<std::vector<std::string>> mailbox_hashes;
+    bool mailbox_hashes_valid = true;
     std::chrono::steady_clock::time_point received;
     size_t connection_index = 0; // 0 for the first connection accepted, and so on
     int32_t stream_id = 0;

@@ -5,7 +5,7 @@
 // one valid CSR per known ServiceType, the serials being renewed) and
 // answers with certificates signed by the test CA, or with an error.
 //
-// It is written from the wire format alone (see apns-worker/provisioning/caservice-messages.h)
+// It is written from the wire format alone (see provisioning/caservice-messages.h)
 // and shares no code with the client it tests.
 //
 // Every public method may be called from any thread while the server runs.

@@ -1,18 +1,15 @@
 #include "installed-dovecot.h"
+#include "dovecot-config.h"
 #include "test-files.h"
 
-#include "dovecot-instance.h"
 #include "free-ports.h"
 #include "xaps-error.h"
 
-#include <cerrno>
 #include <chrono>
 #include <csignal>
-#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <functional>
-#include <pwd.h>
 #include <regex>
 #include <sstream>
 #include <sys/stat.h>
@@ -32,29 +29,6 @@ using Clock = std::chrono::steady_clock;
 constexpr const char *package_conffile = "95-xaps.conf";
 constexpr auto start_timeout = std::chrono::seconds(20);
 constexpr auto doveadm_time_limit = std::chrono::seconds(60);
-
-struct UnixUser {
-    uid_t uid = 0;
-    gid_t gid = 0;
-};
-
-UnixUser unix_user(const std::string &name) {
-    passwd entry{};
-    passwd *found = nullptr;
-    std::vector<char> buffer(16384);
-    if (::getpwnam_r(name.c_str(), &entry, buffer.data(), buffer.size(), &found) != 0 ||
-        found == nullptr) {
-        throw Error(ErrorKind::config, "no Unix user '" + name + "' on this machine");
-    }
-    return {entry.pw_uid, entry.pw_gid};
-}
-
-void make_directory(const std::string &path, mode_t mode, const UnixUser &owner) {
-    fs::create_directories(path);
-    if (::chmod(path.c_str(), mode) < 0 || ::chown(path.c_str(), owner.uid, owner.gid) < 0) {
-        throw Error(ErrorKind::internal, "cannot set up " + path + ": " + std::strerror(errno));
-    }
-}
 
 // Rewrites the lines of `path` for which `comment_out` returns a reason as
 // comments that give the reason.
@@ -127,7 +101,7 @@ void InstalledDovecot::set_plugin_settings(std::map<std::string, std::string> se
 
 std::string InstalledDovecot::install_private_file(const std::string &from) {
     const std::string private_dir = dir() + "/private";
-    make_directory(private_dir, 0700, UnixUser{0, 0});
+    make_directory(private_dir, 0700);
     const std::string to = private_dir + "/" + fs::path(from).filename().string();
     fs::copy_file(from, to, fs::copy_options::overwrite_existing);
     if (::chown(to.c_str(), 0, 0) < 0 || ::chmod(to.c_str(), 0600) < 0) {
@@ -137,106 +111,35 @@ std::string InstalledDovecot::install_private_file(const std::string &from) {
 }
 
 void InstalledDovecot::write_machine_config() const {
-    const UnixUser mail = unix_user(mail_user_);
-    const UnixUser worker = unix_user("xaps");
-    const UnixUser root{0, 0};
-    make_directory(base_dir(), 0755, root);
-    make_directory(dir() + "/state", 0755, root);
-    make_directory(dir() + "/mail", 0700, mail);
-    make_directory(dir() + "/home", 0700, mail);
+    const SystemUser worker = existing_system_user("xaps");
+    TestMachine machine;
+    machine.dir = dir();
+    machine.base_dir = base_dir();
+    machine.log_path = log_path();
+    machine.instance_name = "xaps-package-test-" + std::to_string(::getpid());
+    machine.mail_user = existing_system_user(mail_user_);
+    machine.users = users_;
+    machine.password = password;
+    machine.imap_port = imap_port_;
+    machine.lmtp_port = lmtp_port_;
+    machine.after_installed_config = true;
+    prepare_test_machine(machine);
     // The registration store, owned like /var/lib/dovecot-xaps; a private
     // one, so that the test never touches the machine's registrations.
-    make_directory(dir() + "/xaps-db", 0700, worker);
+    make_directory(dir() + "/xaps-db", 0700, &worker);
+    write_file(dir() + "/test-machine.conf",
+               "# Written by the xaps package test: what a test machine needs, after the\n"
+               "# installed configuration.\n" +
+                   test_machine_config(machine),
+               0644);
 
-    std::string users_file;
-    for (const auto &user : users_) {
-        users_file += user + ":{PLAIN}" + password + "::::::\n";
-    }
-    write_file(dir() + "/users", users_file, 0644);
-
-    const std::string uid = std::to_string(mail.uid);
-    const std::string gid = std::to_string(mail.gid);
-    const bool dovecot_2_4 = installed_dovecot_version().at_least(2, 4);
-    std::ostringstream conf;
-    conf << "# Written by the xaps package test: what a test machine needs, after the\n"
-         << "# installed configuration.\n"
-         << "base_dir = " << base_dir() << "\n"
-         << "state_dir = " << dir() << "/state\n"
-         << "instance_name = xaps-package-test-" << ::getpid() << "\n"
-         << "log_path = " << log_path() << "\n"
-         << "info_log_path = " << log_path() << "\n"
-         << "debug_log_path = " << log_path() << "\n"
-         << "protocols = imap lmtp\n"
-         << "listen = 127.0.0.1\n"
-         << "ssl = no\n"
-         << "first_valid_uid = " << uid << "\n"
-         << "postmaster_address = postmaster@example.com\n";
-    if (dovecot_2_4) {
-        conf << "auth_allow_cleartext = yes\n"
-             // alice@example.com (an LMTP recipient) and alice are the same user.
-             << "auth_username_format = %{user | username | lower}\n"
-             << "mail_driver = maildir\n"
-             << "mail_home = " << dir() << "/home/%{user}\n"
-             << "mail_path = " << dir() << "/mail/%{user}\n"
-             << "mail_inbox_path =\n"
-             << "passdb passwd-file {\n"
-             << "  passwd_file_path = " << dir() << "/users\n"
-             << "}\n"
-             << "userdb static {\n"
-             << "  fields {\n"
-             << "    uid = " << uid << "\n"
-             << "    gid = " << gid << "\n"
-             << "    home = " << dir() << "/home/%{user}\n"
-             << "  }\n"
-             << "}\n";
-    } else {
-        conf << "disable_plaintext_auth = no\n"
-             << "auth_username_format = %Ln\n"
-             << "mail_location = maildir:" << dir() << "/mail/%u\n"
-             << "passdb {\n"
-             << "  driver = passwd-file\n"
-             << "  args = " << dir() << "/users\n"
-             << "}\n"
-             << "userdb {\n"
-             << "  driver = static\n"
-             << "  args = uid=" << uid << " gid=" << gid << " home=" << dir() << "/home/%u\n"
-             << "}\n";
-    }
-    // 2.4 has no per-listener address: the global `listen` above applies.
-    const std::string listener_address = dovecot_2_4 ? "" : "    address = 127.0.0.1\n";
-    conf << "service imap-login {\n"
-         << "  inet_listener imap {\n"
-         << listener_address << "    port = " << imap_port_ << "\n"
-         << "  }\n"
-         << "  inet_listener imaps {\n"
-         << "    port = 0\n"
-         << "  }\n"
-         << "}\n"
-         << "service lmtp {\n"
-         << "  inet_listener lmtp {\n"
-         << listener_address << "    port = " << lmtp_port_ << "\n"
-         << "  }\n"
-         << "}\n";
-    write_file(dir() + "/test-machine.conf", conf.str(), 0644);
-
-    // Our settings: in plugin { } on 2.3, global (declared by the package's
-    // settings module) on 2.4.
     std::map<std::string, std::string> settings = plugin_settings_;
     settings.emplace("xaps_db_path", dir() + "/xaps-db");
-    std::ostringstream plugin;
-    plugin << "# Written by the xaps package test: the store, credentials and the APNs endpoint.\n";
-    if (dovecot_2_4) {
-        for (const auto &[key, value] : settings) {
-            plugin << key << " = " << config_2_4_quoted(value) << "\n";
-        }
-    } else {
-        plugin << "plugin {\n";
-        for (const auto &[key, value] : settings) {
-            plugin << "  " << key << " = " << value << "\n";
-        }
-        plugin << "}\n";
-    }
-    write_file(dir() + "/test-plugin-settings.conf", plugin.str(), 0644);
+    write_file(dir() + "/test-plugin-settings.conf",
+               "# Written by the xaps package test: the store, credentials and the APNs "
+               "endpoint.\n" +
+                   xaps_settings_config(settings),
+               0644);
 }
 
 void InstalledDovecot::start() {

@@ -24,12 +24,6 @@ inline constexpr const char *installed_config_dir = "/etc/dovecot";
 inline constexpr const char *installed_worker = "/usr/lib/dovecot/xaps-worker";
 inline constexpr const char *installed_doveadm = "/usr/bin/doveadm";
 
-struct CommandResult {
-    int exit_code = -1; // -1: killed (time limit) or did not exit normally
-    std::string out;
-    std::string err;
-};
-
 class InstalledDovecot {
 public:
     static constexpr const char *password = "pass";

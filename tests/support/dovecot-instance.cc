@@ -1,16 +1,13 @@
 #include "dovecot-instance.h"
+#include "dovecot-config.h"
 #include "test-files.h"
 
 #include "free-ports.h"
 #include "xaps-error.h"
 
 #include <atomic>
-#include <cerrno>
-#include <cstdio>
 #include <cstdlib>
-#include <cstring>
 #include <filesystem>
-#include <fstream>
 #include <sstream>
 #include <string_view>
 #include <sys/stat.h>
@@ -22,23 +19,17 @@ namespace xaps::test {
 
 namespace {
 
-constexpr const char *dovecot_binary = "/usr/sbin/dovecot";
+constexpr const char *header = "# Written by xaps::test::DovecotInstance for one test run.\n";
 constexpr const char *stock_module_dir = "/usr/lib/dovecot/modules";
 constexpr const char *stock_modules[] = {"lib15_notify_plugin.so",
                                          "lib20_push_notification_plugin.so"};
+// Pigeonhole's LDA/LMTP plugin, for DovecotOptions::sieve_script.
+constexpr const char *sieve_module = "lib90_sieve_plugin.so";
 // Dovecot 2.4's config process learns settings only from modules here (a
 // compiled-in path), and refuses the xaps_* settings without ours.
 constexpr const char *settings_module_dir = "/usr/lib/dovecot/modules/settings";
 // The built libxaps_settings.so (Dovecot 2.4), empty on 2.3 (tests/support/meson.build).
 constexpr const char *built_settings_module = XAPS_SETTINGS_MODULE_PATH;
-
-void make_directory(const std::string &path, mode_t mode, const SystemUser *owner) {
-    fs::create_directories(path);
-    if (::chmod(path.c_str(), mode) < 0 ||
-        (owner != nullptr && ::chown(path.c_str(), owner->uid, owner->gid) < 0)) {
-        throw Error(ErrorKind::internal, "cannot set up " + path + ": " + std::strerror(errno));
-    }
-}
 
 void copy_owned(const std::string &from, const std::string &to, mode_t mode,
                 const SystemUser &owner) {
@@ -62,30 +53,6 @@ std::string unique_instance_name() {
 bool sanitizer_run() {
     const char *value = std::getenv("XAPS_TEST_SANITIZER");
     return value != nullptr && std::string_view(value) == "1";
-}
-
-// "2.3.19.1 (9b53102964)", "2.4.1-4 (7d8c0e5759)".
-DovecotVersion parse_dovecot_version(const std::string &text) {
-    DovecotVersion version;
-    if (std::sscanf(text.c_str(), "%d.%d", &version.major, &version.minor) != 2) {
-        throw Error(ErrorKind::internal, "cannot tell the Dovecot version from '" + text + "'");
-    }
-    return version;
-}
-
-DovecotVersion read_dovecot_version() {
-    const std::string command = std::string(dovecot_binary) + " --version 2>&1";
-    FILE *pipe = ::popen(command.c_str(), "r");
-    if (pipe == nullptr) {
-        throw Error(ErrorKind::internal, "cannot run " + command);
-    }
-    std::string output;
-    char buffer[256];
-    while (std::fgets(buffer, sizeof(buffer), pipe) != nullptr) {
-        output += buffer;
-    }
-    ::pclose(pipe);
-    return parse_dovecot_version(output);
 }
 
 // Copies the built settings module into settings_module_dir unless the same
@@ -112,45 +79,7 @@ void install_settings_module() {
     }
 }
 
-// Dovecot 2.4 takes a value in double quotes as it is, %{variables} expanded.
-std::string quoted_value(const std::string &value) {
-    std::string out = "\"";
-    for (char c : value) {
-        if (c == '"' || c == '\\') {
-            out += '\\';
-        }
-        out += c;
-    }
-    return out + "\"";
-}
-
 } // namespace
-
-std::string config_2_4_quoted(const std::string &value) {
-    return quoted_value(value);
-}
-
-const DovecotVersion &installed_dovecot_version() {
-    static const DovecotVersion version = read_dovecot_version();
-    return version;
-}
-
-std::string xaps_plugins_config(const std::string &protocol) {
-    if (installed_dovecot_version().at_least(2, 4)) {
-        return "protocol " + protocol +
-               " {\n"
-               "  mail_plugins {\n"
-               "    notify = yes\n"
-               "    push_notification = yes\n"
-               "    xaps = yes\n"
-               "  }\n"
-               "}\n";
-    }
-    return "protocol " + protocol +
-           " {\n"
-           "  mail_plugins = $mail_plugins notify push_notification xaps\n"
-           "}\n";
-}
 
 DovecotInstance::DovecotInstance(DovecotOptions options)
     : options_(std::move(options)), dir_(std::make_unique<TemporaryDirectory>()),
@@ -172,11 +101,24 @@ bool DovecotInstance::has_worker() const {
     return options_.enable_worker && !options_.worker_path.empty();
 }
 
+TestMachine DovecotInstance::test_machine() const {
+    TestMachine machine;
+    machine.dir = dir();
+    machine.base_dir = base_dir();
+    machine.log_path = log_path();
+    machine.instance_name = instance_name_;
+    machine.mail_user = mail_user_;
+    machine.users = users_;
+    machine.password = password;
+    machine.imap_port = imap_port_;
+    machine.lmtp_port = lmtp_port_;
+    machine.userdb_fields = options_.userdb_fields;
+    machine.lmtp_socket_mode = "0666";
+    return machine;
+}
+
 void DovecotInstance::prepare_directory() {
-    make_directory(dir() + "/state", 0755, nullptr);
-    make_directory(base_dir(), 0755, nullptr);
-    make_directory(dir() + "/mail", 0700, &mail_user_);
-    make_directory(dir() + "/home", 0700, &mail_user_);
+    prepare_test_machine(test_machine());
     make_directory(db_path(), 0700, &worker_user_);
 
     const std::string module_dir = dir() + "/modules";
@@ -200,12 +142,13 @@ void DovecotInstance::prepare_directory() {
     if (!options_.pki_dir.empty()) {
         copy_credentials();
     }
-
-    std::string users_file;
-    for (const auto &user : users_) {
-        users_file += user + ":{PLAIN}" + password + "::::::\n";
+    if (!options_.sieve_script.empty()) {
+        fs::create_symlink(std::string(stock_module_dir) + "/" + sieve_module,
+                           module_dir + "/" + sieve_module);
+        // Pigeonhole stores the compiled script next to it, as the mail user.
+        make_directory(dir() + "/sieve", 0755, &mail_user_);
+        write_file(dir() + "/sieve/filter.sieve", options_.sieve_script, 0644);
     }
-    write_file(dir() + "/users", users_file, 0644);
     write_file(conf_path(), config_text(), 0644);
 }
 
@@ -246,51 +189,27 @@ std::string DovecotInstance::config_text() const {
     if (installed_dovecot_version().at_least(2, 4)) {
         return config_text_2_4();
     }
-    const std::string uid = std::to_string(mail_user_.uid);
-    const std::string gid = std::to_string(mail_user_.gid);
     const std::string mail_plugins =
         has_plugin() ? "$mail_plugins notify push_notification xaps" : "$mail_plugins";
     std::ostringstream conf;
-    conf << common_settings() << "disable_plaintext_auth = no\n"
-         << "auth_mechanisms = plain\n"
+    conf << header << test_machine_config(test_machine()) << "auth_mechanisms = plain\n"
          << (sanitizer_run() ? "import_environment = TZ CORE_OUTOFMEM CORE_ERROR LD_PRELOAD "
                                "ASAN_OPTIONS UBSAN_OPTIONS LSAN_OPTIONS\n"
                                "default_vsz_limit = 0\n"
                              : "")
-         // alice@example.com (an LMTP recipient) and alice are the same user.
-         << "auth_username_format = %Ln\n"
-         << "first_valid_uid = " << uid << "\n"
-         << "postmaster_address = postmaster@example.com\n"
-         << "mail_location = maildir:" << dir() << "/mail/%u\n"
          << "mail_plugin_dir = " << dir() << "/modules\n"
-         << "\n"
-         << "passdb {\n"
-         << "  driver = passwd-file\n"
-         << "  args = " << dir() << "/users\n"
-         << "}\n"
-         << "userdb {\n"
-         << "  driver = static\n"
-         << "  args = uid=" << uid << " gid=" << gid << " home=" << dir() << "/home/%u"
-         << (options_.userdb_fields.empty() ? "" : " " + options_.userdb_fields) << "\n"
-         << "}\n"
          << "\n"
          << "protocol imap {\n"
          << "  mail_plugins = " << mail_plugins << "\n"
          << "}\n"
          << "protocol lmtp {\n"
          << "  mail_plugins = " << mail_plugins << "\n"
-         << "}\n"
-         << "\n"
-         << listeners_config("127.0.0.1");
+         << "}\n";
     if (has_worker()) {
         conf << "\n" << worker_service_config(sanitizer_run() ? "0" : "2G");
     }
-    conf << "\n"
-         << "plugin {\n";
-    for (const auto &[key, value] : plugin_settings()) {
-        conf << "  " << key << " = " << value << "\n";
-    }
-    conf << "}\n";
+    conf << "\n" << xaps_settings_config(plugin_settings());
+    conf << sieve_config(false);
     if (!options_.extra_config.empty()) {
         conf << "\n# extra_config\n" << options_.extra_config << "\n";
     }
@@ -298,42 +217,13 @@ std::string DovecotInstance::config_text() const {
 }
 
 std::string DovecotInstance::config_text_2_4() const {
-    const std::string uid = std::to_string(mail_user_.uid);
-    const std::string gid = std::to_string(mail_user_.gid);
     std::ostringstream conf;
     // The two versions come first: they select the syntax and the defaults.
     conf << "dovecot_config_version = 2.4.0\n"
          << "dovecot_storage_version = 2.4.0\n"
-         << common_settings() << "auth_allow_cleartext = yes\n"
-         << "auth_mechanisms = plain\n"
-         // alice@example.com (an LMTP recipient) and alice are the same user.
-         << "auth_username_format = %{user | username | lower}\n"
-         << "first_valid_uid = " << uid << "\n"
-         << "postmaster_address = postmaster@example.com\n"
-         << "mail_driver = maildir\n"
-         << "mail_path = " << dir() << "/mail/%{user}\n"
-         << "mail_plugin_dir = " << dir() << "/modules\n"
-         << "\n"
-         << "passdb passwd-file {\n"
-         << "  passwd_file_path = " << dir() << "/users\n"
-         << "}\n"
-         << "userdb static {\n"
-         << "  fields {\n"
-         << "    uid = " << uid << "\n"
-         << "    gid = " << gid << "\n"
-         << "    home = " << dir() << "/home/%{user}\n";
-    // "key=value key=value", as the 2.3 static userdb's args take them.
-    std::istringstream fields(options_.userdb_fields);
-    for (std::string field; fields >> field;) {
-        const auto equals = field.find('=');
-        if (equals == std::string::npos || equals == 0) {
-            throw Error(ErrorKind::config, "userdb_fields: '" + field + "' is not key=value");
-        }
-        conf << "    " << field.substr(0, equals) << " = " << quoted_value(field.substr(equals + 1))
-             << "\n";
-    }
-    conf << "  }\n"
-         << "}\n";
+         << header << test_machine_config(test_machine()) << "auth_mechanisms = plain\n"
+         << "mail_plugin_dir = " << dir() << "/modules\n";
+    std::map<std::string, std::string> settings = plugin_settings();
     if (has_plugin()) {
         conf << "\n"
              << xaps_plugins_config("imap")
@@ -343,57 +233,43 @@ std::string DovecotInstance::config_text_2_4() const {
              << "  driver = xaps\n"
              << "}\n";
     }
-    // The listeners take the global `listen` (2.4 has no per-listener address).
-    conf << "\n" << listeners_config("");
+    settings.erase("push_notification_driver"); // the named filter above
     if (has_worker()) {
         conf << "\n" << worker_service_config("2G");
     }
-    conf << "\n";
-    for (const auto &[key, value] : plugin_settings()) {
-        if (key != "push_notification_driver") { // the named filter above
-            conf << key << " = " << quoted_value(value) << "\n";
-        }
-    }
+    conf << "\n" << xaps_settings_config(settings);
+    conf << sieve_config(true);
     if (!options_.extra_config.empty()) {
         conf << "\n# extra_config\n" << options_.extra_config << "\n";
     }
     return conf.str();
 }
 
-std::string DovecotInstance::common_settings() const {
-    std::ostringstream conf;
-    conf << "# Written by xaps::test::DovecotInstance for one test run.\n"
-         << "base_dir = " << base_dir() << "\n"
-         << "state_dir = " << dir() << "/state\n"
-         << "log_path = " << log_path() << "\n"
-         << "instance_name = " << instance_name_ << "\n"
-         << "protocols = imap lmtp\n"
-         << "listen = 127.0.0.1\n"
-         << "ssl = no\n";
-    return conf.str();
-}
-
-std::string DovecotInstance::listeners_config(const std::string &listener_address) const {
-    const std::string address =
-        listener_address.empty() ? "" : "    address = " + listener_address + "\n";
-    std::ostringstream conf;
-    conf << "service imap-login {\n"
-         << "  inet_listener imap {\n"
-         << address << "    port = " << imap_port_ << "\n"
-         << "  }\n"
-         << "  inet_listener imaps {\n"
-         << "    port = 0\n"
-         << "  }\n"
-         << "}\n"
-         << "service lmtp {\n"
-         << "  inet_listener lmtp {\n"
-         << address << "    port = " << lmtp_port_ << "\n"
-         << "  }\n"
-         << "  unix_listener lmtp {\n"
-         << "    mode = 0666\n"
-         << "  }\n"
-         << "}\n";
-    return conf.str();
+std::string DovecotInstance::sieve_config(bool syntax_2_4) const {
+    if (options_.sieve_script.empty()) {
+        return {};
+    }
+    const std::string script = dir() + "/sieve/filter.sieve";
+    if (syntax_2_4) {
+        return "\n# sieve_script\n"
+               "protocol lmtp {\n"
+               "  mail_plugins {\n"
+               "    sieve = yes\n"
+               "  }\n"
+               "}\n"
+               "sieve_script personal {\n"
+               "  path = " +
+               script +
+               "\n"
+               "}\n";
+    }
+    return "\n# sieve_script\n"
+           "protocol lmtp {\n"
+           "  mail_plugins = $mail_plugins sieve\n"
+           "}\n"
+           "plugin {\n"
+           "  sieve = " +
+           script + "\n}\n";
 }
 
 std::string DovecotInstance::worker_service_config(const std::string &vsz_limit) const {

@@ -4,6 +4,7 @@
 // in this tree, and the test PKI as APNs credentials. Needs root.
 #pragma once
 
+#include "dovecot-config.h"
 #include "dovecot-process.h"
 #include "line-connection.h"
 #include "temporary-directory.h"
@@ -18,27 +19,6 @@
 #include <vector>
 
 namespace xaps::test {
-
-// The installed Dovecot's version, from `dovecot --version` (read once).
-// DovecotInstance writes a 2.3 or a 2.4 dovecot.conf after it; a test that
-// hands in configuration text (extra_config, userdb_fields) picks its syntax
-// with it too.
-struct DovecotVersion {
-    int major = 0;
-    int minor = 0;
-    bool at_least(int want_major, int want_minor) const {
-        return major > want_major || (major == want_major && minor >= want_minor);
-    }
-};
-const DovecotVersion &installed_dovecot_version();
-// A setting's value in Dovecot 2.4's syntax: in double quotes, taken as it is
-// (%{variables} expanded).
-std::string config_2_4_quoted(const std::string &value);
-
-// A `protocol <name> { }` block that loads notify, push_notification and xaps,
-// in the installed Dovecot's syntax: for extra_config, to enable xaps in a
-// protocol besides imap and lmtp.
-std::string xaps_plugins_config(const std::string &protocol);
 
 struct DovecotOptions {
     // The built mail plugin (lib<NN>_xaps_plugin.so), loaded in imap and lmtp
@@ -66,6 +46,9 @@ struct DovecotOptions {
     std::string userdb_fields;
     // Appended to dovecot.conf as it is.
     std::string extra_config;
+    // A Sieve script (its text) that LMTP runs for every user: Pigeonhole's
+    // sieve plugin in lmtp (Debian's dovecot-sieve). Empty: no Sieve.
+    std::string sieve_script;
     Milliseconds start_timeout{15000};
 };
 
@@ -125,13 +108,12 @@ private:
     void prepare_directory();
     void copy_credentials();
     std::map<std::string, std::string> plugin_settings() const;
+    TestMachine test_machine() const;
     // Dovecot 2.4 syntax: settings are declared, plugin { } is gone.
     std::string config_text_2_4() const;
-    // What both syntaxes write alike. listener_address: empty on 2.4, where
-    // the listeners take the global `listen`.
-    std::string common_settings() const;
-    std::string listeners_config(const std::string &listener_address) const;
     std::string worker_service_config(const std::string &vsz_limit) const;
+    // Empty without options_.sieve_script.
+    std::string sieve_config(bool syntax_2_4) const;
 
     DovecotOptions options_;
     std::unique_ptr<TemporaryDirectory> dir_;

@@ -24,6 +24,13 @@ struct ServiceProcess {
     std::vector<uid_t> uids;
 };
 
+// What a command run by a test (doveadm, mostly) left behind.
+struct CommandResult {
+    int exit_code = -1; // -1: killed (time limit) or did not exit normally
+    std::string out;
+    std::string err;
+};
+
 // fork + exec of argv[0] (a path) with stdin from /dev/null and stdout and
 // stderr appended to the two files (which may be the same). The child dies
 // with the test (or when meson's timeout kills it). Throws xaps::Error.

@@ -2,6 +2,8 @@
 // and private temporary directories (temporary-directory.h).
 #pragma once
 
+#include "test-users.h"
+
 #include <string>
 #include <sys/types.h>
 
@@ -11,5 +13,8 @@ namespace xaps::test {
 std::string read_file(const std::string &path);
 // Replaces the file with `content` and gives it `mode`. Throws xaps::Error.
 void write_file(const std::string &path, const std::string &content, mode_t mode = 0644);
+// Creates `path` and its parents, gives it `mode` and `owner` (null: it stays
+// the creator's). Throws xaps::Error.
+void make_directory(const std::string &path, mode_t mode, const SystemUser *owner = nullptr);
 
 } // namespace xaps::test

@@ -45,6 +45,13 @@ int run(std::vector<std::string> argv) {
 
 } // namespace
 
+SystemUser existing_system_user(const std::string &name) {
+    if (auto user = find_user(name)) {
+        return *user;
+    }
+    throw Error(ErrorKind::config, "no Unix user '" + name + "' on this machine");
+}
+
 SystemUser ensure_system_user(const std::string &name) {
     if (auto user = find_user(name)) {
         return *user;

@@ -19,5 +19,8 @@ struct SystemUser {
 // The user, created first as a system user without a home (useradd --system)
 // when it does not exist. Throws xaps::Error when that fails.
 SystemUser ensure_system_user(const std::string &name);
+// The user, which must exist (an installed package created it). Throws
+// xaps::Error otherwise.
+SystemUser existing_system_user(const std::string &name);
 
 } // namespace xaps::test

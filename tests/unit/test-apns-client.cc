@@ -5,7 +5,9 @@
 
 #include "xaps-error.h"
 
+#include "mock-apns-answers.h"
 #include "mock-apns-server.h"
+#include "test-keys.h"
 #include "test-pki.h"
 #include "poll-event-loop.h"
 
@@ -32,6 +34,7 @@ namespace {
 
 using namespace std::chrono_literals;
 using Result = PushOutcome::Result;
+using test::answer_after;
 using test::apple_like_mock_config;
 using test::MockApnsConfig;
 using test::MockApnsRequest;
@@ -67,7 +70,7 @@ protected:
     void SetUp() override { mock_.start(); }
 
     ApnsSettings settings() {
-        ApnsSettings settings;
+        ApnsSettings settings = ApnsSettings::from(default_xaps_settings());
         settings.host = "127.0.0.1";
         settings.port = mock_.port();
         settings.ca_file = test_pki_file("ca.pem");
@@ -243,8 +246,6 @@ TEST_F(ApnsClientTest, MapsEveryFinalAnswerToItsOutcome) {
         EXPECT_EQ(got.unregistered_at_ms, rows[i].unregistered_at_ms);
     }
     EXPECT_EQ(mock_.requests().size(), rows.size()) << "final answers are not retried";
-    EXPECT_EQ(client_->stats().rejected, 4u);
-    EXPECT_EQ(client_->stats().device_gone, 3u);
 }
 
 TEST_F(ApnsClientTest, TransientAnswersAreRetriedUntilDelivered) {
@@ -268,7 +269,6 @@ TEST_F(ApnsClientTest, TransientAnswersAreRetriedUntilDelivered) {
         EXPECT_EQ(requests_per_token()[token(i)], 3);
     }
     EXPECT_EQ(client_->stats().retries, 6u);
-    EXPECT_EQ(client_->stats().delivered, 3u);
 }
 
 TEST_F(ApnsClientTest, TransientAnswersPastTheRetryBoundFail) {
@@ -357,11 +357,7 @@ TEST_F(ApnsClientTest, DroppedConnectionResendsWhatWasInFlight) {
 }
 
 TEST_F(ApnsClientTest, APushNeverAnsweredIsResentABoundedNumberOfTimes) {
-    mock_.set_responder([](const MockApnsRequest &) {
-        MockApnsResponse response;
-        response.delay = 10s;
-        return response;
-    });
+    mock_.set_responder(answer_after(10s));
     ApnsSettings s = settings();
     s.request_timeout = 40ms;
     s.max_resends = 2;
@@ -407,11 +403,7 @@ TEST_F(ApnsClientTest, GoawayMidStreamResendsWhatTheServerDidNotTake) {
 
 TEST_F(ApnsClientTest, FollowsMaxConcurrentStreamsAsTheServerRaisesIt) {
     mock_.set_max_concurrent_streams(1);
-    mock_.set_responder([](const MockApnsRequest &) {
-        MockApnsResponse response;
-        response.delay = 5ms;
-        return response;
-    });
+    mock_.set_responder(answer_after(5ms));
     ApnsClient &client = started_client(settings());
     for (int i = 0; i < 6; i++)
         send(token(i));
@@ -438,7 +430,8 @@ TEST_F(ApnsClientTest, ManyPushesArePipelinedOnOneConnection) {
     for (int i = 0; i < count; i++)
         send(token(i));
     ASSERT_TRUE(wait_done(count, 15s));
-    EXPECT_EQ(client.stats().delivered, static_cast<std::uint64_t>(count));
+    for (int i = 0; i < count; i++)
+        ASSERT_EQ(outcome(token(i)).result, Result::delivered) << token(i);
     EXPECT_EQ(client.stats().sent, static_cast<std::uint64_t>(count));
     EXPECT_EQ(mock_.connections_accepted(), 1u);
     EXPECT_EQ(requests_per_token().size(), static_cast<std::size_t>(count));
@@ -476,31 +469,24 @@ TEST_F(ApnsClientTest, DoneIsNeverCalledFromWithinSend) {
     EXPECT_EQ(outcome(token(1)).result, Result::delivered);
 }
 
-TEST_F(ApnsClientTest, DoneMaySendAgainAndMayThrow) {
+TEST_F(ApnsClientTest, DoneMaySendAgain) {
     started_client(settings());
     int chained = 0;
-    std::function<void(const PushOutcome &)> again = [&](const PushOutcome &) {
+    std::function<void(const PushOutcome &)> again = [&](const PushOutcome &outcome) {
+        EXPECT_EQ(outcome.result, Result::delivered);
         if (++chained < 3)
             client_->send(Push{token(chained), "a"}, again);
-        else
-            throw std::runtime_error("handler bug");
     };
     client_->send(Push{token(0), "a"}, again);
     ASSERT_TRUE(loop_.run_until([&] { return chained == 3; }, 5s));
     loop_.run_once(10ms);
+    EXPECT_EQ(chained, 3);
     EXPECT_TRUE(client_->stats().connected);
-    bool logged = false;
-    for (const auto &[level, message] : log_)
-        logged = logged || message.find("handler bug") != std::string::npos;
-    EXPECT_TRUE(logged);
+    EXPECT_EQ(mock_.requests().size(), 3u);
 }
 
 TEST_F(ApnsClientTest, DestroyingTheClientWithPushesInFlightIsSafe) {
-    mock_.set_responder([](const MockApnsRequest &) {
-        MockApnsResponse response;
-        response.delay = 10s;
-        return response;
-    });
+    mock_.set_responder(answer_after(10s));
     started_client(settings());
     for (int i = 0; i < 5; i++)
         send(token(i));
@@ -529,11 +515,7 @@ TEST_F(ApnsClientTest, Pkcs12ClientCertificateAuthenticates) {
 }
 
 TEST_F(ApnsClientTest, DisableFailsEverythingAndStopsConnecting) {
-    mock_.set_responder([](const MockApnsRequest &) {
-        MockApnsResponse response;
-        response.delay = 10s;
-        return response;
-    });
+    mock_.set_responder(answer_after(10s));
     ApnsSettings s = settings();
     s.give_up_after = 20s;
     ApnsClient &client = started_client(s);
@@ -568,16 +550,11 @@ protected:
         char pattern[] = "/tmp/test-apns-client-token-XXXXXX";
         ASSERT_NE(::mkdtemp(pattern), nullptr);
         dir_ = pattern;
-        EVP_PKEY *key = EVP_EC_gen("P-256");
+        const test::Key key = test::make_ec_key();
         key_file_ = dir_ + "/AuthKey_ABC123DEFG.p8";
         public_key_file_ = dir_ + "/public.pem";
-        FILE *out = std::fopen(key_file_.c_str(), "w");
-        PEM_write_PrivateKey(out, key, nullptr, nullptr, 0, nullptr, nullptr);
-        std::fclose(out);
-        out = std::fopen(public_key_file_.c_str(), "w");
-        PEM_write_PUBKEY(out, key);
-        std::fclose(out);
-        EVP_PKEY_free(key);
+        std::ofstream(key_file_) << test::private_key_pem(key.get());
+        std::ofstream(public_key_file_) << test::public_key_pem(key.get());
 
         MockApnsConfig config = apple_like_mock_config();
         config.client_ca_file.clear(); // Apple does not ask for a certificate then
@@ -751,12 +728,8 @@ TEST_F(ApnsClientTokenTest, InvalidProviderTokenIsLoggedOnceAndRejected) {
         {"wrong team", [](ApnsSettings &s) { s.team_id = "WRONG67890"; }, "WRONG67890"},
         {"another key",
          [this](ApnsSettings &s) {
-             EVP_PKEY *other = EVP_EC_gen("P-256");
              s.token_key_file = dir_ + "/other.p8";
-             FILE *out = std::fopen(s.token_key_file.c_str(), "w");
-             PEM_write_PrivateKey(out, other, nullptr, nullptr, 0, nullptr, nullptr);
-             std::fclose(out);
-             EVP_PKEY_free(other);
+             std::ofstream(s.token_key_file) << test::private_key_pem(test::make_ec_key().get());
          },
          "other.p8"},
     };

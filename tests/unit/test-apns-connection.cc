@@ -1,6 +1,7 @@
 // ApnsConnection against the mock APNs server: real TCP, TLS and HTTP/2.
 #include "apns-connection.h"
 
+#include "mock-apns-answers.h"
 #include "mock-apns-server.h"
 #include "test-pki.h"
 #include "poll-event-loop.h"
@@ -27,6 +28,7 @@ namespace xaps {
 namespace {
 
 using namespace std::chrono_literals;
+using test::answer_after;
 using test::apple_like_mock_config;
 using test::MockApnsConfig;
 using test::MockApnsRequest;
@@ -263,11 +265,7 @@ TEST_F(ApnsConnectionTest, FollowsTheServersMaxConcurrentStreams) {
 }
 
 TEST_F(ApnsConnectionTest, GoawayLetsStreamsFinishThenCloses) {
-    mock_.set_responder([](const MockApnsRequest &) {
-        MockApnsResponse response;
-        response.delay = 100ms;
-        return response;
-    });
+    mock_.set_responder(answer_after(100ms));
     auto connection = connect(config());
     ASSERT_TRUE(wait_ready(*connection));
     auto first = request("01");
@@ -286,11 +284,7 @@ TEST_F(ApnsConnectionTest, GoawayLetsStreamsFinishThenCloses) {
 }
 
 TEST_F(ApnsConnectionTest, DroppedConnectionHandsBackRequestsInFlight) {
-    mock_.set_responder([](const MockApnsRequest &) {
-        MockApnsResponse response;
-        response.delay = 5s;
-        return response;
-    });
+    mock_.set_responder(answer_after(5s));
     auto connection = connect(config());
     ASSERT_TRUE(wait_ready(*connection));
     auto first = request("01");
@@ -318,11 +312,7 @@ TEST_F(ApnsConnectionTest, PingsWhenIdleAndStaysOpen) {
 }
 
 TEST_F(ApnsConnectionTest, CancelsARequestUnansweredPastTheTimeout) {
-    mock_.set_responder([](const MockApnsRequest &) {
-        MockApnsResponse response;
-        response.delay = 5s;
-        return response;
-    });
+    mock_.set_responder(answer_after(5s));
     ApnsConnectionConfig cfg = config();
     cfg.request_timeout = 80ms;
     auto connection = connect(cfg);

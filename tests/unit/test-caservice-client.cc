@@ -204,6 +204,43 @@ TEST_F(CaServiceClientTest, StoredCertificateIsReusedWhileValid) {
     EXPECT_EQ(read_file(first.cert_file), certificate);
 }
 
+TEST_F(CaServiceClientTest, RenewNowRenewsAValidCertificateWithTheSameKey) {
+    ProvisionedCertificate first = provision(now_);
+    const std::string key = read_file(first.key_file);
+    const std::string certificate = read_file(first.cert_file);
+
+    settings_.renew_now = true;
+    ProvisionedCertificate renewed = provision(now_ + 1 * day);
+
+    EXPECT_EQ(renewed.origin, ProvisionedCertificate::Origin::renewed);
+    auto requests = server_->requests();
+    ASSERT_EQ(requests.size(), 2u);
+    EXPECT_EQ(requests[1].path, "/pushcert/caservice/renew");
+    EXPECT_EQ(requests[1].error_code, 0) << requests[1].error_message;
+    EXPECT_EQ(read_file(renewed.key_file), key) << "renewal keeps the key";
+    EXPECT_NE(read_file(renewed.cert_file), certificate);
+    EXPECT_EQ(mode_of(renewed.cert_file), 0600u);
+}
+
+TEST_F(CaServiceClientTest, SettingsAreTakenFromTheXapsSettings) {
+    XapsSettings xaps;
+    xaps.apple_id = "admin@example.com";
+    xaps.apple_password_hash = "5E884898DA28047151D0E56F8DC6292773603D0D6AABBDD62A11EF721D1542D8";
+    xaps.caservice_url = "https://certificates.example.com/pushcert/caservice";
+    xaps.caservice_vendor_key_file = "/etc/dovecot/private/vendor.key";
+    xaps.caservice_vendor_chain_file = "/etc/dovecot/vendor-chain.pem";
+
+    CaServiceSettings caservice = caservice_settings_from(xaps);
+    EXPECT_EQ(caservice.apple_id, "admin@example.com");
+    EXPECT_EQ(caservice.password_hash,
+              "5E884898DA28047151D0E56F8DC6292773603D0D6AABBDD62A11EF721D1542D8");
+    EXPECT_EQ(caservice.url, "https://certificates.example.com/pushcert/caservice");
+    EXPECT_EQ(caservice.vendor_key_file, "/etc/dovecot/private/vendor.key");
+    EXPECT_EQ(caservice.vendor_chain_file, "/etc/dovecot/vendor-chain.pem");
+    EXPECT_FALSE(caservice.renew_now) << "only `provision --force` renews before it is due";
+    EXPECT_EQ(caservice.ca_file, "") << "the system's trust store";
+}
+
 TEST_F(CaServiceClientTest, RenewsWithTheSameKeysWithinThirtyDaysOfExpiry) {
     const struct {
         const char *name;

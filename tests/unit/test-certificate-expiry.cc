@@ -45,11 +45,5 @@ TEST(CertificateExpiry, WarnsWithinThirtyDaysAndErrsOnceExpired) {
     }
 }
 
-TEST(CertificateExpiry, Iso8601InUtc) {
-    EXPECT_EQ(iso8601_utc(system_clock::from_time_t(0)), "1970-01-01T00:00:00Z");
-    EXPECT_EQ(iso8601_utc(system_clock::from_time_t(1700000000)), "2023-11-14T22:13:20Z");
-    EXPECT_EQ(iso8601_utc(system_clock::from_time_t(1700000000) + 999ms), "2023-11-14T22:13:20Z");
-}
-
 } // namespace
 } // namespace xaps

@@ -76,7 +76,7 @@ private:
 class GroupCommitTest : public ::testing::Test {
 protected:
     GroupCommitTest() {
-        xaps::LmdbStoreOptions options;
+        auto options = xaps::LmdbStoreOptions::from(xaps::default_xaps_settings());
         options.path = dir_.path() + "/db";
         options.max_devices_per_user = 0;
         lmdb_ = xaps::open_lmdb_store(options);

@@ -66,7 +66,7 @@ class LmdbStoreTest : public ::testing::Test {
 protected:
     LmdbStoreOptions options(std::size_t cap = 16,
                              std::chrono::seconds ttl = std::chrono::hours(24 * 30)) const {
-        LmdbStoreOptions opts;
+        LmdbStoreOptions opts = LmdbStoreOptions::from(xaps::default_xaps_settings());
         opts.path = dir_.path() + "/db";
         opts.ttl = ttl;
         opts.max_devices_per_user = cap;
@@ -132,7 +132,7 @@ TEST_F(LmdbStoreTest, UsersCompareCaseInsensitivelyInAscii) {
     for (const auto &row : rows) {
         SCOPED_TRACE(row.stored_as + " / " + row.looked_up_as);
         TempDir dir;
-        LmdbStoreOptions opts;
+        LmdbStoreOptions opts = LmdbStoreOptions::from(xaps::default_xaps_settings());
         opts.path = dir.path();
         auto store = xaps::open_lmdb_store(opts);
         store->put(make_registration(row.stored_as, "acct", "tok"), 10);
@@ -207,7 +207,7 @@ TEST_F(LmdbStoreTest, ExpireDropsByLastSeenPlusTtl) {
 
 TEST(LmdbStore, ExpireRemovesMoreThanOneBatch) {
     TempDir dir(TempDir::memory_base());
-    LmdbStoreOptions opts;
+    LmdbStoreOptions opts = LmdbStoreOptions::from(xaps::default_xaps_settings());
     opts.path = dir.path();
     opts.ttl = std::chrono::seconds(10);
     opts.max_devices_per_user = 0;
@@ -251,7 +251,7 @@ TEST_F(LmdbStoreTest, RemoveCounts) {
     for (const auto &row : rows) {
         SCOPED_TRACE(row.what);
         TempDir dir;
-        LmdbStoreOptions opts;
+        LmdbStoreOptions opts = LmdbStoreOptions::from(xaps::default_xaps_settings());
         opts.path = dir.path();
         auto store = xaps::open_lmdb_store(opts);
         store->put(make_registration("alice", "a", "a1"), 1);
@@ -287,7 +287,7 @@ TEST_F(LmdbStoreTest, RemoveTokenUnlessSeenSince) {
     for (const auto &row : rows) {
         SCOPED_TRACE(row.what);
         TempDir dir;
-        LmdbStoreOptions opts;
+        LmdbStoreOptions opts = LmdbStoreOptions::from(xaps::default_xaps_settings());
         opts.path = dir.path();
         auto store = xaps::open_lmdb_store(opts);
         store->put(make_registration("alice", "acct-old", "tok"), 100);
@@ -459,7 +459,7 @@ TEST_F(LmdbStoreTest, PutBatchSeesItsOwnEarlierEntries) {
 
 TEST(LmdbStore, PutBatchIsAllOrNothingWhenTheCommitFails) {
     TempDir dir(TempDir::memory_base());
-    LmdbStoreOptions opts;
+    LmdbStoreOptions opts = LmdbStoreOptions::from(xaps::default_xaps_settings());
     opts.path = dir.path();
     opts.max_devices_per_user = 0;
     opts.map_size = 256 * 1024;
@@ -488,7 +488,7 @@ TEST(LmdbStore, PutBatchIsAllOrNothingWhenTheCommitFails) {
 
 TEST(LmdbStore, FullMapIsUnavailableAndKeepsWhatWasStored) {
     TempDir dir(TempDir::memory_base());
-    LmdbStoreOptions opts;
+    LmdbStoreOptions opts = LmdbStoreOptions::from(xaps::default_xaps_settings());
     opts.path = dir.path();
     opts.max_devices_per_user = 0;
     opts.map_size = 256 * 1024;
@@ -523,7 +523,7 @@ TEST(LmdbStore, FullMapIsUnavailableAndKeepsWhatWasStored) {
 TEST_F(LmdbStoreTest, OpenErrorsNameThePath) {
     std::string file = dir_.path() + "/plain-file";
     std::ofstream(file) << "not a directory";
-    LmdbStoreOptions opts;
+    LmdbStoreOptions opts = LmdbStoreOptions::from(xaps::default_xaps_settings());
     opts.path = file + "/db";
     try {
         xaps::open_lmdb_store(opts);
@@ -706,6 +706,97 @@ TEST_F(LmdbStoreTest, VisitUserSeesWhatFindUserReturns) {
     ASSERT_EQ(visited.size(), 2u);
     EXPECT_EQ(visited[0].mailboxes.size(), 3u);
     EXPECT_EQ(visited[1].mailboxes, (std::vector<std::string>{"INBOX"}));
+}
+
+// Stale rows: iOS registers each account again once 23 h (82,800 s) have
+// passed since its last registration. A row of the same user and token under
+// another account id that is that old when the phone registers is retired.
+constexpr std::int64_t reregistration = 82800;
+
+std::set<std::string> keys_of(const std::vector<Registration> &registrations) {
+    std::set<std::string> keys;
+    for (const auto &registration : registrations) {
+        keys.insert(registration.user + "/" + registration.account_id + "/" +
+                    registration.device_token);
+    }
+    return keys;
+}
+
+TEST_F(LmdbStoreTest, AReAddedAccountRetiresTheOldAccountOfTheSameToken) {
+    auto store = xaps::open_lmdb_store(options());
+    const std::int64_t t0 = 1'000'000;
+    store->put(make_registration("alice", "old", "tok"), t0);
+    store->put(make_registration("alice", "old", "other-phone"), t0);
+    store->put(make_registration("bob", "old", "tok"), t0);
+
+    // Removed and re-added within the 23 h: the old row may still be live.
+    store->put(make_registration("alice", "new", "tok"), t0 + 3600);
+    EXPECT_EQ(keys_of(store->all()),
+              (std::set<std::string>{"alice/new/tok", "alice/old/other-phone", "alice/old/tok",
+                                     "bob/old/tok"}));
+    // The new account's own re-registration: the old one missed its own.
+    store->put(make_registration("alice", "new", "tok"), t0 + 3600 + reregistration);
+    EXPECT_EQ(keys_of(store->all()),
+              (std::set<std::string>{"alice/new/tok", "alice/old/other-phone", "bob/old/tok"}))
+        << "only the same user's rows for the same token go";
+    EXPECT_EQ(store->size(), 3u) << "the indexes shrink with the rows";
+    EXPECT_EQ(store->remove_token("tok"), 2u);
+}
+
+TEST_F(LmdbStoreTest, AReAddedAccountRetiresAnAlreadyOverdueRowAtOnce) {
+    auto store = xaps::open_lmdb_store(options());
+    store->put(make_registration("Alice", "old", "tok"), 1000);
+    store->put(make_registration("alice", "new", "tok"), 1000 + reregistration - 1);
+    EXPECT_EQ(store->find_user("alice", 1000 + reregistration).size(), 2u);
+    store->put(make_registration("alice", "newer", "tok"), 1000 + reregistration);
+    EXPECT_EQ(keys_of(store->all()), (std::set<std::string>{"alice/new/tok", "alice/newer/tok"}));
+}
+
+// Two accounts of one phone that share the push user (xaps_user_lookup): the
+// phone registers both, each on its own 23 h cycle; neither is retired.
+TEST_F(LmdbStoreTest, TwoLiveAccountsOnOnePhoneBothStay) {
+    auto store = xaps::open_lmdb_store(options());
+    std::int64_t next_a = 1'000'000;
+    std::int64_t next_b = next_a + 40'000; // added later: the cycles are offset
+    const std::int64_t lateness[] = {0, 5, 1200, 30, 7200, 1};
+    for (int i = 0; i < 12; i++) {
+        const bool a_first = next_a <= next_b;
+        const std::int64_t now = a_first ? next_a : next_b;
+        store->put(make_registration("shared", a_first ? "account-a" : "account-b", "tok"), now);
+        const std::int64_t delay = reregistration + lateness[i % 6];
+        (a_first ? next_a : next_b) = now + delay;
+        if (i > 0) {
+            SCOPED_TRACE(i);
+            EXPECT_EQ(keys_of(store->all()),
+                      (std::set<std::string>{"shared/account-a/tok", "shared/account-b/tok"}));
+        }
+    }
+}
+
+// The phone was silent for days (Low Power Mode) and registers both accounts
+// when it listens again: the first retires the overdue second, which comes
+// back with its own registration moments later.
+TEST_F(LmdbStoreTest, ALiveAccountRetiredAfterSilenceComesBackWithItsRegistration) {
+    auto store = xaps::open_lmdb_store(options());
+    const std::int64_t t0 = 1'000'000;
+    store->put(make_registration("shared", "account-a", "tok"), t0);
+    store->put(make_registration("shared", "account-b", "tok"), t0 + 10);
+    const std::int64_t back = t0 + 3 * 86400;
+    store->put(make_registration("shared", "account-a", "tok"), back);
+    EXPECT_EQ(keys_of(store->all()), (std::set<std::string>{"shared/account-a/tok"}));
+    store->put(make_registration("shared", "account-b", "tok"), back + 2);
+    EXPECT_EQ(keys_of(store->all()),
+              (std::set<std::string>{"shared/account-a/tok", "shared/account-b/tok"}));
+}
+
+TEST_F(LmdbStoreTest, ImportRetiresNothing) {
+    auto store = xaps::open_lmdb_store(options());
+    store->put(make_registration("alice", "old", "tok"), 1000);
+    Registration imported = make_registration("alice", "new", "tok");
+    imported.registered_at = 1000 + 2 * reregistration;
+    imported.last_seen = imported.registered_at;
+    EXPECT_TRUE(store->import(imported));
+    EXPECT_EQ(store->size(), 2u) << "an import is no sign of the phone";
 }
 
 } // namespace

@@ -1,5 +1,7 @@
 // The mock APNs server, driven by a real TLS + HTTP/2 client over loopback.
+#include "mock-apns-answers.h"
 #include "mock-apns-server.h"
+#include "test-keys.h"
 #include "test-pki.h"
 
 #include "provider-token.h"
@@ -32,6 +34,7 @@
 namespace {
 
 using namespace std::chrono_literals;
+using xaps::test::answer_after;
 using xaps::test::apple_like_mock_config;
 using xaps::test::MockApnsConfig;
 using xaps::test::MockApnsRequest;
@@ -187,11 +190,6 @@ public:
         return stream_id;
     }
 
-    void ping() {
-        nghttp2_submit_ping(session_, NGHTTP2_FLAG_NONE, nullptr);
-        flush();
-    }
-
     // Processes I/O until done() holds; false on timeout.
     bool run_until(const std::function<bool()> &done, std::chrono::milliseconds timeout) {
         const auto deadline = std::chrono::steady_clock::now() + timeout;
@@ -208,15 +206,8 @@ public:
     }
 
     Response &response(int32_t stream_id) { return responses_[stream_id]; }
-    bool eof() const { return eof_; }
     bool goaway_received() const { return goaway_.has_value(); }
     const nghttp2_goaway &goaway() const { return *goaway_; }
-    const std::string &goaway_data() const { return goaway_data_; }
-    uint32_t remote_max_streams() const {
-        return nghttp2_session_get_remote_settings(session_,
-                                                   NGHTTP2_SETTINGS_MAX_CONCURRENT_STREAMS);
-    }
-    size_t settings_received() const { return settings_received_; }
 
 private:
     struct BodySource {
@@ -315,14 +306,8 @@ private:
     }
 
     static int on_frame(nghttp2_session *, const nghttp2_frame *frame, void *user_data) {
-        TestClient &client = self(user_data);
-        if (frame->hd.type == NGHTTP2_GOAWAY) {
-            client.goaway_ = frame->goaway;
-            client.goaway_data_.assign(reinterpret_cast<const char *>(frame->goaway.opaque_data),
-                                       frame->goaway.opaque_data_len);
-        }
-        if (frame->hd.type == NGHTTP2_SETTINGS && (frame->hd.flags & NGHTTP2_FLAG_ACK) == 0)
-            ++client.settings_received_;
+        if (frame->hd.type == NGHTTP2_GOAWAY)
+            self(user_data).goaway_ = frame->goaway;
         return 0;
     }
 
@@ -354,8 +339,6 @@ private:
     std::list<BodySource> bodies_;
     std::map<int32_t, Response> responses_;
     std::optional<nghttp2_goaway> goaway_;
-    std::string goaway_data_;
-    size_t settings_received_ = 0;
 };
 
 const ClientCertificate trusted_client{test_pki_file("client.pem"), test_pki_file("client.key")};
@@ -366,43 +349,6 @@ protected:
 
     MockApnsServer server_{apple_like_mock_config()};
 };
-
-TEST_F(MockApnsServerTest, RecordsRequestWithHeadersAndBody) {
-    TestClient client(server_.port(), trusted_client);
-    ASSERT_TRUE(client.connect());
-    const std::string body = R"({"aps":{"account-id":"0715A26B-CA09-4730-A419-793000CA982E"}})";
-    const int32_t stream = client.submit("POST", "/3/device/a1b2c3d4",
-                                         {{"apns-topic", test_pki_topic()},
-                                          {"apns-push-type", "background"},
-                                          {"apns-expiration", "1700000000"}},
-                                         body);
-    ASSERT_TRUE(client.run_until([&] { return client.response(stream).closed; }, patience));
-
-    EXPECT_EQ(client.response(stream).status, 200);
-    EXPECT_TRUE(is_upper_case_uuid(client.response(stream).headers["apns-id"]))
-        << client.response(stream).headers["apns-id"];
-    EXPECT_TRUE(client.response(stream).body.empty());
-
-    ASSERT_TRUE(server_.wait_for_requests(1, patience));
-    const std::vector<MockApnsRequest> requests = server_.requests();
-    ASSERT_EQ(requests.size(), 1u);
-    const MockApnsRequest &request = requests[0];
-    EXPECT_EQ(request.method, "POST");
-    EXPECT_EQ(request.path, "/3/device/a1b2c3d4");
-    EXPECT_EQ(request.device_token, "a1b2c3d4");
-    EXPECT_EQ(request.body, body);
-    EXPECT_EQ(request.headers.at("apns-topic"), test_pki_topic());
-    EXPECT_EQ(request.headers.at("apns-push-type"), "background");
-    EXPECT_EQ(request.headers.at("apns-expiration"), "1700000000");
-    EXPECT_EQ(request.headers.at(":authority"), "localhost");
-    EXPECT_EQ(request.client_uid, test_pki_topic());
-    EXPECT_EQ(request.client_subject,
-              "/UID=" + test_pki_topic() + "/CN=APSP:0b5f6d3e-8f1c-4f8e-9c3a-2d1e0f9a8b7c/C=US");
-    EXPECT_EQ(request.connection_index, 0u);
-    EXPECT_EQ(request.stream_id, stream);
-    EXPECT_EQ(server_.connections_accepted(), 1u);
-    EXPECT_EQ(server_.handshake_failures(), 0u);
-}
 
 TEST_F(MockApnsServerTest, EchoesTheApnsIdTheClientChose) {
     TestClient client(server_.port(), trusted_client);
@@ -449,57 +395,10 @@ TEST_F(MockApnsServerTest, ClientCertificateMustVerifyAgainstTheConfiguredCa) {
     EXPECT_EQ(server_.connections_accepted(), std::size(rows));
     const std::vector<MockApnsRequest> requests = server_.requests();
     ASSERT_EQ(requests.size(), 2u);
+    EXPECT_EQ(requests[0].client_uid, test_pki_topic());
+    EXPECT_EQ(requests[0].client_subject,
+              "/UID=" + test_pki_topic() + "/CN=APSP:0b5f6d3e-8f1c-4f8e-9c3a-2d1e0f9a8b7c/C=US");
     EXPECT_EQ(requests[1].client_uid, "com.apple.mail.nil");
-}
-
-TEST_F(MockApnsServerTest, AnswersAsScripted) {
-    struct Row {
-        const char *name;
-        MockApnsResponse response;
-        int status;
-        std::optional<std::string> reason; // nullopt: no body at all
-        std::optional<int64_t> timestamp;
-    };
-    MockApnsResponse unregistered;
-    unregistered.status = 410;
-    unregistered.timestamp_ms = 1700000000123;
-    MockApnsResponse bad_token;
-    bad_token.status = 400;
-    MockApnsResponse not_for_topic;
-    not_for_topic.status = 400;
-    not_for_topic.reason = "DeviceTokenNotForTopic";
-    MockApnsResponse unavailable;
-    unavailable.status = 503;
-    const Row rows[] = {
-        {"ok", MockApnsResponse{}, 200, std::nullopt, std::nullopt},
-        {"410 with timestamp", unregistered, 410, "Unregistered", 1700000000123},
-        {"400 default reason", bad_token, 400, "BadDeviceToken", std::nullopt},
-        {"400 given reason", not_for_topic, 400, "DeviceTokenNotForTopic", std::nullopt},
-        {"503", unavailable, 503, "ServiceUnavailable", std::nullopt},
-    };
-    TestClient client(server_.port(), trusted_client);
-    ASSERT_TRUE(client.connect());
-    for (const Row &row : rows) {
-        SCOPED_TRACE(row.name);
-        server_.set_responder([&](const MockApnsRequest &) { return row.response; });
-        const int32_t stream = client.submit("POST", "/3/device/ab", {}, "{}");
-        ASSERT_TRUE(client.run_until([&] { return client.response(stream).closed; }, patience));
-        TestClient::Response &response = client.response(stream);
-        EXPECT_EQ(response.status, row.status);
-        EXPECT_FALSE(response.headers["apns-id"].empty());
-        if (!row.reason) {
-            EXPECT_TRUE(response.body.empty()) << response.body;
-            continue;
-        }
-        EXPECT_EQ(response.headers["content-type"], "application/json");
-        Json::Value body;
-        ASSERT_TRUE(parse_json(response.body, body)) << response.body;
-        EXPECT_EQ(body["reason"].asString(), *row.reason);
-        if (row.timestamp)
-            EXPECT_EQ(body["timestamp"].asInt64(), *row.timestamp);
-        else
-            EXPECT_FALSE(body.isMember("timestamp")) << response.body;
-    }
 }
 
 TEST_F(MockApnsServerTest, UnregisteredWithoutTimestampSaysNow) {
@@ -540,6 +439,8 @@ TEST_F(MockApnsServerTest, WithoutResponderAnswersLikeApns) {
         const int32_t stream = client.submit(row.method, row.path, {}, "{}");
         ASSERT_TRUE(client.run_until([&] { return client.response(stream).closed; }, patience));
         EXPECT_EQ(client.response(stream).status, row.status);
+        EXPECT_TRUE(is_upper_case_uuid(client.response(stream).headers["apns-id"]))
+            << client.response(stream).headers["apns-id"];
         Json::Value body;
         parse_json(client.response(stream).body, body);
         EXPECT_EQ(body["reason"].asString(), row.reason) << client.response(stream).body;
@@ -576,33 +477,8 @@ TEST_F(MockApnsServerTest, DelayedAnswerDoesNotStallOtherStreams) {
     EXPECT_GE(client.response(slow).closed_at - sent, 300ms);
 }
 
-TEST_F(MockApnsServerTest, GoawayLetsReceivedStreamsFinishThenCloses) {
-    server_.set_responder([](const MockApnsRequest &) {
-        MockApnsResponse response;
-        response.delay = 500ms;
-        return response;
-    });
-    TestClient client(server_.port(), trusted_client);
-    ASSERT_TRUE(client.connect());
-    const int32_t pending = client.submit("POST", "/3/device/ab", {}, "{}");
-    ASSERT_TRUE(server_.wait_for_requests(1, patience));
-    server_.send_goaway("Shutdown");
-
-    ASSERT_TRUE(client.run_until([&] { return client.goaway_received(); }, patience));
-    EXPECT_EQ(client.goaway().error_code, NGHTTP2_NO_ERROR);
-    EXPECT_EQ(client.goaway().last_stream_id, pending);
-    EXPECT_EQ(client.goaway_data(), R"({"reason":"Shutdown"})");
-    ASSERT_TRUE(client.run_until([&] { return client.response(pending).closed; }, patience));
-    EXPECT_EQ(client.response(pending).status, 200);
-    EXPECT_TRUE(server_.wait_for_open_connections(0, patience));
-}
-
 TEST_F(MockApnsServerTest, GoawayRefusingStreamsLeavesThemUnanswered) {
-    server_.set_responder([](const MockApnsRequest &) {
-        MockApnsResponse response;
-        response.delay = 60s;
-        return response;
-    });
+    server_.set_responder(answer_after(60s));
     TestClient client(server_.port(), trusted_client);
     ASSERT_TRUE(client.connect());
     const int32_t refused = client.submit("POST", "/3/device/ab", {}, "{}");
@@ -615,81 +491,6 @@ TEST_F(MockApnsServerTest, GoawayRefusingStreamsLeavesThemUnanswered) {
     EXPECT_EQ(client.response(refused).status, 0);
     EXPECT_EQ(client.response(refused).error_code, NGHTTP2_REFUSED_STREAM);
     EXPECT_TRUE(server_.wait_for_open_connections(0, patience));
-}
-
-TEST_F(MockApnsServerTest, MaxConcurrentStreamsFollowsTheServerSetting) {
-    server_.stop();
-    MockApnsConfig config = apple_like_mock_config();
-    config.max_concurrent_streams = 1;
-    MockApnsServer server(config);
-    server.start();
-    TestClient client(server.port(), trusted_client);
-    ASSERT_TRUE(client.connect());
-    ASSERT_TRUE(client.run_until([&] { return client.settings_received() == 1; }, patience));
-    EXPECT_EQ(client.remote_max_streams(), 1u);
-
-    server.set_max_concurrent_streams(500);
-    ASSERT_TRUE(client.run_until([&] { return client.settings_received() == 2; }, patience));
-    EXPECT_EQ(client.remote_max_streams(), 500u);
-
-    TestClient later(server.port(), trusted_client);
-    ASSERT_TRUE(later.connect());
-    ASSERT_TRUE(later.run_until([&] { return later.settings_received() == 1; }, patience));
-    EXPECT_EQ(later.remote_max_streams(), 500u);
-}
-
-TEST_F(MockApnsServerTest, DropConnectionsResetsTcp) {
-    TestClient client(server_.port(), trusted_client);
-    ASSERT_TRUE(client.usable());
-    server_.drop_connections();
-    EXPECT_TRUE(server_.wait_for_open_connections(0, patience));
-    EXPECT_FALSE(client.run_until([] { return false; }, patience));
-    EXPECT_TRUE(client.eof());
-    EXPECT_FALSE(client.goaway_received());
-}
-
-TEST_F(MockApnsServerTest, RestartListensOnTheSamePort) {
-    const uint16_t port = server_.port();
-    {
-        TestClient client(port, trusted_client);
-        ASSERT_TRUE(client.usable());
-    }
-    server_.stop();
-    EXPECT_EQ(server_.open_connections(), 0u);
-    server_.start();
-    EXPECT_EQ(server_.port(), port);
-    TestClient client(port, trusted_client);
-    EXPECT_TRUE(client.usable());
-    EXPECT_EQ(server_.requests_received(), 2u);
-    EXPECT_EQ(server_.requests().back().connection_index, 1u);
-}
-
-TEST_F(MockApnsServerTest, CountsPings) {
-    TestClient client(server_.port(), trusted_client);
-    ASSERT_TRUE(client.connect());
-    client.ping();
-    EXPECT_TRUE(client.run_until([&] { return server_.pings_received() == 1; }, patience));
-}
-
-TEST_F(MockApnsServerTest, ManyConnectionsAndStreamsAtOnce) {
-    std::vector<std::unique_ptr<TestClient>> clients;
-    std::vector<std::vector<int32_t>> streams(4);
-    for (size_t i = 0; i < streams.size(); ++i) {
-        clients.push_back(std::make_unique<TestClient>(server_.port(), trusted_client));
-        ASSERT_TRUE(clients.back()->connect());
-        for (int n = 0; n < 50; ++n)
-            streams[i].push_back(clients.back()->submit("POST", "/3/device/ab", {}, "{}"));
-    }
-    for (size_t i = 0; i < clients.size(); ++i) {
-        ASSERT_TRUE(clients[i]->run_until(
-            [&] {
-                return std::all_of(streams[i].begin(), streams[i].end(),
-                                   [&](int32_t id) { return clients[i]->response(id).closed; });
-            },
-            patience));
-    }
-    EXPECT_EQ(server_.requests_received(), 200u);
-    EXPECT_EQ(server_.open_connections(), 4u);
 }
 
 TEST(MockApnsServerConfig, UnusableCertificateThrows) {
@@ -728,25 +529,11 @@ protected:
     }
 
     static std::string make_key_pem() {
-        EVP_PKEY *key = EVP_EC_gen("P-256");
-        BIO *bio = BIO_new(BIO_s_mem());
-        PEM_write_bio_PrivateKey(bio, key, nullptr, nullptr, 0, nullptr, nullptr);
-        char *data = nullptr;
-        const long length = BIO_get_mem_data(bio, &data);
-        std::string pem(data, static_cast<size_t>(length));
-        BIO_free(bio);
-        EVP_PKEY_free(key);
-        return pem;
+        return xaps::test::private_key_pem(xaps::test::make_ec_key().get());
     }
     static std::string public_pem_of(const std::string &private_pem) {
-        const xaps::ProviderKey key = xaps::ProviderKey::from_pem(private_pem, "test key");
-        BIO *bio = BIO_new(BIO_s_mem());
-        PEM_write_bio_PUBKEY(bio, key.native());
-        char *data = nullptr;
-        const long length = BIO_get_mem_data(bio, &data);
-        std::string pem(data, static_cast<size_t>(length));
-        BIO_free(bio);
-        return pem;
+        return xaps::test::public_key_pem(
+            xaps::ProviderKey::from_pem(private_pem, "test key").native());
     }
     static int64_t now_seconds() {
         return std::chrono::duration_cast<std::chrono::seconds>(

@@ -3,6 +3,7 @@
 // loading errors, and when a new token is signed, with an injected clock.
 #include "provider-token.h"
 
+#include "test-keys.h"
 #include "xaps-error.h"
 
 #include <gtest/gtest.h>
@@ -31,27 +32,11 @@ namespace fs = std::filesystem;
 using namespace std::chrono_literals;
 using std::chrono::system_clock;
 
-struct KeyFree {
-    void operator()(EVP_PKEY *key) const { EVP_PKEY_free(key); }
-};
-using Key = std::unique_ptr<EVP_PKEY, KeyFree>;
-
-std::string pem_of(const std::function<int(BIO *)> &write) {
-    BIO *bio = BIO_new(BIO_s_mem());
-    EXPECT_EQ(write(bio), 1);
-    char *data = nullptr;
-    const long length = BIO_get_mem_data(bio, &data);
-    std::string pem(data, static_cast<std::size_t>(length));
-    BIO_free(bio);
-    return pem;
-}
-
-// PKCS#8 PEM, "-----BEGIN PRIVATE KEY-----", as Apple's .p8 files.
-std::string p8_of(EVP_PKEY *key) {
-    return pem_of([&](BIO *bio) {
-        return PEM_write_bio_PrivateKey(bio, key, nullptr, nullptr, 0, nullptr, nullptr);
-    });
-}
+using test::encrypted_private_key_pem;
+using test::Key;
+using test::make_ec_key;
+using test::private_key_pem;
+using test::public_key_pem;
 
 Json::Value parse_json(const std::string &text) {
     const std::unique_ptr<Json::CharReader> reader(Json::CharReaderBuilder().newCharReader());
@@ -94,7 +79,7 @@ bool verifies(EVP_PKEY *public_key, const std::string &signed_part, const std::s
 
 // The public half only, as Apple holds it: nothing of the private key helps verifying.
 Key public_half(EVP_PKEY *key) {
-    const std::string pem = pem_of([&](BIO *bio) { return PEM_write_bio_PUBKEY(bio, key); });
+    const std::string pem = public_key_pem(key);
     BIO *bio = BIO_new_mem_buf(pem.data(), static_cast<int>(pem.size()));
     Key public_key(PEM_read_bio_PUBKEY(bio, nullptr, nullptr, nullptr));
     BIO_free(bio);
@@ -107,9 +92,9 @@ protected:
         char pattern[] = "/tmp/test-provider-token-XXXXXX";
         ASSERT_NE(::mkdtemp(pattern), nullptr);
         dir_ = pattern;
-        key_.reset(EVP_EC_gen("P-256"));
+        key_ = make_ec_key();
         ASSERT_NE(key_, nullptr);
-        key_file_ = write("AuthKey_ABC123DEFG.p8", p8_of(key_.get()));
+        key_file_ = write("AuthKey_ABC123DEFG.p8", private_key_pem(key_.get()));
     }
     void TearDown() override { fs::remove_all(dir_); }
 
@@ -179,7 +164,7 @@ TEST_F(ProviderTokenTest, SignatureVerifiesWithThePublicKeyAndOnlyForItsContent)
         other_claims.back() = other_claims.back() == 'A' ? 'B' : 'A';
         EXPECT_FALSE(verifies(public_key.get(), other_claims, signature));
     }
-    Key other(EVP_EC_gen("P-256"));
+    Key other = make_ec_key();
     const std::string token = make_provider_token(key, "ABC123DEFG", "DEF123GHIJ", 1700000000);
     const std::size_t last_dot = token.rfind('.');
     EXPECT_FALSE(verifies(other.get(), token.substr(0, last_dot),
@@ -225,29 +210,19 @@ TEST_F(ProviderTokenTest, EveryUnusableKeyIsAConfigErrorNamingFileAndProblem) {
         {"RSA key",
          [this] {
              Key rsa(EVP_RSA_gen(1024)); // small: only its type matters
-             return write("rsa.p8", p8_of(rsa.get()));
+             return write("rsa.p8", private_key_pem(rsa.get()));
          },
          "not an EC P-256 key"},
         {"P-384 key",
          [this] {
-             Key p384(EVP_EC_gen("P-384"));
-             return write("p384.p8", p8_of(p384.get()));
+             Key p384 = make_ec_key("P-384");
+             return write("p384.p8", private_key_pem(p384.get()));
          },
          "not an EC P-256 key"},
         {"encrypted key",
-         [this] {
-             static char passphrase[] = "secret";
-             return write("encrypted.p8", pem_of([&](BIO *bio) {
-                              return PEM_write_bio_PrivateKey(bio, key_.get(), EVP_aes_128_cbc(),
-                                                              nullptr, 0, nullptr, passphrase);
-                          }));
-         },
+         [this] { return write("encrypted.p8", encrypted_private_key_pem(key_.get())); },
          "encrypted"},
-        {"public key only",
-         [this] {
-             return write("public.pem",
-                          pem_of([&](BIO *bio) { return PEM_write_bio_PUBKEY(bio, key_.get()); }));
-         },
+        {"public key only", [this] { return write("public.pem", public_key_pem(key_.get())); },
          "no PEM private key"},
     };
     for (const Row &row : rows) {

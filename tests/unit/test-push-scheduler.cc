@@ -158,9 +158,10 @@ const std::vector<std::string> flags_set{"FlagsSet"};
 // A real LMDB store, a manual loop, a recording sender, unix time 1000.
 class SchedulerFixture {
 public:
-    explicit SchedulerFixture(xaps::PushSchedulerSettings settings = {})
+    explicit SchedulerFixture(xaps::PushSchedulerSettings settings =
+                                  xaps::PushSchedulerSettings::from(xaps::default_xaps_settings()))
         : store(xaps::open_lmdb_store([this] {
-              xaps::LmdbStoreOptions options;
+              auto options = xaps::LmdbStoreOptions::from(xaps::default_xaps_settings());
               options.path = dir.path();
               return options;
           }())),
@@ -601,6 +602,117 @@ TEST_F(PushSchedulerTest, QueuedRemovalsAreCommittedWhenTheSchedulerStops) {
     }
     EXPECT_EQ(f.store->size(), 0u);
     EXPECT_EQ(f.loop.timers(), 0u);
+}
+
+// The payload's "m": MD5 of the registered names (literals from
+// `printf '%s' NAME | openssl md5`, upper-cased).
+namespace hashes {
+const std::string inbox = "7E33429F656F1E6E9D79B29C3F82C57E";       // INBOX
+const std::string inbox_lower = "AF1CD994DFCB9286C394D142687FF5A0"; // inbox
+const std::string sent = "579DB7EB2F78B2CB1F7F367CFF50C7A7";        // Sent Messages
+const std::string archive = "CCD7D7A6D1558BB39540226CFA071C8C";     // Archive/2024
+const std::string notes = "F4C6F851B00D5518BF888815DE279ABA";       // Notes
+const std::string entwuerfe = "6935862F74F620598B6B2549C202AAFA";   // Entwürfe
+} // namespace hashes
+
+using Hashes = std::vector<std::string>;
+
+TEST(PushSchedulerHashes, APushNamesTheRegisteredMailboxItIsAbout) {
+    struct Row {
+        unsigned aps_version;
+        std::vector<std::string> mailboxes;
+        std::string event_mailbox;
+        Hashes m;
+    };
+    const Row rows[] = {
+        {2, {"INBOX", "Sent Messages"}, "INBOX", {hashes::inbox}},
+        {2, {"INBOX", "Sent Messages"}, "Sent Messages", {hashes::sent}},
+        // The name as registered (= as echoed to the phone), not the event's.
+        {2, {"inbox"}, "INBOX", {hashes::inbox_lower}},
+        {2, {"Archive/2024"}, "Archive/2024", {hashes::archive}},
+        {2, {"Entw\u00fcrfe"}, "Entw\u00fcrfe", {hashes::entwuerfe}},
+        // Version 1: the phone has no mailbox table, "m" would be ignored.
+        {1, {"INBOX"}, "INBOX", {}},
+    };
+    for (const auto &row : rows) {
+        SCOPED_TRACE("v" + std::to_string(row.aps_version) + " " + row.event_mailbox);
+        SchedulerFixture f;
+        f.store->put(make_registration("alice", "acct", "tok", row.aps_version, row.mailboxes),
+                     f.unix_now);
+        f.scheduler.notify("alice", row.event_mailbox, new_mail);
+        ASSERT_EQ(f.sender.sent.size(), 1u);
+        EXPECT_EQ(f.sender.sent[0].push.mailbox_hashes, row.m);
+    }
+}
+
+TEST_F(PushSchedulerTest, ACoalescedPushCarriesTheUnionOfItsMailboxes) {
+    f.store->put(make_registration("alice", "acct", "tok", 2,
+                                   {"INBOX", "Sent Messages", "Archive/2024", "Notes"}),
+                 f.unix_now);
+    f.scheduler.notify("alice", "Sent Messages", flags_set);
+    f.scheduler.notify("alice", "Archive/2024", flags_set);
+    f.scheduler.notify("alice", "Sent Messages", flags_set);
+    f.scheduler.notify("alice", "Unregistered", new_mail); // not registered: no push
+    EXPECT_TRUE(f.sender.sent.empty());
+    f.scheduler.notify("alice", "INBOX", new_mail); // absorbs the pending push
+    ASSERT_EQ(f.sender.sent.size(), 1u);
+    EXPECT_EQ(f.sender.sent[0].push.mailbox_hashes,
+              (Hashes{hashes::sent, hashes::archive, hashes::inbox}));
+
+    // While it is in flight: the follow-up names only what came meanwhile.
+    f.scheduler.notify("alice", "Notes", new_mail);
+    f.scheduler.notify("alice", "Archive/2024", flags_set);
+    f.scheduler.notify("alice", "Notes", new_mail);
+    EXPECT_EQ(f.sender.sent.size(), 1u);
+    f.sender.answer(0, delivered());
+    ASSERT_EQ(f.sender.sent.size(), 2u);
+    EXPECT_EQ(f.sender.sent[1].push.mailbox_hashes, (Hashes{hashes::notes, hashes::archive}));
+    f.sender.answer(1, delivered());
+
+    // A push of its own later: nothing left over from before.
+    f.scheduler.notify("alice", "Sent Messages", new_mail);
+    ASSERT_EQ(f.sender.sent.size(), 3u);
+    EXPECT_EQ(f.sender.sent[2].push.mailbox_hashes, Hashes{hashes::sent});
+}
+
+TEST_F(PushSchedulerTest, EachDeviceGetsItsOwnMailboxes) {
+    f.store->put(make_registration("alice", "phone-acct", "phone", 2, {"INBOX", "Sent Messages"}),
+                 f.unix_now);
+    f.store->put(make_registration("alice", "ipad-acct", "ipad", 2, {"inbox"}), f.unix_now);
+    f.store->put(make_registration("alice", "old-acct", "old", 1), f.unix_now);
+    f.scheduler.notify("alice", "Sent Messages", flags_set);
+    f.scheduler.notify("alice", "INBOX", new_mail);
+    ASSERT_EQ(f.sender.sent.size(), 3u);
+    std::map<std::string, Hashes> by_token;
+    for (const auto &sent : f.sender.sent) {
+        by_token[sent.push.device_token] = sent.push.mailbox_hashes;
+    }
+    EXPECT_EQ(by_token["phone"], (Hashes{hashes::sent, hashes::inbox}));
+    EXPECT_EQ(by_token["ipad"], Hashes{hashes::inbox_lower});
+    EXPECT_EQ(by_token["old"], Hashes{});
+}
+
+TEST(PushSchedulerHashes, WithoutHashesPushesAreForTheInboxOnlyAndCarryNoM) {
+    xaps::XapsSettings settings = xaps::default_xaps_settings();
+    EXPECT_TRUE(xaps::PushSchedulerSettings::from(settings).mailbox_hashes) << "the default";
+    settings.push_mailbox_hashes = false;
+    SchedulerFixture f(xaps::PushSchedulerSettings::from(settings));
+    f.store->put(make_registration("alice", "acct", "tok", 2, {"INBOX", "Sent Messages"}),
+                 f.unix_now);
+    f.scheduler.notify("alice", "Sent Messages", new_mail);
+    f.loop.advance(1h);
+    EXPECT_TRUE(f.sender.sent.empty()) << "iOS would fetch only its INBOX for it";
+    f.scheduler.notify("alice", "INBOX", new_mail);
+    ASSERT_EQ(f.sender.sent.size(), 1u);
+    EXPECT_EQ(f.sender.sent[0].push.mailbox_hashes, Hashes{});
+}
+
+TEST_F(PushSchedulerTest, TestPushesCarryNoM) {
+    f.store->put(make_registration("alice", "acct", "tok", 2, {"INBOX", "Sent Messages"}),
+                 f.unix_now);
+    f.scheduler.test("alice", [](auto) {});
+    ASSERT_EQ(f.sender.sent.size(), 1u);
+    EXPECT_EQ(f.sender.sent[0].push.mailbox_hashes, Hashes{});
 }
 
 } // namespace

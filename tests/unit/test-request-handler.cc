@@ -22,18 +22,19 @@ public:
     explicit RecordingSender(xaps::EventLoop &loop) : loop_(loop) {}
     void send(const xaps::Push &push, Done done) override {
         pushes.push_back(push);
-        timers_.push_back(loop_.call_after(0ms, [done] {
+        loop_.post([done] {
             xaps::PushOutcome outcome;
             outcome.result = xaps::PushOutcome::Result::delivered;
             outcome.http_status = 200;
             done(outcome);
-        }));
+        });
     }
+    std::string unavailable_reason() const override { return problem; }
     std::vector<xaps::Push> pushes;
+    std::string problem; // what unavailable_reason() says
 
 private:
     xaps::EventLoop &loop_;
-    std::vector<std::unique_ptr<xaps::EventLoop::Watch>> timers_;
 };
 
 class RequestHandlerTest : public ::testing::Test {
@@ -41,17 +42,19 @@ protected:
     RequestHandlerTest() {
         char pattern[] = "/tmp/xaps-handler-XXXXXX";
         dir_ = mkdtemp(pattern);
-        xaps::LmdbStoreOptions options;
+        auto options = xaps::LmdbStoreOptions::from(xaps::default_xaps_settings());
         options.path = dir_;
         options.map_size = 64 << 20;
         store_ = xaps::open_lmdb_store(options);
+        gate_.open(sender_, topic);
         scheduler_ = std::make_unique<xaps::PushScheduler>(
-            loop_, *store_, sender_, xaps::PushSchedulerSettings{}, [this] { return now_; });
+            loop_, *store_, gate_, xaps::PushSchedulerSettings::from(xaps::default_xaps_settings()),
+            [this] { return now_; });
         group_commit_ =
             std::make_unique<xaps::GroupCommit>(loop_, *store_, [this] { return now_; });
         handler_ = std::make_unique<xaps::RequestHandler>(
-            *store_, *group_commit_, *scheduler_,
-            xaps::RequestHandlerSettings{topic, {"com.apple.mobilemail"}},
+            *store_, *group_commit_, *scheduler_, gate_,
+            xaps::RequestHandlerSettings{{"com.apple.mobilemail"}},
             [] {
                 return std::vector<std::pair<std::string, std::string>>{{"topic", topic}};
             },
@@ -87,6 +90,7 @@ protected:
     std::int64_t now_ = 1000;
     xaps::PollEventLoop loop_;
     RecordingSender sender_{loop_};
+    xaps::PushGate gate_{loop_, "not opened yet"};
     std::unique_ptr<xaps::RegistrationStore> store_;
     std::unique_ptr<xaps::PushScheduler> scheduler_;
     std::unique_ptr<xaps::GroupCommit> group_commit_;
@@ -150,7 +154,7 @@ TEST_F(RequestHandlerTest, InvalidRegistrationsAreRefused) {
 }
 
 TEST_F(RequestHandlerTest, RegisterWithoutCredentialIsUnavailable) {
-    handler_->set_topic("");
+    gate_.close("certificate expired");
     auto replies = handle(protocol::Register{registration()});
     ASSERT_EQ(replies.size(), 1U);
     EXPECT_EQ(replies[0].error().kind(), xaps::ErrorKind::unavailable);
@@ -165,6 +169,25 @@ TEST_F(RequestHandlerTest, NotifyPushesToTheRegisteredDevice) {
     ASSERT_EQ(sender_.pushes.size(), 1U);
     EXPECT_EQ(sender_.pushes[0].device_token, token);
     EXPECT_EQ(sender_.pushes[0].account_id, "ACCOUNT-1");
+    // MD5 of "Sent Messages" (openssl md5), the mailbox the push is about.
+    EXPECT_EQ(sender_.pushes[0].mailbox_hashes,
+              std::vector<std::string>{"579DB7EB2F78B2CB1F7F367CFF50C7A7"});
+}
+
+// Stale rows (RegistrationStore::put): the same user's row for the token
+// under another account id goes once it missed its 23 h re-registration.
+TEST_F(RequestHandlerTest, RegisterRetiresTheOverdueAccountOfTheSameToken) {
+    handle(protocol::Register{registration()});
+    auto second_account = registration();
+    second_account.account_id = "ACCOUNT-2";
+    now_ += 600;
+    handle(protocol::Register{second_account});
+    EXPECT_EQ(store_->find_user("alice", now_).size(), 2U) << "both may be live";
+    now_ += 82800;
+    handle(protocol::Register{second_account});
+    auto stored = store_->find_user("alice", now_);
+    ASSERT_EQ(stored.size(), 1U);
+    EXPECT_EQ(stored[0].account_id, "ACCOUNT-2");
 }
 
 TEST_F(RequestHandlerTest, ListPurgeAndImport) {
@@ -219,6 +242,24 @@ TEST_F(RequestHandlerTest, TestReportsEachDevice) {
     ASSERT_TRUE(loop_.run_until([&] { return replies.size() == 2; }, 5s));
     EXPECT_EQ(replies[0].fields, (std::vector<std::string>{"ACCOUNT-1", token, "200", ""}));
     EXPECT_EQ(replies[1].fields, std::vector<std::string>{"1"});
+}
+
+TEST_F(RequestHandlerTest, TestAnswersAtOnceWhenApnsIsOutOfReach) {
+    handle(protocol::Register{registration()});
+    sender_.problem = "no working connection to APNs api.push.apple.com:443 (last error: "
+                      "connection refused); retrying";
+    std::vector<protocol::Reply> replies;
+    handler_->handle(protocol::RequestLine{99, protocol::Test{"alice"}},
+                     [&replies](protocol::Reply reply) { replies.push_back(reply); });
+    ASSERT_EQ(replies.size(), 1U) << "answered before handle() returns";
+    EXPECT_EQ(replies[0].status, protocol::ReplyStatus::fail);
+    EXPECT_EQ(replies[0].error().kind(), xaps::ErrorKind::unavailable);
+    EXPECT_NE(std::string(replies[0].error().what()).find(sender_.problem), std::string::npos)
+        << replies[0].error().what();
+    EXPECT_TRUE(sender_.pushes.empty());
+
+    sender_.problem.clear();
+    EXPECT_EQ(handle(protocol::Test{"alice"}).back().fields, std::vector<std::string>{"1"});
 }
 
 } // namespace

@@ -2,6 +2,7 @@
 // (expired, mismatched, encrypted...) is exact and needs no fixture files.
 #include "tls-context.h"
 
+#include "test-keys.h"
 #include "xaps-error.h"
 
 #include <gtest/gtest.h>
@@ -27,20 +28,12 @@ namespace fs = std::filesystem;
 using std::chrono::hours;
 using std::chrono::system_clock;
 
-struct KeyFree {
-    void operator()(EVP_PKEY *key) const { EVP_PKEY_free(key); }
-};
-struct CertFree {
-    void operator()(X509 *cert) const { X509_free(cert); }
-};
-using Key = std::unique_ptr<EVP_PKEY, KeyFree>;
-using Cert = std::unique_ptr<X509, CertFree>;
-
-Key make_key() {
-    Key key(EVP_EC_gen("P-256"));
-    EXPECT_NE(key, nullptr);
-    return key;
-}
+using test::Cert;
+using test::cert_pem;
+using test::encrypted_private_key_pem;
+using test::Key;
+using test::make_ec_key;
+using test::private_key_pem;
 
 struct CertSpec {
     std::string uid = "com.apple.mail.XServer.0b7c2b4c-4f3e-4b3e-9f6a-3c9a0e1f2d3c";
@@ -66,34 +59,6 @@ Cert make_cert(EVP_PKEY *key, const CertSpec &spec) {
     X509_set_pubkey(cert.get(), key);
     EXPECT_GT(X509_sign(cert.get(), key, EVP_sha256()), 0);
     return cert;
-}
-
-std::string pem_of(const std::function<int(BIO *)> &write) {
-    BIO *bio = BIO_new(BIO_s_mem());
-    EXPECT_EQ(write(bio), 1);
-    char *data = nullptr;
-    const long length = BIO_get_mem_data(bio, &data);
-    std::string pem(data, static_cast<std::size_t>(length));
-    BIO_free(bio);
-    return pem;
-}
-
-std::string cert_pem(X509 *cert) {
-    return pem_of([&](BIO *bio) { return PEM_write_bio_X509(bio, cert); });
-}
-
-std::string key_pem(EVP_PKEY *key) {
-    return pem_of([&](BIO *bio) {
-        return PEM_write_bio_PrivateKey(bio, key, nullptr, nullptr, 0, nullptr, nullptr);
-    });
-}
-
-std::string encrypted_key_pem(EVP_PKEY *key) {
-    static char passphrase[] = "secret";
-    return pem_of([&](BIO *bio) {
-        return PEM_write_bio_PrivateKey(bio, key, EVP_aes_128_cbc(), nullptr, 0, nullptr,
-                                        passphrase);
-    });
 }
 
 std::string pkcs12_der(EVP_PKEY *key, X509 *cert, const char *password) {
@@ -127,10 +92,10 @@ protected:
     // A matching certificate and key in cert.pem / key.pem, as most admins have them.
     ApnsSettings valid_pem_settings(const CertSpec &spec = {}) {
         ApnsSettings settings;
-        Key key = make_key();
+        Key key = make_ec_key();
         Cert cert = make_cert(key.get(), spec);
         settings.cert_file = write("cert.pem", cert_pem(cert.get()));
-        settings.key_file = write("key.pem", key_pem(key.get()));
+        settings.key_file = write("key.pem", private_key_pem(key.get()));
         return settings;
     }
 
@@ -163,15 +128,15 @@ TEST_F(TlsContextTest, TopicsOfAnyLength) {
 }
 
 TEST_F(TlsContextTest, KeyMayFollowTheCertificateInOneFile) {
-    Key key = make_key();
+    Key key = make_ec_key();
     Cert cert = make_cert(key.get(), {});
     ApnsSettings settings;
-    settings.cert_file = write("combined.pem", cert_pem(cert.get()) + key_pem(key.get()));
+    settings.cert_file = write("combined.pem", cert_pem(cert.get()) + private_key_pem(key.get()));
     EXPECT_FALSE(TlsContext::load(settings).topic().empty());
 }
 
 TEST_F(TlsContextTest, LoadsPkcs12WithItsPassword) {
-    Key key = make_key();
+    Key key = make_ec_key();
     Cert cert = make_cert(key.get(), {});
     ApnsSettings settings;
     settings.p12_file = write("apns.p12", pkcs12_der(key.get(), cert.get(), "pw"));
@@ -268,18 +233,18 @@ TEST_F(TlsContextTest, EveryBrokenCredentialIsAConfigErrorNamingFileAndProblem) 
         {"encrypted key",
          [this] {
              ApnsSettings settings = valid_pem_settings();
-             Key key = make_key();
+             Key key = make_ec_key();
              Cert cert = make_cert(key.get(), {});
              settings.cert_file = write("cert2.pem", cert_pem(cert.get()));
-             settings.key_file = write("encrypted.pem", encrypted_key_pem(key.get()));
+             settings.key_file = write("encrypted.pem", encrypted_private_key_pem(key.get()));
              return settings;
          },
          "encrypted.pem", "encrypted"},
         {"key of another certificate",
          [this] {
              ApnsSettings settings = valid_pem_settings();
-             Key other = make_key();
-             settings.key_file = write("other-key.pem", key_pem(other.get()));
+             Key other = make_ec_key();
+             settings.key_file = write("other-key.pem", private_key_pem(other.get()));
              return settings;
          },
          "other-key.pem", "does not match the certificate"},
@@ -321,7 +286,7 @@ TEST_F(TlsContextTest, EveryBrokenCredentialIsAConfigErrorNamingFileAndProblem) 
          "empty-ca.pem", "no usable certificate"},
         {"PKCS#12 with a wrong password",
          [this] {
-             Key key = make_key();
+             Key key = make_ec_key();
              Cert cert = make_cert(key.get(), {});
              ApnsSettings settings;
              settings.p12_file = write("wrong.p12", pkcs12_der(key.get(), cert.get(), "right"));
@@ -331,7 +296,7 @@ TEST_F(TlsContextTest, EveryBrokenCredentialIsAConfigErrorNamingFileAndProblem) 
          "wrong.p12", "wrong password (xaps_apns_p12_password)"},
         {"PKCS#12 needing a password, none given",
          [this] {
-             Key key = make_key();
+             Key key = make_ec_key();
              Cert cert = make_cert(key.get(), {});
              ApnsSettings settings;
              settings.p12_file = write("needs.p12", pkcs12_der(key.get(), cert.get(), "right"));

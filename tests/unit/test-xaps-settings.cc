@@ -59,6 +59,38 @@ TEST(XapsSettings, ReadsEveryKind) {
     EXPECT_EQ(xaps::resolve_socket_path(read({}), "/run/dovecot"), "/run/dovecot/xaps");
 }
 
+TEST(XapsSettings, DefaultsAreWhatAnEmptyConfigurationReads) {
+    auto s = xaps::default_xaps_settings();
+    EXPECT_EQ(s.socket_path, "xaps");
+    EXPECT_EQ(s.user_lookup, "");
+    EXPECT_EQ(s.apns_port, 443);
+    EXPECT_EQ(s.apns_ca_file, "");
+    EXPECT_EQ(s.apns_key_file, "");
+    EXPECT_EQ(s.delay, 30s);
+    EXPECT_EQ(s.registration_ttl, 720h);
+    EXPECT_EQ(s.caservice_url, "");
+}
+
+TEST(XapsSettings, DurationsAreCheckedInTheirUnit) {
+    // Kept in seconds: 500ms is 0, which a registration TTL must not be.
+    try {
+        read({{"xaps_registration_ttl", "500ms"}});
+        ADD_FAILURE() << "accepted";
+    } catch (const xaps::Error &e) {
+        EXPECT_STREQ(e.what(), "xaps_registration_ttl: must be more than 0");
+    }
+    EXPECT_EQ(read({{"xaps_delay", "0"}}).delay, 0ms);
+}
+
+TEST(XapsSettings, NumberErrorShowsTheRange) {
+    try {
+        read({{"xaps_apns_connections", "65"}});
+        ADD_FAILURE() << "accepted";
+    } catch (const xaps::Error &e) {
+        EXPECT_STREQ(e.what(), "xaps_apns_connections: '65' is not a number from 1 to 64");
+    }
+}
+
 TEST(XapsSettings, EmptyValueMeansDefault) {
     EXPECT_EQ(read({{"xaps_apns_host", ""}}).apns_host, "api.push.apple.com");
 }
@@ -91,6 +123,24 @@ TEST(XapsSettings, BadValuesNameTheSetting) {
         } catch (const xaps::Error &e) {
             EXPECT_EQ(e.kind(), xaps::ErrorKind::config);
             EXPECT_NE(std::string(e.what()).find(name), std::string::npos) << e.what();
+        }
+    }
+}
+
+TEST(XapsSettings, BooleansAreYesOrNo) {
+    EXPECT_TRUE(read({}).push_mailbox_hashes) << "xaps_push_mailbox_hashes defaults to yes";
+    EXPECT_FALSE(read({{"xaps_push_mailbox_hashes", "no"}}).push_mailbox_hashes);
+    EXPECT_FALSE(read({{"xaps_push_mailbox_hashes", "NO"}}).push_mailbox_hashes);
+    EXPECT_TRUE(read({{"xaps_push_mailbox_hashes", "yes"}}).push_mailbox_hashes);
+    for (const char *bad : {"off", "0", "true", "yess", " no"}) {
+        SCOPED_TRACE(bad);
+        try {
+            read({{"xaps_push_mailbox_hashes", bad}});
+            ADD_FAILURE() << "accepted";
+        } catch (const xaps::Error &e) {
+            EXPECT_EQ(e.kind(), xaps::ErrorKind::config);
+            EXPECT_NE(std::string(e.what()).find("xaps_push_mailbox_hashes"), std::string::npos)
+                << e.what();
         }
     }
 }

@@ -204,6 +204,12 @@ TEST(XapsdImport, EntriesAreCheckedOneByOne) {
         {"empty account id",
          one_account(token_member() + R"(, "Mailboxes": ["INBOX"])", "alice", ""), std::nullopt,
          "the account id is empty"},
+        {"account id not UTF-8",
+         one_account(token_member() + R"(, "Mailboxes": ["INBOX"])", "alice", "acc\xff"),
+         std::nullopt, "the account id is not valid UTF-8"},
+        {"account id with a control character",
+         one_account(token_member() + R"(, "Mailboxes": ["INBOX"])", "alice", "a\\tb"),
+         std::nullopt, "the account id contains control characters"},
     };
     for (const Row &row : rows) {
         SCOPED_TRACE(row.name);

@@ -1,6 +1,6 @@
 // One blocking HTTPS POST with a bounded time and a bounded answer, for the
-// legacy certificate service (an exchange at worker start-up, not the push
-// path). Built on libcurl: it already does HTTP/1.1 framing (chunked
+// legacy certificate service (one exchange per `doveadm xaps provision`, not
+// the push path). Built on libcurl: it already does HTTP/1.1 framing (chunked
 // answers, Content-Length), TLS peer and host name checks and timeouts,
 // which would otherwise be hand-written here.
 #pragma once

@@ -15,24 +15,13 @@
 namespace xaps::caservice {
 namespace {
 
-struct BioFree {
-    void operator()(BIO *bio) const noexcept { BIO_free(bio); }
-};
-struct X509ReqFree {
-    void operator()(X509_REQ *req) const noexcept { X509_REQ_free(req); }
-};
-struct EvpMdCtxFree {
-    void operator()(EVP_MD_CTX *ctx) const noexcept { EVP_MD_CTX_free(ctx); }
-};
-struct BignumFree {
-    void operator()(BIGNUM *bn) const noexcept { BN_free(bn); }
-};
-struct OpensslStringFree {
-    void operator()(char *s) const noexcept { OPENSSL_free(s); }
-};
-using BioPtr = std::unique_ptr<BIO, BioFree>;
+using openssl::BignumPtr;
+using openssl::BioPtr;
+using openssl::EvpMdCtxPtr;
+using openssl::StringPtr;
+using openssl::X509ReqPtr;
 
-// An encrypted key fails instead of prompting on the worker's terminal.
+// An encrypted key fails instead of prompting on the admin's terminal.
 extern "C" int caservice_refuse_passphrase(char *, int, int, void *) noexcept {
     return -1;
 }
@@ -144,7 +133,7 @@ VendorCredential load_vendor_credential(const std::string &key_file,
 }
 
 std::string sign_sha1(EVP_PKEY *key, std::string_view data) {
-    std::unique_ptr<EVP_MD_CTX, EvpMdCtxFree> ctx(EVP_MD_CTX_new());
+    EvpMdCtxPtr ctx(EVP_MD_CTX_new());
     EVP_PKEY_CTX *pkey_ctx = nullptr;
     if (!ctx || EVP_DigestSignInit(ctx.get(), &pkey_ctx, EVP_sha1(), nullptr, key) != 1 ||
         EVP_PKEY_CTX_set_rsa_padding(pkey_ctx, RSA_PKCS1_PADDING) != 1) {
@@ -173,7 +162,7 @@ EvpPkeyPtr generate_rsa_key() {
 }
 
 std::string make_csr_pem(EVP_PKEY *key, std::string_view common_name) {
-    std::unique_ptr<X509_REQ, X509ReqFree> req(X509_REQ_new());
+    X509ReqPtr req(X509_REQ_new());
     if (!req || X509_REQ_set_version(req.get(), X509_REQ_VERSION_1) != 1) {
         fail_internal("X509_REQ_new");
     }
@@ -237,12 +226,11 @@ bool certificate_matches_key(X509 *cert, EVP_PKEY *key) {
 }
 
 std::string serial_hex(X509 *cert) {
-    std::unique_ptr<BIGNUM, BignumFree> serial(
-        ASN1_INTEGER_to_BN(X509_get0_serialNumber(cert), nullptr));
+    BignumPtr serial(ASN1_INTEGER_to_BN(X509_get0_serialNumber(cert), nullptr));
     if (!serial) {
         fail_internal("reading a certificate serial number");
     }
-    std::unique_ptr<char, OpensslStringFree> hex(BN_bn2hex(serial.get()));
+    StringPtr hex(BN_bn2hex(serial.get()));
     if (!hex) {
         fail_internal("BN_bn2hex");
     }

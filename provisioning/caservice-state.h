@@ -1,8 +1,9 @@
 // Where the provisioned keys and certificates live: <state_dir>/caservice/
 // (mode 0700), one <service>.key and <service>.pem per certificate macOS
 // Server asked for (mail.key, mail.pem, calendar.key...), each mode 0600.
-// Written while the worker is still root, so only root can read them; the
-// worker loads them into its TLS context before dropping privileges.
+// Written by `doveadm xaps provision` as root, so only root can read them;
+// the worker loads mail.pem and mail.key (its xaps_apple_id credential) into
+// its TLS context before dropping privileges.
 #pragma once
 
 #include "caservice-crypto.h"

@@ -17,7 +17,7 @@ struct SlistFree {
 };
 
 // libcurl wants one global init before the first handle, from one thread;
-// the worker calls us at start-up, before it has any other thread.
+// doveadm, which calls us, has no other thread.
 void global_init_once() {
     static const CURLcode init = curl_global_init(CURL_GLOBAL_DEFAULT);
     if (init != CURLE_OK) {
@@ -88,7 +88,7 @@ HttpsPostResponse https_post(const HttpsPostRequest &request) {
     set_option(handle, CURLOPT_URL, request.url.c_str());
     set_option(handle, CURLOPT_PROTOCOLS_STR, "https");
     set_option(handle, CURLOPT_FOLLOWLOCATION, 0L);
-    set_option(handle, CURLOPT_NOSIGNAL, 1L); // no SIGALRM for timeouts in the worker
+    set_option(handle, CURLOPT_NOSIGNAL, 1L); // no SIGALRM for timeouts inside doveadm
     set_option(handle, CURLOPT_NOPROGRESS, 1L);
     set_option(handle, CURLOPT_SSLVERSION, static_cast<long>(CURL_SSLVERSION_TLSv1_2));
     set_option(handle, CURLOPT_SSL_VERIFYPEER, 1L);

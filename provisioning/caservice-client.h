@@ -1,7 +1,8 @@
 // Legacy APNs certificate provisioning with an Apple ID, as the Go xapsd did
-// it (and macOS Server before it): the worker asks Apple's self-service
-// certificate service for a push certificate, keeps it with its key in its
-// private state, and renews it when it expires within 30 days.
+// it (and macOS Server before it): `doveadm xaps provision` asks Apple's
+// self-service certificate service for a push certificate, keeps it with its
+// key under xaps_db_path, and renews it when it expires within 30 days. The
+// worker only loads the PEM files it leaves there.
 //
 // Apple stopped issuing certificates through this service in late 2024
 // (every request is answered with error -80010). It stays here, off unless
@@ -9,9 +10,8 @@
 // xaps_caservice_url, and it is tested against tests/mock-caservice.
 //
 // The exchange is one synchronous HTTPS request, bounded by
-// CaServiceSettings::timeout, made at worker start-up while the worker is
-// still root and before its event loop runs. It is never retried in a loop:
-// one attempt per start (the worker stays up without push when it fails).
+// CaServiceSettings::timeout, made by the admin's command (or a timer) as
+// root. It is never retried in a loop: one attempt per run.
 #pragma once
 
 #include "apns-settings.h"
@@ -37,6 +37,8 @@ struct CaServiceSettings {
     std::chrono::milliseconds timeout{std::chrono::seconds{30}};
     std::size_t max_response_bytes = 1024 * 1024;
     std::chrono::seconds renew_before{std::chrono::hours{24 * 30}};
+    // Renew a stored certificate that is not yet due (`provision --force`).
+    bool renew_now = false;
     std::string hostname; // shown on Apple's certificate portal; empty: gethostname()
     // Makes each new RSA-2048 key; empty: generate one. Tests hand out keys
     // made once, so that each provisioning does not cost five key generations.
@@ -68,7 +70,8 @@ struct ProvisionedCertificate {
 };
 
 // Reuses the mail push certificate stored under state_dir (xaps_db_path),
-// or requests one, or renews it when it expires within renew_before of now.
+// or requests one, or renews it when it expires within renew_before of now
+// (or at once with renew_now).
 // Blocks for at most settings.timeout when it asks Apple. log gets what an
 // admin should see (requests made, renewal failures); may be empty.
 // Throws Error(config) for settings, vendor files, state files and answers

@@ -1,9 +1,9 @@
 #include "caservice-client.h"
 
 #include "caservice-messages.h"
-#include "certificate-expiry.h"
 #include "caservice-state.h"
 #include "https-post.h"
+#include "utc-time.h"
 #include "xaps-error.h"
 
 #include <algorithm>
@@ -272,7 +272,7 @@ ProvisionedCertificate provision_or_reuse(const CaServiceSettings &settings,
     std::string password_hash = validated_password_hash(settings);
     std::string url = base_url(settings);
     // Loaded even when nothing is requested, so a broken vendor file shows
-    // at start-up rather than 30 days before the certificate expires.
+    // on the first daily run rather than 30 days before the certificate expires.
     Exchange exchange(
         settings, std::move(password_hash), std::move(url),
         caservice::load_vendor_credential(settings.vendor_key_file, settings.vendor_chain_file));
@@ -292,7 +292,7 @@ ProvisionedCertificate provision_or_reuse(const CaServiceSettings &settings,
     X509 *mail = (*stored)[mail_index].certificate.get();
     ProvisionedCertificate current =
         result_for(state, mail, settings, ProvisionedCertificate::Origin::reused);
-    if (now < current.renew_at) {
+    if (now < current.renew_at && !settings.renew_now) {
         return current;
     }
     log_line(log, LogLevel::info,

@@ -4,24 +4,16 @@
 // request, and what the provisioning needs to know about a certificate.
 #pragma once
 
+#include "openssl-handles.h"
+
 #include <chrono>
-#include <memory>
 #include <string>
 #include <string_view>
 
-#include <openssl/evp.h>
-#include <openssl/x509.h>
-
 namespace xaps::caservice {
 
-struct EvpPkeyFree {
-    void operator()(EVP_PKEY *key) const noexcept { EVP_PKEY_free(key); }
-};
-struct X509Free {
-    void operator()(X509 *cert) const noexcept { X509_free(cert); }
-};
-using EvpPkeyPtr = std::unique_ptr<EVP_PKEY, EvpPkeyFree>;
-using X509Ptr = std::unique_ptr<X509, X509Free>;
+using openssl::EvpPkeyPtr;
+using openssl::X509Ptr;
 
 // macOS Server's identity: the private key and certificate chain it signs
 // every request with. The admin extracts them from their own copy of macOS
