@@ -59,7 +59,7 @@ struct PushSchedulerSettings {
 
     std::chrono::milliseconds delay{}; // xaps_delay
     // xaps_push_mailbox_hashes: "m" in version 2 pushes; off, INBOX only.
-    bool mailbox_hashes = true;
+    bool mailbox_hashes = false;
     std::size_t max_pending = 100000;
     // Gone devices (410) are removed from the store in batches, one commit
     // for all that came in within this window (a commit costs two fsyncs,

@@ -10,8 +10,7 @@
 // in order, and a device has one push in flight at a time), never with a
 // quiet period.
 #include "e2e-fixture.h"
-
-#include <openssl/evp.h>
+#include "ios-mailbox-hash.h"
 
 #include <map>
 #include <set>
@@ -21,20 +20,6 @@ namespace {
 using namespace xaps::test;
 using namespace xaps::test::e2e;
 using xaps::Registration;
-
-// Upper-case hex MD5 of the bytes, as iOS keys its table.
-std::string md5_hex(std::string_view bytes) {
-    unsigned char digest[EVP_MAX_MD_SIZE];
-    unsigned int length = 0;
-    EXPECT_EQ(EVP_Digest(bytes.data(), bytes.size(), digest, &length, EVP_md5(), nullptr), 1);
-    std::string hex;
-    for (unsigned int i = 0; i < length; i++) {
-        static constexpr char digits[] = "0123456789ABCDEF";
-        hex.push_back(digits[digest[i] >> 4]);
-        hex.push_back(digits[digest[i] & 0x0f]);
-    }
-    return hex;
-}
 
 // Names as a phone sends them (modified UTF-7) and as iOS hashes them (UTF-8).
 constexpr const char *entwuerfe_mutf7 = "Entw&APw-rfe";
@@ -108,7 +93,8 @@ TEST_F(E2eMailboxHashes, SieveFiledMailIsPushedWithExactlyThatFoldersHash) {
     ASSERT_EQ(filed.size(), 1u) << describe(filed);
     EXPECT_EQ(filed[0].account_id, iphone_account_id);
     ASSERT_TRUE(filed[0].mailbox_hashes) << filed[0].body;
-    EXPECT_EQ(*filed[0].mailbox_hashes, std::vector<std::string>{md5_hex(sieve_folder)})
+    EXPECT_EQ(*filed[0].mailbox_hashes,
+              std::vector<std::string>{xaps::test::ios_mailbox_hash(sieve_folder)})
         << filed[0].body;
 
     // The marker: a mail Sieve leaves in INBOX. Had the filed mail also
@@ -117,7 +103,8 @@ TEST_F(E2eMailboxHashes, SieveFiledMailIsPushedWithExactlyThatFoldersHash) {
     std::vector<MockApnsRequest> all = pushes(2);
     ASSERT_EQ(all.size(), 2u) << describe(all);
     ASSERT_TRUE(all[1].mailbox_hashes) << all[1].body;
-    EXPECT_EQ(*all[1].mailbox_hashes, std::vector<std::string>{md5_hex("INBOX")});
+    EXPECT_EQ(*all[1].mailbox_hashes,
+              std::vector<std::string>{xaps::test::ios_mailbox_hash("INBOX")});
 
     // Sieve really filed it.
     ImapResponse status = imap->command("STATUS " + imap_quote(sieve_folder) + " (MESSAGES)");
@@ -135,9 +122,10 @@ TEST_F(E2eMailboxHashes, AppendToANonAsciiFolderIsHashedAsUtf8) {
     std::vector<MockApnsRequest> all = pushes(1);
     ASSERT_EQ(all.size(), 1u) << describe(all);
     ASSERT_TRUE(all[0].mailbox_hashes) << all[0].body;
-    EXPECT_EQ(*all[0].mailbox_hashes, std::vector<std::string>{md5_hex(entwuerfe_utf8)})
-        << "MD5 of the UTF-8 name, not of the modified UTF-7 one (" << md5_hex(entwuerfe_mutf7)
-        << ")";
+    EXPECT_EQ(*all[0].mailbox_hashes,
+              std::vector<std::string>{xaps::test::ios_mailbox_hash(entwuerfe_utf8)})
+        << "MD5 of the UTF-8 name, not of the modified UTF-7 one ("
+        << xaps::test::ios_mailbox_hash(entwuerfe_mutf7) << ")";
     EXPECT_TRUE(all[0].mailbox_hashes_valid);
 }
 
@@ -163,8 +151,10 @@ TEST_F(E2eMailboxHashes, InboxIsHashedAsEchoed) {
         ASSERT_TRUE(push.mailbox_hashes) << push.body;
         by_token[push.device_token] = *push.mailbox_hashes;
     }
-    EXPECT_EQ(by_token[iphone_device_token], std::vector<std::string>{md5_hex("INBOX")});
-    EXPECT_EQ(by_token[device_token(2)], std::vector<std::string>{md5_hex("inbox")});
+    EXPECT_EQ(by_token[iphone_device_token],
+              std::vector<std::string>{xaps::test::ios_mailbox_hash("INBOX")});
+    EXPECT_EQ(by_token[device_token(2)],
+              std::vector<std::string>{xaps::test::ios_mailbox_hash("inbox")});
 }
 
 // Flag changes wait for xaps_delay (long here, so that the machine's speed
@@ -193,9 +183,10 @@ TEST_F(E2eMailboxHashes, FoldersChangedInOneWindowGiveOnePushWithTheirUnion) {
     std::vector<MockApnsRequest> union_push = pushes(1);
     ASSERT_EQ(union_push.size(), 1u) << describe(union_push);
     ASSERT_TRUE(union_push[0].mailbox_hashes) << union_push[0].body;
-    EXPECT_EQ(
-        as_set(*union_push[0].mailbox_hashes),
-        (std::set<std::string>{md5_hex("Sent Messages"), md5_hex("Archive"), md5_hex("INBOX")}))
+    EXPECT_EQ(as_set(*union_push[0].mailbox_hashes),
+              (std::set<std::string>{xaps::test::ios_mailbox_hash("Sent Messages"),
+                                     xaps::test::ios_mailbox_hash("Archive"),
+                                     xaps::test::ios_mailbox_hash("INBOX")}))
         << union_push[0].body;
     EXPECT_EQ(union_push[0].mailbox_hashes->size(), 3u) << "each mailbox once";
 
@@ -204,7 +195,8 @@ TEST_F(E2eMailboxHashes, FoldersChangedInOneWindowGiveOnePushWithTheirUnion) {
     std::vector<MockApnsRequest> all = pushes(2);
     ASSERT_EQ(all.size(), 2u) << describe(all);
     ASSERT_TRUE(all[1].mailbox_hashes) << all[1].body;
-    EXPECT_EQ(*all[1].mailbox_hashes, std::vector<std::string>{md5_hex("INBOX")});
+    EXPECT_EQ(*all[1].mailbox_hashes,
+              std::vector<std::string>{xaps::test::ios_mailbox_hash("INBOX")});
 }
 
 TEST_F(E2eMailboxHashes, AnUnregisteredFolderGivesNoPush) {
@@ -218,7 +210,8 @@ TEST_F(E2eMailboxHashes, AnUnregisteredFolderGivesNoPush) {
     std::vector<MockApnsRequest> all = pushes(1);
     ASSERT_GE(all.size(), 1u);
     ASSERT_TRUE(all[0].mailbox_hashes) << all[0].body;
-    EXPECT_EQ(*all[0].mailbox_hashes, std::vector<std::string>{md5_hex("Registered")})
+    EXPECT_EQ(*all[0].mailbox_hashes,
+              std::vector<std::string>{xaps::test::ios_mailbox_hash("Registered")})
         << "the first push is the marker's: the unregistered folder pushed nothing";
     EXPECT_EQ(all.size(), 1u) << describe(all);
 }
@@ -245,7 +238,8 @@ TEST_F(E2eMailboxHashes, AVersionOneRegistrationGetsNoM) {
             EXPECT_EQ(push.account_id, iphone_account_id);
         } else {
             ASSERT_TRUE(push.mailbox_hashes);
-            EXPECT_EQ(*push.mailbox_hashes, std::vector<std::string>{md5_hex("INBOX")});
+            EXPECT_EQ(*push.mailbox_hashes,
+                      std::vector<std::string>{xaps::test::ios_mailbox_hash("INBOX")});
         }
     }
 }

@@ -5,10 +5,9 @@
 // Exits 0 when the push arrived as iOS expects it, non-zero otherwise.
 #include "e2e-environment.h"
 #include "imap-client.h"
+#include "ios-mailbox-hash.h"
 #include "lmtp-client.h"
 #include "worker-client.h"
-
-#include <openssl/evp.h>
 
 #include <chrono>
 #include <cstdio>
@@ -56,22 +55,6 @@ TraceFunction conversation(std::string client, std::string server) {
             trace(server, "->", client, line);
         }
     };
-}
-
-// What iOS keys a pushed mailbox by: the MD5 of its echoed name, upper-case hex.
-std::string md5_hex(std::string_view bytes) {
-    unsigned char digest[EVP_MAX_MD_SIZE];
-    unsigned int length = 0;
-    if (EVP_Digest(bytes.data(), bytes.size(), digest, &length, EVP_md5(), nullptr) != 1) {
-        throw std::runtime_error("OpenSSL has no MD5");
-    }
-    std::string hex;
-    for (unsigned int i = 0; i < length; i++) {
-        static constexpr char digits[] = "0123456789ABCDEF";
-        hex.push_back(digits[digest[i] >> 4]);
-        hex.push_back(digits[digest[i] & 0x0f]);
-    }
-    return hex;
 }
 
 std::string header(const MockApnsRequest &request, const std::string &name) {
@@ -193,7 +176,7 @@ int run_demo() {
             header(push, "apns-topic") != topic) {
             throw std::runtime_error("the push does not address the registered device and topic");
         }
-        const std::string inbox_hash = md5_hex("INBOX");
+        const std::string inbox_hash = xaps::test::ios_mailbox_hash("INBOX");
         if (push.account_id != e2e::iphone_account_id || !push.mailbox_hashes ||
             *push.mailbox_hashes != std::vector<std::string>{inbox_hash}) {
             throw std::runtime_error("the push does not name the account and INBOX as iOS "
