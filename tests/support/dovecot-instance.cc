@@ -258,7 +258,6 @@ std::string DovecotInstance::sieve_config(bool syntax_2_4) const {
                "  }\n"
                "}\n"
                "sieve_script personal {\n"
-               "  driver = file\n"
                "  path = " +
                script +
                "\n"
