@@ -434,33 +434,11 @@ private:
     void retire_overdue_accounts(const lmdb::Txn &txn, const PreparedPut &prepared,
                                  std::string_view device_token, std::int64_t now) {
         const std::string prefix = user_prefix(prepared.lower_user);
-        const std::string_view kept_owner = token_owner(prepared.key, path_);
-        std::vector<std::string> owners;
-        {
-            auto cursor = lmdb::Cursor::open(txn, by_token_, path_);
-            MDB_val token = lmdb::to_val(device_token);
-            MDB_val owner{};
-            for (bool more = cursor.get(token, owner, MDB_SET_KEY, path_); more;
-                 more = cursor.get(token, owner, MDB_NEXT_DUP, path_)) {
-                std::string_view found = lmdb::to_view(owner);
-                if (found.starts_with(prefix) && found != kept_owner) {
-                    owners.emplace_back(found);
-                }
-            }
-        }
-        for (std::string &key : owners) {
-            key.push_back('\0');
-            key.append(device_token);
-            auto value = lmdb::get(txn, registrations_, key, path_);
-            if (!value) {
-                throw Error(ErrorKind::internal,
-                            "LMDB store " + path_ + ": by_token index points at nothing");
-            }
-            std::int64_t last_seen = record_last_seen(*value, path_);
-            if (last_seen <= now - ios_reregistration_interval) {
-                remove_entries(txn, key, last_seen);
-            }
-        }
+        const std::string kept_owner(token_owner(prepared.key, path_));
+        remove_token_in(txn, device_token, [&](std::string_view owner, std::int64_t last_seen) {
+            return owner.starts_with(prefix) && owner != kept_owner &&
+                   last_seen <= now - ios_reregistration_interval;
+        });
     }
 
 public:
@@ -556,22 +534,24 @@ public:
         auto txn = lmdb::Txn::begin(env_.get(), 0, path_);
         std::size_t removed = 0;
         for (const GoneToken &gone : tokens) {
-            removed += remove_token_in(txn, gone.device_token, [&gone](std::int64_t last_seen) {
-                return !gone.since || last_seen <= *gone.since;
-            });
+            removed += remove_token_in(txn, gone.device_token,
+                                       [&gone](std::string_view, std::int64_t last_seen) {
+                                           return !gone.since || last_seen <= *gone.since;
+                                       });
         }
         txn.commit(path_);
         return removed;
     }
 
     std::size_t remove_token(std::string_view device_token) override {
-        return remove_token_if(device_token, [](std::int64_t) { return true; });
+        return remove_token_if(device_token, [](std::string_view, std::int64_t) { return true; });
     }
 
     std::size_t remove_token_unless_seen_since(std::string_view device_token,
                                                std::int64_t since) override {
-        return remove_token_if(device_token,
-                               [since](std::int64_t last_seen) { return last_seen <= since; });
+        return remove_token_if(device_token, [since](std::string_view, std::int64_t last_seen) {
+            return last_seen <= since;
+        });
     }
 
     std::size_t remove_all() override {
@@ -695,31 +675,33 @@ private:
         return removed;
     }
 
+    // Removes the token's registrations for which should_remove(owner,
+    // last_seen) is true; owner is the registration key without the token.
     template <typename ShouldRemove>
     std::size_t remove_token_in(const lmdb::Txn &txn, std::string_view device_token,
                                 ShouldRemove should_remove) {
-        std::vector<std::string> keys;
+        std::vector<std::string> owners;
         {
             auto cursor = lmdb::Cursor::open(txn, by_token_, path_);
             MDB_val token = lmdb::to_val(device_token);
             MDB_val owner{};
             for (bool more = cursor.get(token, owner, MDB_SET_KEY, path_); more;
                  more = cursor.get(token, owner, MDB_NEXT_DUP, path_)) {
-                std::string key(lmdb::to_view(owner));
-                key.push_back('\0');
-                key.append(device_token);
-                keys.push_back(std::move(key));
+                owners.emplace_back(lmdb::to_view(owner));
             }
         }
         std::size_t removed = 0;
-        for (const auto &key : keys) {
+        for (const std::string &owner : owners) {
+            std::string key = owner;
+            key.push_back('\0');
+            key.append(device_token);
             auto value = lmdb::get(txn, registrations_, key, path_);
             if (!value) {
                 throw Error(ErrorKind::internal,
                             "LMDB store " + path_ + ": by_token index points at nothing");
             }
             std::int64_t last_seen = record_last_seen(*value, path_);
-            if (should_remove(last_seen)) {
+            if (should_remove(std::string_view(owner), last_seen)) {
                 remove_entries(txn, key, last_seen);
                 ++removed;
             }
