@@ -23,12 +23,14 @@
 #include "xaps-error.h"
 
 #include <cerrno>
+#include <cstring>
 #include <chrono>
 #include <memory>
 #include <optional>
 #include <string>
 #include <vector>
 
+#include <sys/prctl.h>
 #include <sys/stat.h>
 
 namespace {
@@ -253,7 +255,7 @@ void start_worker(Worker &w) {
         *w.store, *w.group_commit, *w.scheduler, *w.gate,
         xaps::RequestHandlerSettings::from(w.settings), [&w] { return w.status_rows(); },
         xaps::system_unix_seconds);
-    w.server = std::make_unique<xaps::WorkerServer>(*w.handler);
+    w.server = std::make_unique<xaps::WorkerServer>(*w.handler, w.settings.admin_socket_path);
     w.schedule_expiry();
     w.check_certificate();
 }
@@ -291,7 +293,12 @@ int main(int argc, char *argv[]) {
 
     // No ALLOW_ROOT flag: Dovecot then refuses to run the worker as root.
     restrict_access_by_env(static_cast<enum restrict_access_flags>(0), nullptr);
-    restrict_access_allow_coredumps(TRUE);
+    // The APNs key is in this process's memory from here on: no core file
+    // and no ptrace by the xaps user may yield it. Not dumpable also makes
+    // the kernel give /proc/<pid>/ to root.
+    if (::prctl(PR_SET_DUMPABLE, 0, 0, 0, 0) < 0) {
+        i_fatal("prctl(PR_SET_DUMPABLE, 0) failed: %s", strerror(errno));
+    }
     try {
         start_worker(*worker);
     } catch (const std::exception &e) {

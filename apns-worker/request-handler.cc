@@ -9,6 +9,8 @@ namespace {
 
 using Problem = RuleBreach::Problem;
 
+constexpr std::int64_t import_clock_slack_seconds = 300;
+
 // The worker states the rule a value breaks rather than the rules module's
 // reason: the plugin relays it behind "Registration refused: ", after its own
 // parser has checked the same rules with the client's words.
@@ -22,13 +24,29 @@ template <typename Value> bool accepted(const Checked<Value> &checked) {
     return std::holds_alternative<Value>(checked);
 }
 
-// Control characters are refused where clients type names, not here: Dovecot
-// decodes them from modified UTF-7 mailbox names, and a userdb field may hold
-// them in the push user name. The rules test them last, so any other breach
-// still means the value does not fit the store.
+// A userdb field may hold control characters in the push user name, and the
+// user cannot change it: refusing it would only stop their pushes. The rules
+// test control characters last, so any other breach still means the value
+// does not fit the store.
 bool fits_store(const Checked<std::string> &checked) {
     const auto *breach = std::get_if<RuleBreach>(&checked);
     return breach == nullptr || breach->problem == Problem::control_character;
+}
+
+// The listener names are the shipped ones (xaps_socket_path and
+// xaps_admin_socket_path at their defaults) since that is what admins see.
+void require_served(const protocol::Request &request, protocol::PeerRole role) {
+    if (protocol::role_serving(request) == role) {
+        return;
+    }
+    const std::string command = protocol::command_name(request);
+    throw Error(ErrorKind::forbidden,
+                role == protocol::PeerRole::mail
+                    ? command + " is an admin command: it is served on the admin socket "
+                                "(xaps-admin, root only; doveadm xaps uses it), not on the "
+                                "mail socket"
+                    : command + " comes from mail processes: it is served on the mail socket "
+                                "(xaps), not on the admin socket");
 }
 
 } // namespace
@@ -52,7 +70,11 @@ void validate_registration(const Registration &reg, const std::vector<std::strin
     require(!check_mailbox_count(reg.mailboxes.size()),
             "too many mailboxes (at most " + std::to_string(limits::max_mailboxes) + ")");
     for (const auto &mailbox : reg.mailboxes) {
-        require(fits_store(check_mailbox_name(mailbox)), "invalid mailbox name length");
+        // No control character reaches the store: `doveadm xaps list` prints
+        // these names to an admin's terminal.
+        require(accepted(check_mailbox_name(mailbox)),
+                "mailbox names must be 1 to " + std::to_string(limits::max_mailbox_name_length) +
+                    " bytes without control characters");
     }
 }
 
@@ -64,8 +86,10 @@ RequestHandler::RequestHandler(RegistrationStore &store, GroupCommit &group_comm
       settings_(std::move(settings)), status_rows_(std::move(status_rows)),
       unix_now_(std::move(unix_now)) {}
 
-void RequestHandler::handle(const protocol::RequestLine &line, const Reply &reply) noexcept {
+void RequestHandler::handle(const protocol::RequestLine &line, protocol::PeerRole role,
+                            const Reply &reply) noexcept {
     try {
+        require_served(line.request, role);
         std::visit(
             [&](const auto &request) {
                 using T = std::decay_t<decltype(request)>;
@@ -184,6 +208,12 @@ void RequestHandler::handle_import(std::uint64_t id, const protocol::Import &req
     Registration reg = request.registration;
     reg.device_token = lower_ascii(reg.device_token);
     validate_registration(reg, settings_.subtopics);
+    // A last_seen in the future would never expire and would win the
+    // per-user cap against the user's real phones for good. The slack is for
+    // an export taken on a machine whose clock runs a little ahead.
+    const std::int64_t latest = unix_now_() + import_clock_slack_seconds;
+    require(reg.registered_at <= latest && reg.last_seen <= latest,
+            "registered_at and last_seen must not be in the future");
     bool added = store_.import(reg);
     reply(protocol::Reply::ok(id, {added ? "imported" : "exists"}));
 }

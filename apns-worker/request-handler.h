@@ -45,8 +45,10 @@ public:
     // or FAIL. Most requests are answered before handle() returns; REGISTER
     // (after its commit) and TEST (after Apple) are answered later from the
     // event loop, so `reply` must stay callable (it should drop the reply
-    // when the peer is gone). Never throws.
-    void handle(const protocol::RequestLine &line, const Reply &reply) noexcept;
+    // when the peer is gone). A request that `role`'s listener does not
+    // serve is answered FAIL forbidden. Never throws.
+    void handle(const protocol::RequestLine &line, protocol::PeerRole role,
+                const Reply &reply) noexcept;
 
 private:
     void handle_register(std::uint64_t id, const protocol::Register &request, const Reply &reply);

@@ -6,6 +6,7 @@
 #include "worker-protocol.h"
 
 #include <string>
+#include <string_view>
 #include <unordered_map>
 #include <vector>
 
@@ -17,6 +18,7 @@ namespace {
 struct worker_connection {
     struct connection conn;
     std::uint64_t serial;
+    protocol::PeerRole role;
 };
 
 // One server per process (the service's single WorkerServer); the C
@@ -24,6 +26,7 @@ struct worker_connection {
 struct ServerState {
     struct connection_list *list = nullptr;
     RequestHandler *handler = nullptr;
+    std::string admin_listener;
     std::uint64_t next_serial = 1;
     // Replies that arrive after the peer left (TEST waits on Apple) find the
     // connection gone here and are dropped.
@@ -87,7 +90,8 @@ int worker_connection_input_args(struct connection *conn, const char *const *arg
             fields.emplace_back(*args);
         }
         protocol::RequestLine line = protocol::decode_request(fields);
-        state.handler->handle(line, observe_registration(line, reply_to(wconn->serial)));
+        state.handler->handle(line, wconn->role,
+                              observe_registration(line, reply_to(wconn->serial)));
     } catch (const Error &e) {
         // A bad line gets an error reply and the connection goes on.
         send_reply(wconn, protocol::Reply::fail(protocol::request_id_of(fields), e));
@@ -127,10 +131,18 @@ const struct connection_settings worker_connection_settings = [] {
     return s;
 }();
 
+// The master names a unix listener by its path as configured (relative to
+// base_dir, or absolute); the settings may spell it either way.
+std::string_view socket_basename(std::string_view path) {
+    const auto slash = path.rfind('/');
+    return slash == std::string_view::npos ? path : path.substr(slash + 1);
+}
+
 } // namespace
 
-WorkerServer::WorkerServer(RequestHandler &handler) {
+WorkerServer::WorkerServer(RequestHandler &handler, std::string_view admin_socket_path) {
     state.handler = &handler;
+    state.admin_listener = std::string(socket_basename(admin_socket_path));
     state.list = connection_list_init(&worker_connection_settings, &worker_connection_vfuncs);
 }
 
@@ -144,6 +156,11 @@ void WorkerServer::accept(struct master_service_connection *master_connection) {
     master_service_client_connection_accept(master_connection);
     auto *wconn = i_new(struct worker_connection, 1);
     wconn->serial = state.next_serial++;
+    // Only the admin listener grants admin commands: a listener an admin
+    // adds under any other name serves mail processes.
+    wconn->role = socket_basename(master_connection->name) == state.admin_listener
+                      ? protocol::PeerRole::admin
+                      : protocol::PeerRole::mail;
     connection_init_server(state.list, &wconn->conn, master_connection->name, master_connection->fd,
                            master_connection->fd);
     state.live.emplace(wconn->serial, wconn);

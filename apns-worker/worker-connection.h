@@ -6,13 +6,17 @@
 
 #include "request-handler.h"
 
+#include <string_view>
+
 struct master_service_connection;
 
 namespace xaps {
 
 class WorkerServer {
 public:
-    explicit WorkerServer(RequestHandler &handler);
+    // A connection that came in on the listener named like admin_socket_path
+    // (xaps_admin_socket_path) is an admin peer; every other one a mail peer.
+    WorkerServer(RequestHandler &handler, std::string_view admin_socket_path);
     ~WorkerServer();
     WorkerServer(const WorkerServer &) = delete;
     WorkerServer &operator=(const WorkerServer &) = delete;

@@ -3,6 +3,7 @@
 #include "tab-escape.h"
 
 #include <charconv>
+#include <iterator>
 #include <string_view>
 
 namespace xaps::protocol {
@@ -138,6 +139,19 @@ Request decode_command(const std::string &command, std::span<const std::string> 
 }
 
 } // namespace
+
+PeerRole role_serving(const Request &request) noexcept {
+    return std::holds_alternative<Register>(request) || std::holds_alternative<Notify>(request)
+               ? PeerRole::mail
+               : PeerRole::admin;
+}
+
+const char *command_name(const Request &request) noexcept {
+    static constexpr const char *names[] = {"REGISTER", "NOTIFY", "LIST",  "PURGE",
+                                            "STATUS",   "TEST",   "IMPORT"};
+    static_assert(std::size(names) == std::variant_size_v<Request>);
+    return names[request.index()];
+}
 
 std::string encode_request(std::uint64_t id, const Request &request) {
     std::vector<std::string> fields{std::to_string(id)};

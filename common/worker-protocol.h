@@ -24,8 +24,10 @@
 namespace xaps::protocol {
 
 inline constexpr const char *service_name = "xaps";
+// Minor 1 split the commands between two listeners (PeerRole). Mail peers
+// speak as in 1.0, so plugins loaded before an upgrade keep working.
 inline constexpr unsigned major_version = 1;
-inline constexpr unsigned minor_version = 0;
+inline constexpr unsigned minor_version = 1;
 // Bounds every line either side accepts (a REGISTER with max_mailboxes
 // maximal names fits).
 inline constexpr std::size_t max_line_length = 1536 * 1024;
@@ -38,7 +40,7 @@ struct Register {
 // NOTIFY user mailbox event [event]... -> OK
 struct Notify {
     std::string user;
-    std::string mailbox; // UTF-8
+    std::string mailbox;             // UTF-8
     std::vector<std::string> events; // push_notification event names, e.g. MessageNew
 };
 // LIST [user] -> ROW <registration fields>... then OK <count>
@@ -64,6 +66,17 @@ struct Import {
 };
 
 using Request = std::variant<Register, Notify, List, Purge, Status, Test, Import>;
+
+// Which listener a peer came in on decides what it may ask, so that the
+// socket's file mode is the whole access policy: mail processes (group
+// dovecot) reach the mail listener, only root the admin listener.
+enum class PeerRole {
+    mail,  // REGISTER, NOTIFY
+    admin, // LIST, PURGE, STATUS, TEST, IMPORT
+};
+PeerRole role_serving(const Request &request) noexcept;
+// The request's command word, e.g. "REGISTER".
+const char *command_name(const Request &request) noexcept;
 
 struct RequestLine {
     std::uint64_t id = 0;

@@ -6,11 +6,12 @@
 namespace xaps {
 
 namespace {
-constexpr std::array<std::pair<ErrorKind, std::string_view>, 5> kind_names{{
+constexpr std::array<std::pair<ErrorKind, std::string_view>, 6> kind_names{{
     {ErrorKind::invalid_input, "invalid"},
     {ErrorKind::unavailable, "unavailable"},
     {ErrorKind::not_found, "notfound"},
     {ErrorKind::config, "config"},
+    {ErrorKind::forbidden, "forbidden"},
     {ErrorKind::internal, "internal"},
 }};
 } // namespace

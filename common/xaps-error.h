@@ -14,6 +14,7 @@ enum class ErrorKind {
     unavailable,   // a dependency is down or busy: retrying later may work
     not_found,     // the thing asked for does not exist
     config,        // the admin's settings or credentials are wrong
+    forbidden,     // the peer may not ask this (its listener does not serve the command)
     internal,      // should never happen: a bug or a broken invariant
 };
 

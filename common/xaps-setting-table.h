@@ -101,6 +101,8 @@ constexpr SettingRow boolean(const char *name, bool XapsSettings::*field, const 
 inline constexpr std::array xaps_setting_table = {
     setting_row::text("xaps_socket_path", &XapsSettings::socket_path, "xaps",
                       "worker socket, relative to base_dir unless absolute"),
+    setting_row::text("xaps_admin_socket_path", &XapsSettings::admin_socket_path, "xaps-admin",
+                      "worker's admin socket (doveadm xaps), relative to base_dir unless absolute"),
     setting_row::text("xaps_user_lookup", &XapsSettings::user_lookup, "",
                       "userdb field to use as push user name; unset: the Dovecot username"),
     setting_row::text("xaps_db_path", &XapsSettings::db_path, "/var/lib/dovecot-xaps",

@@ -141,11 +141,11 @@ XapsSettings default_xaps_settings() {
         [](std::string_view) -> std::optional<std::string> { return std::nullopt; });
 }
 
-std::string resolve_socket_path(const XapsSettings &settings, std::string_view base_dir) {
-    if (!settings.socket_path.empty() && settings.socket_path.front() == '/') {
-        return settings.socket_path;
+std::string resolve_socket_path(std::string_view path, std::string_view base_dir) {
+    if (!path.empty() && path.front() == '/') {
+        return std::string(path);
     }
-    return std::string(base_dir) + "/" + settings.socket_path;
+    return std::string(base_dir) + "/" + std::string(path);
 }
 
 } // namespace xaps

@@ -21,7 +21,8 @@ enum class CredentialKind { none, pem, pkcs12, token, apple_id };
 // The fields hold no defaults of their own: read_xaps_settings() fills every
 // one from the table (default_xaps_settings() for the defaults alone).
 struct XapsSettings {
-    std::string socket_path;
+    std::string socket_path;       // mail listener: REGISTER and NOTIFY
+    std::string admin_socket_path; // admin listener: LIST, PURGE, STATUS, TEST, IMPORT
     std::string user_lookup;
     std::string db_path;
 
@@ -68,7 +69,7 @@ XapsSettings read_xaps_settings(const SettingLookup &lookup);
 // Every setting at its default.
 XapsSettings default_xaps_settings();
 
-// "socket_path" resolved against Dovecot's base_dir.
-std::string resolve_socket_path(const XapsSettings &settings, std::string_view base_dir);
+// A socket path setting resolved against Dovecot's base_dir.
+std::string resolve_socket_path(std::string_view path, std::string_view base_dir);
 
 } // namespace xaps

@@ -14,8 +14,8 @@ XapsSettings read_settings() {
     return read_xaps_settings(dovecot::doveadm_setting_lookup());
 }
 
-std::string worker_socket_path() {
-    return resolve_socket_path(read_settings(), doveadm_settings->base_dir);
+std::string admin_socket_path() {
+    return resolve_socket_path(read_settings().admin_socket_path, doveadm_settings->base_dir);
 }
 
 WorkerSession::WorkerSession() {
@@ -23,7 +23,7 @@ WorkerSession::WorkerSession() {
     // when they are created: this one.
     ioloop_ = io_loop_create();
     try {
-        client_ = std::make_unique<plugin::WorkerClient>(worker_socket_path());
+        client_ = std::make_unique<plugin::WorkerClient>(admin_socket_path());
     } catch (...) {
         io_loop_destroy(&ioloop_);
         throw;
@@ -123,6 +123,8 @@ int exit_code(ErrorKind kind) {
         return EX_NOUSER;
     case ErrorKind::config:
         return EX_CONFIG;
+    case ErrorKind::forbidden:
+        return EX_NOPERM;
     case ErrorKind::internal:
         break;
     }

@@ -26,9 +26,10 @@ inline constexpr std::chrono::milliseconds test_timeout{60'000};
 // same). Throws Error(config) for unparsable values.
 XapsSettings read_settings();
 
-// The worker's socket: xaps_socket_path against base_dir, as the mail plugin
-// resolves it. Throws like read_settings().
-std::string worker_socket_path();
+// The worker's admin socket (xaps_admin_socket_path against base_dir): every
+// doveadm xaps command that talks to the worker is an admin command. Throws
+// like read_settings().
+std::string admin_socket_path();
 
 // A connection to the worker for one command, on a private ioloop: doveadm
 // may run the command from inside its own ioloop (doveadm-server), which must

@@ -8,9 +8,16 @@
 #include "xaps-user-settings.h"
 #include "xaps-worker-client.h"
 
+#include "daily-stamp.h"
+
 #include <array>
+#include <chrono>
 #include <cstring>
+#include <grp.h>
+#include <string>
 #include <string_view>
+#include <sys/stat.h>
+#include <unistd.h>
 
 namespace xaps::plugin {
 
@@ -134,6 +141,39 @@ int driver_init(struct mail_user *user, pool_t pool, void **context,
     return -1;
 }
 
+// A mail process whose user may not open the mail socket (0660, group
+// dovecot) loses every push, so the admin must hear of it; but the LDA is a
+// new process for each mail, so once per process would be once per mail.
+// Hence once per process and at most once a day per user (a stamp in the
+// home, next to Dovecot's own .dovecot.lda-dupes).
+void warn_worker_refused(struct mail_user *user, const struct xaps_driver_user *duser) {
+    static bool warned_in_this_process = false;
+    if (warned_in_this_process) {
+        return;
+    }
+    warned_in_this_process = true;
+    const char *home = nullptr;
+    if (mail_user_get_home(user, &home) > 0 && home != nullptr &&
+        !take_daily_turn(std::string(home) + "/.dovecot-xaps.refused",
+                         std::chrono::system_clock::now())) {
+        return;
+    }
+    std::string group = "its group";
+    struct stat st {};
+    if (::stat(duser->socket_path, &st) == 0) {
+        if (const struct group *gr = ::getgrgid(st.st_gid); gr != nullptr) {
+            group = std::string("group ") + gr->gr_name;
+        }
+    }
+    e_warning(duser->event,
+              "%s may not open the worker socket %s (permission denied for uid %ld): new-mail "
+              "pushes from this %s process are off. Add that user to %s (e.g. adduser vmail "
+              "dovecot), or deliver with LMTP, whose processes have it. "
+              "Said at most once a day per user.",
+              user->username, duser->socket_path, static_cast<long>(::geteuid()), user->service,
+              group.c_str());
+}
+
 bool driver_begin_txn(struct push_notification_driver_txn *dtxn) noexcept {
     pool_t pool = dtxn->ptxn->pool;
     auto *duser = static_cast<struct xaps_driver_user *>(dtxn->duser->context);
@@ -183,6 +223,9 @@ void driver_end_txn(struct push_notification_driver_txn *dtxn, bool success) noe
             }
             if (worker.notify(notify)) {
                 e_debug(duser->event, "notified %s for %s", mailbox->name, duser->push_user);
+            } else if (worker.connect_refused()) {
+                warn_worker_refused(dtxn->ptxn->muser, duser);
+                break;
             } else {
                 e_debug(duser->event, "notification for %s dropped: worker unavailable",
                         mailbox->name);

@@ -28,7 +28,7 @@ std::optional<std::string> userdb_field(struct mail_user *user, std::string_view
 UserSettings read_user_settings(struct mail_user *user) {
     UserSettings settings;
     settings.xaps = read_xaps_settings(dovecot::user_setting_lookup(user));
-    settings.socket_path = resolve_socket_path(settings.xaps, user->set->base_dir);
+    settings.socket_path = resolve_socket_path(settings.xaps.socket_path, user->set->base_dir);
 
     settings.push_user = user->username;
     if (!settings.xaps.user_lookup.empty()) {

@@ -44,6 +44,7 @@ struct WorkerClient::Impl {
     struct connection_list *list = nullptr;
     xaps_worker_connection *wconn = nullptr;
     RequestId next_id = 1;
+    bool connect_refused = false;         // the last connect() failed on the socket's permissions
     std::map<RequestId, Pending> pending; // node-based: Pending addresses are stable
 
     explicit Impl(std::string path);
@@ -143,11 +144,16 @@ std::string WorkerClient::Impl::connect() {
     std::string error;
     for (unsigned attempt = 0; attempt < connect_attempts; attempt++) {
         if (connection_client_connect(&wconn->conn) == 0) {
+            connect_refused = false;
             e_debug(event, "connected to the worker at %s", socket_path.c_str());
             return {};
         }
         int error_number = errno;
         error = errno_message(error_number, "connect(" + socket_path + ")");
+        connect_refused = error_number == EACCES || error_number == EPERM;
+        if (connect_refused) {
+            break; // permissions do not change between attempts
+        }
     }
     return error;
 }
@@ -317,6 +323,10 @@ void WorkerClient::cancel(RequestId id) noexcept {
         timeout_remove(&it->second.to);
         impl_->pending.erase(it);
     }
+}
+
+bool WorkerClient::connect_refused() const noexcept {
+    return impl_->connect_refused;
 }
 
 bool WorkerClient::notify(const protocol::Notify &notify) noexcept {

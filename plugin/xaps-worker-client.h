@@ -47,6 +47,9 @@ public:
     // Fire and forget. Returns false when the notification was dropped
     // because the worker is unreachable or the output buffer is full.
     bool notify(const protocol::Notify &notify) noexcept;
+    // True when the last attempt to connect was refused by the socket's
+    // permissions (EACCES): this process's user may not reach the worker.
+    bool connect_refused() const noexcept;
     // Writes what is still buffered, waiting at most `limit` for the socket,
     // then disconnects. Pending requests are forgotten, not answered.
     void flush_and_close(std::chrono::milliseconds limit) noexcept;

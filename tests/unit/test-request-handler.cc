@@ -62,10 +62,22 @@ protected:
     }
     ~RequestHandlerTest() override { std::filesystem::remove_all(dir_); }
 
+    // The listener each command is documented for (docs/worker-protocol.md).
+    static protocol::PeerRole documented_listener(const protocol::Request &request) {
+        return std::holds_alternative<protocol::Register>(request) ||
+                       std::holds_alternative<protocol::Notify>(request)
+                   ? protocol::PeerRole::mail
+                   : protocol::PeerRole::admin;
+    }
+
     // Runs the loop until the final reply (REGISTER answers after its commit).
     std::vector<protocol::Reply> handle(const protocol::Request &request) {
+        return handle_on(documented_listener(request), request);
+    }
+    std::vector<protocol::Reply> handle_on(protocol::PeerRole listener,
+                                           const protocol::Request &request) {
         auto replies = std::make_shared<std::vector<protocol::Reply>>();
-        handler_->handle(protocol::RequestLine{next_id_++, request},
+        handler_->handle(protocol::RequestLine{next_id_++, request}, listener,
                          [replies](protocol::Reply reply) { replies->push_back(reply); });
         loop_.run_until(
             [&] {
@@ -140,6 +152,13 @@ TEST_F(RequestHandlerTest, InvalidRegistrationsAreRefused) {
         {"version 3", [](auto &r) { r.aps_version = 3; }},
         {"too many mailboxes", [](auto &r) { r.mailboxes.assign(1001, "x"); }},
         {"empty mailbox", [](auto &r) { r.mailboxes = {""}; }},
+        // What Dovecot decodes from the modified UTF-7 names "&AAE-" and "&AJ8-".
+        {"mailbox with a C0 control",
+         [](auto &r) {
+             r.mailboxes = {"INBOX", "a\x01b"};
+         }},
+        {"mailbox with a C1 control", [](auto &r) { r.mailboxes = {"\xc2\x9f"}; }},
+        {"mailbox with a line break", [](auto &r) { r.mailboxes = {"x\ny"}; }},
     };
     for (const auto &c : cases) {
         SCOPED_TRACE(c.name);
@@ -236,7 +255,7 @@ TEST_F(RequestHandlerTest, StatusRowsThenOk) {
 TEST_F(RequestHandlerTest, TestReportsEachDevice) {
     handle(protocol::Register{registration()});
     std::vector<protocol::Reply> replies;
-    handler_->handle(protocol::RequestLine{99, protocol::Test{"alice"}},
+    handler_->handle(protocol::RequestLine{99, protocol::Test{"alice"}}, protocol::PeerRole::admin,
                      [&replies](protocol::Reply reply) { replies.push_back(reply); });
     EXPECT_TRUE(replies.empty()) << "TEST answers from the event loop, after Apple";
     ASSERT_TRUE(loop_.run_until([&] { return replies.size() == 2; }, 5s));
@@ -249,7 +268,7 @@ TEST_F(RequestHandlerTest, TestAnswersAtOnceWhenApnsIsOutOfReach) {
     sender_.problem = "no working connection to APNs api.push.apple.com:443 (last error: "
                       "connection refused); retrying";
     std::vector<protocol::Reply> replies;
-    handler_->handle(protocol::RequestLine{99, protocol::Test{"alice"}},
+    handler_->handle(protocol::RequestLine{99, protocol::Test{"alice"}}, protocol::PeerRole::admin,
                      [&replies](protocol::Reply reply) { replies.push_back(reply); });
     ASSERT_EQ(replies.size(), 1U) << "answered before handle() returns";
     EXPECT_EQ(replies[0].status, protocol::ReplyStatus::fail);
@@ -263,3 +282,73 @@ TEST_F(RequestHandlerTest, TestAnswersAtOnceWhenApnsIsOutOfReach) {
 }
 
 } // namespace
+
+// The socket's mode is the whole access policy only if each listener serves
+// its own commands and nothing else.
+TEST_F(RequestHandlerTest, AdminCommandsAreRefusedOnTheMailListener) {
+    handle(protocol::Register{registration("alice")});
+    auto forged = registration("mallory");
+    forged.registered_at = 900;
+    forged.last_seen = 900;
+    const protocol::Request admin_requests[] = {
+        protocol::List{},
+        protocol::List{"alice"},
+        protocol::Purge{protocol::PurgeScope::all, ""},
+        protocol::Purge{protocol::PurgeScope::user, "alice"},
+        protocol::Purge{protocol::PurgeScope::token, token},
+        protocol::Status{},
+        protocol::Test{"alice"},
+        protocol::Import{forged},
+    };
+    for (const auto &request : admin_requests) {
+        SCOPED_TRACE(request.index());
+        auto replies = handle_on(protocol::PeerRole::mail, request);
+        ASSERT_EQ(replies.size(), 1U) << "no ROW before the FAIL";
+        EXPECT_EQ(replies[0].status, protocol::ReplyStatus::fail);
+        EXPECT_EQ(replies[0].error().kind(), xaps::ErrorKind::forbidden);
+        EXPECT_NE(std::string(replies[0].error().what()).find("admin socket"), std::string::npos)
+            << replies[0].error().what();
+    }
+    auto stored = store_->all();
+    ASSERT_EQ(stored.size(), 1U);
+    EXPECT_EQ(stored[0].user, "alice");
+    EXPECT_TRUE(sender_.pushes.empty()) << "TEST pushed nothing";
+}
+
+TEST_F(RequestHandlerTest, MailCommandsAreRefusedOnTheAdminListener) {
+    auto replies = handle_on(protocol::PeerRole::admin, protocol::Register{registration()});
+    ASSERT_EQ(replies.size(), 1U);
+    EXPECT_EQ(replies[0].error().kind(), xaps::ErrorKind::forbidden);
+    EXPECT_EQ(store_->size(), 0U);
+
+    handle(protocol::Register{registration()});
+    replies =
+        handle_on(protocol::PeerRole::admin, protocol::Notify{"alice", "INBOX", {"MessageNew"}});
+    ASSERT_EQ(replies.size(), 1U);
+    EXPECT_EQ(replies[0].error().kind(), xaps::ErrorKind::forbidden);
+    EXPECT_TRUE(sender_.pushes.empty());
+}
+
+// A last_seen in the future would never expire and would outrank the
+// user's real phones under xaps_max_devices_per_user.
+TEST_F(RequestHandlerTest, ImportRefusesTimesInTheFuture) {
+    auto in_future = registration("carol");
+    in_future.registered_at = 900;
+    in_future.last_seen = 1000 + 3600;
+    auto replies = handle(protocol::Import{in_future});
+    ASSERT_EQ(replies.size(), 1U);
+    EXPECT_EQ(replies[0].error().kind(), xaps::ErrorKind::invalid_input);
+
+    in_future.last_seen = 900;
+    in_future.registered_at = 1000 + 86400;
+    EXPECT_EQ(handle(protocol::Import{in_future})[0].error().kind(),
+              xaps::ErrorKind::invalid_input);
+    EXPECT_EQ(store_->size(), 0U);
+
+    // A clock a few seconds ahead on the exporting machine is no forgery.
+    auto slightly_ahead = registration("carol");
+    slightly_ahead.registered_at = 1000 + 60;
+    slightly_ahead.last_seen = 1000 + 60;
+    EXPECT_EQ(handle(protocol::Import{slightly_ahead})[0].fields,
+              std::vector<std::string>{"imported"});
+}

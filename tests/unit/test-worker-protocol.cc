@@ -168,3 +168,31 @@ TEST(WorkerProtocol, RegistrationFieldsRoundTrip) {
 }
 
 } // namespace
+
+TEST(WorkerProtocol, EachCommandHasItsListenerAndName) {
+    struct Case {
+        protocol::Request request;
+        const char *name;
+        protocol::PeerRole listener;
+    };
+    const Case cases[] = {
+        {protocol::Register{}, "REGISTER", protocol::PeerRole::mail},
+        {protocol::Notify{}, "NOTIFY", protocol::PeerRole::mail},
+        {protocol::List{}, "LIST", protocol::PeerRole::admin},
+        {protocol::Purge{}, "PURGE", protocol::PeerRole::admin},
+        {protocol::Status{}, "STATUS", protocol::PeerRole::admin},
+        {protocol::Test{}, "TEST", protocol::PeerRole::admin},
+        {protocol::Import{}, "IMPORT", protocol::PeerRole::admin},
+    };
+    for (const auto &c : cases) {
+        SCOPED_TRACE(c.name);
+        EXPECT_STREQ(protocol::command_name(c.request), c.name);
+        EXPECT_EQ(protocol::role_serving(c.request), c.listener);
+    }
+}
+
+TEST(WorkerProtocol, ForbiddenIsAFailKindOfItsOwn) {
+    const auto reply =
+        protocol::Reply::fail(3, xaps::ErrorKind::forbidden, "LIST is an admin command");
+    EXPECT_EQ(protocol::encode_reply(reply), "3\tFAIL\tforbidden\tLIST is an admin command\n");
+}

@@ -20,6 +20,7 @@ xaps::XapsSettings read(const std::map<std::string, std::string, std::less<>> &v
 TEST(XapsSettings, DefaultsMatchTheDesign) {
     auto s = read({});
     EXPECT_EQ(s.socket_path, "xaps");
+    EXPECT_EQ(s.admin_socket_path, "xaps-admin");
     EXPECT_EQ(s.db_path, "/var/lib/dovecot-xaps");
     EXPECT_EQ(s.apns_host, "api.push.apple.com");
     EXPECT_EQ(s.apns_port, 443);
@@ -55,13 +56,16 @@ TEST(XapsSettings, ReadsEveryKind) {
     EXPECT_EQ(s.max_devices_per_user, 3U);
     EXPECT_EQ(s.subtopics, (std::vector<std::string>{"com.apple.mobilemail", "com.example.other"}));
     EXPECT_EQ(s.credential_kind(), xaps::CredentialKind::pem);
-    EXPECT_EQ(xaps::resolve_socket_path(s, "/run/dovecot"), "/run/xaps.sock");
-    EXPECT_EQ(xaps::resolve_socket_path(read({}), "/run/dovecot"), "/run/dovecot/xaps");
+    EXPECT_EQ(xaps::resolve_socket_path(s.socket_path, "/run/dovecot"), "/run/xaps.sock");
+    EXPECT_EQ(xaps::resolve_socket_path(read({}).socket_path, "/run/dovecot"), "/run/dovecot/xaps");
+    EXPECT_EQ(xaps::resolve_socket_path(read({}).admin_socket_path, "/run/dovecot"),
+              "/run/dovecot/xaps-admin");
 }
 
 TEST(XapsSettings, DefaultsAreWhatAnEmptyConfigurationReads) {
     auto s = xaps::default_xaps_settings();
     EXPECT_EQ(s.socket_path, "xaps");
+    EXPECT_EQ(s.admin_socket_path, "xaps-admin");
     EXPECT_EQ(s.user_lookup, "");
     EXPECT_EQ(s.apns_port, 443);
     EXPECT_EQ(s.apns_ca_file, "");
