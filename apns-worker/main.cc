@@ -31,6 +31,7 @@
 #include <vector>
 
 #include <sys/prctl.h>
+#include <unistd.h>
 #include <sys/stat.h>
 
 namespace {
@@ -60,7 +61,8 @@ struct Worker {
     std::optional<xaps::ProviderToken> token; // likewise, with token auth
     std::string certificate_file;             // for the admin: the file whose expiry is watched
     std::optional<std::chrono::system_clock::time_point> certificate_expiry;
-    std::string credential_problem; // why load_credentials() found none usable
+    std::string credential_problem;             // why load_credentials() found none usable
+    std::vector<std::string> private_key_files; // read while root; must stay root's
 
     xaps::DovecotEventLoop loop;
     std::unique_ptr<xaps::RegistrationStore> store;
@@ -210,6 +212,14 @@ void load_credentials(Worker &w) {
         }
         w.tls.emplace(xaps::TlsContext::load(apns));
         w.token = std::move(token);
+        for (const std::string *file : {&apns.key_file, &apns.p12_file, &apns.token_key_file}) {
+            if (!file->empty()) {
+                w.private_key_files.push_back(*file);
+            }
+        }
+        if (apns.key_file.empty() && !apns.cert_file.empty()) {
+            w.private_key_files.push_back(apns.cert_file); // holds the key too
+        }
         w.certificate_expiry = w.tls->certificate_expiry();
         w.certificate_file = kind == xaps::CredentialKind::pkcs12 ? apns.p12_file : apns.cert_file;
         if (w.token) {
@@ -222,6 +232,21 @@ void load_credentials(Worker &w) {
         // us in a loop, and registrations must still be listable.
         w.credential_problem = e.what();
         e_error(xaps::worker_event(), "APNs credential unusable, push disabled: %s", e.what());
+    }
+}
+
+// Runs as the xaps user: a key it can read is one a compromised worker (or
+// anyone who becomes that user) could copy, although the worker needs it only
+// while root at start.
+void warn_about_readable_keys(const Worker &w) {
+    for (const auto &file : w.private_key_files) {
+        if (::access(file.c_str(), R_OK) == 0) {
+            e_warning(xaps::worker_event(),
+                      "%s holds the APNs private key and the worker's own user can read it: "
+                      "make it root's only (chown root:root, chmod 0600); the worker reads it "
+                      "at start, before it drops root",
+                      file.c_str());
+        }
     }
 }
 
@@ -299,6 +324,7 @@ int main(int argc, char *argv[]) {
     if (::prctl(PR_SET_DUMPABLE, 0, 0, 0, 0) < 0) {
         i_fatal("prctl(PR_SET_DUMPABLE, 0) failed: %s", strerror(errno));
     }
+    warn_about_readable_keys(*worker);
     try {
         start_worker(*worker);
     } catch (const std::exception &e) {

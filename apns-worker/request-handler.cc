@@ -74,7 +74,7 @@ void validate_registration(const Registration &reg, const std::vector<std::strin
         // these names to an admin's terminal.
         require(accepted(check_mailbox_name(mailbox)),
                 "mailbox names must be 1 to " + std::to_string(limits::max_mailbox_name_length) +
-                    " bytes without control characters");
+                    " bytes of UTF-8 without control characters");
     }
 }
 

@@ -40,6 +40,19 @@ bool has_control_character(std::string_view text) {
     });
 }
 
+bool has_c1_control_character(std::string_view utf8) {
+    // In UTF-8, U+0080 to U+009F are C2 80 to C2 9F; C2 is never a
+    // continuation byte, so a byte search finds exactly those characters.
+    for (std::size_t i = 0; i + 1 < utf8.size(); i++) {
+        auto byte = static_cast<unsigned char>(utf8[i]);
+        auto next = static_cast<unsigned char>(utf8[i + 1]);
+        if (byte == 0xc2 && next >= 0x80 && next <= 0x9f) {
+            return true;
+        }
+    }
+    return false;
+}
+
 bool is_valid_utf8(std::string_view text) {
     std::size_t i = 0;
     while (i < text.size()) {
@@ -167,6 +180,12 @@ Checked<std::string> check_mailbox_name(std::string_view name) {
         return breach(Problem::too_long, "Mailbox name is too long.");
     }
     if (has_control_character(name)) {
+        return breach(Problem::control_character, "Mailbox name contains control characters.");
+    }
+    if (!is_valid_utf8(name)) {
+        return breach(Problem::not_utf8, "Mailbox name is not valid UTF-8.");
+    }
+    if (has_c1_control_character(name)) {
         return breach(Problem::control_character, "Mailbox name contains control characters.");
     }
     return canonical_mailbox_name(std::string(name));

@@ -28,6 +28,9 @@ bool equals_ignoring_ascii_case(std::string_view a, std::string_view b);
 
 // Any C0 control character or DEL.
 bool has_control_character(std::string_view text);
+// A C1 control character (U+0080 to U+009F) in UTF-8: terminals take U+009B
+// for CSI as they take ESC [.
+bool has_c1_control_character(std::string_view utf8);
 // Well-formed UTF-8 (RFC 3629): no overlong forms, surrogates or code points
 // past U+10FFFF. Account ids go into the JSON body Apple receives.
 bool is_valid_utf8(std::string_view text);
@@ -73,8 +76,12 @@ Checked<unsigned> check_aps_version(std::string_view text);
 Checked<unsigned> check_aps_version(unsigned version);
 // At most limits::max_mailboxes.
 std::optional<RuleBreach> check_mailbox_count(std::size_t count);
-// Non-empty, at most limits::max_mailbox_name_length, no control characters
-// (tested last, as for user names). Normalised by canonical_mailbox_name().
+// Non-empty, at most limits::max_mailbox_name_length, no C0 control characters
+// or DEL, UTF-8, no C1 control characters. Normalised by
+// canonical_mailbox_name(). Names are registered as UTF-8, so this is the rule
+// for the decoded name: the IMAP parser checks the name as sent (modified
+// UTF-7) and again once decoded, since "&AAE-" is plain ASCII that decodes to
+// U+0001.
 Checked<std::string> check_mailbox_name(std::string_view name);
 // INBOX is case-insensitive (RFC 3501) and push_notification events always
 // spell it "INBOX"; other names, INBOX's children included, keep their case.

@@ -1,33 +1,25 @@
 // doveadm xaps list [-u USER]: the stored registrations, one row per device.
 //
 // Fields: user account_id device_token subtopic mailboxes aps_version
-// registered last_seen. Times are ISO 8601 in UTC; mailboxes are joined with
-// "," (names are UTF-8, "Sent Messages" keeps its space). A user without
-// registrations is not an error: the list is empty.
+// registered last_seen. Times are ISO 8601 in UTC; mailboxes are an IMAP-style
+// list of quoted UTF-8 names, ("INBOX" "Sent Messages"), since a name may hold
+// a comma, a space or a quote. No field reaches the terminal with a control
+// character in it (printable-text.h). A user without registrations is not an
+// error: the list is empty.
 #include "doveadm-xaps-cmd.h"
 #include "doveadm-xaps-worker.h"
+#include "printable-text.h"
 
 namespace xaps::doveadm {
 
 namespace {
 
-std::string joined(const std::vector<std::string> &names) {
-    std::string text;
-    for (const auto &name : names) {
-        if (!text.empty()) {
-            text += ',';
-        }
-        text += name;
-    }
-    return text;
-}
-
 void print_registration(const Registration &reg) {
-    doveadm_print(reg.user.c_str());
-    doveadm_print(reg.account_id.c_str());
-    doveadm_print(reg.device_token.c_str());
-    doveadm_print(reg.subtopic.c_str());
-    doveadm_print(joined(reg.mailboxes).c_str());
+    doveadm_print(printable_text(reg.user).c_str());
+    doveadm_print(printable_text(reg.account_id).c_str());
+    doveadm_print(printable_text(reg.device_token).c_str());
+    doveadm_print(printable_text(reg.subtopic).c_str());
+    doveadm_print(printable_string_list(reg.mailboxes).c_str());
     doveadm_print_num(reg.aps_version);
     doveadm_print(time_field(reg.registered_at).c_str());
     doveadm_print(time_field(reg.last_seen).c_str());

@@ -124,10 +124,16 @@ std::optional<RequestError> collect_mailboxes(const RequestArg *list, const Requ
         }
         std::optional<std::string> utf8 =
             policy.decode_mailbox_name ? policy.decode_mailbox_name(name) : std::optional(name);
-        if (!utf8 || utf8->empty()) {
+        if (!utf8) {
             return no("Mailbox name is not valid modified UTF-7.");
         }
-        std::string registered = canonical_mailbox_name(std::move(*utf8));
+        // Decoding brings what the name as sent cannot hold: "&AAE-" is
+        // U+0001, "&AIU-" is the C1 control U+0085.
+        auto decoded = check_mailbox_name(*utf8);
+        if (auto error = refusal(decoded)) {
+            return error;
+        }
+        std::string registered = std::get<std::string>(std::move(decoded));
         bool duplicate = std::ranges::any_of(
             mailboxes, [&](const RequestMailbox &known) { return known.utf8 == registered; });
         if (!duplicate) {

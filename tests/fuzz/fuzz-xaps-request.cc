@@ -181,7 +181,9 @@ bool is_base64_char(char c) {
 // A stand-in for Dovecot's imap_utf7_to_utf8 with the same kinds of outcome:
 // 7-bit only, "&-" is '&', "&<base64>-" is a shifted run (shown here as
 // "[run]"), a run of 'A's only decodes to NULs that are dropped (so a name can
-// decode to nothing), and an unterminated or malformed run is invalid.
+// decode to nothing), "&AA<c>-" decodes to a control character as "&AAE-"
+// does (or is invalid, as an encoded NUL is), and an unterminated or malformed
+// run is invalid.
 std::optional<std::string> toy_utf7_decode(const std::string &name) {
     std::string utf8;
     for (std::size_t i = 0; i < name.size(); i++) {
@@ -202,6 +204,12 @@ std::optional<std::string> toy_utf7_decode(const std::string &name) {
             utf8 += '&';
         } else if (!std::ranges::all_of(run, is_base64_char)) {
             return std::nullopt;
+        } else if (run.size() == 3 && run.starts_with("AA")) {
+            auto control = static_cast<char>(static_cast<unsigned char>(run[2]) & 0x1f);
+            if (control == 0) {
+                return std::nullopt;
+            }
+            utf8 += control;
         } else if (!std::ranges::all_of(run, [](char r) { return r == 'A'; })) {
             utf8 += '[';
             utf8 += run;
@@ -271,6 +279,8 @@ void check_mailboxes(const ApsRequest &request, const std::vector<RequestArg> &a
         XAPS_FUZZ_CHECK(mailbox.as_sent.size() <= xaps::limits::max_mailbox_name_length);
         XAPS_FUZZ_CHECK(!has_control_character(mailbox.as_sent));
         XAPS_FUZZ_CHECK(!mailbox.utf8.empty());
+        XAPS_FUZZ_CHECK(mailbox.utf8.size() <= xaps::limits::max_mailbox_name_length);
+        XAPS_FUZZ_CHECK(!has_control_character(mailbox.utf8));
         std::optional<std::string> decoded = decode(mailbox.as_sent);
         XAPS_FUZZ_CHECK(decoded.has_value());
         XAPS_FUZZ_CHECK(mailbox.utf8 == normalized_mailbox(*decoded));

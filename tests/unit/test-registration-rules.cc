@@ -123,6 +123,23 @@ TEST(RegistrationRules, MailboxName) {
                 "Mailbox name contains control characters."),
         refused("too long is told before a control character", std::string(1025, '\t'),
                 Problem::too_long, "Mailbox name is too long."),
+        // What "&AAE-", "&AB8-", "&AH8-" and "&AIU-" decode to.
+        refused("U+0001", "\x01", Problem::control_character,
+                "Mailbox name contains control characters."),
+        refused("U+001F", "a\x1f", Problem::control_character,
+                "Mailbox name contains control characters."),
+        refused("DEL", "\x7f", Problem::control_character,
+                "Mailbox name contains control characters."),
+        refused("C1 NEL U+0085", "x\xc2\x85z", Problem::control_character,
+                "Mailbox name contains control characters."),
+        refused("C1 CSI U+009B", "\xc2\x9bK", Problem::control_character,
+                "Mailbox name contains control characters."),
+        accepted("U+00A0 is not a control character", "x\xc2\xa0z", "x\xc2\xa0z"),
+        refused("not UTF-8", "Entw\xfcrfe", Problem::not_utf8, "Mailbox name is not valid UTF-8."),
+        refused("a raw C1 byte is not UTF-8", "\x9bK", Problem::not_utf8,
+                "Mailbox name is not valid UTF-8."),
+        refused("C0 control character is told before UTF-8", "\x01\xff", Problem::control_character,
+                "Mailbox name contains control characters."),
     };
     for (const Row &row : rows) {
         SCOPED_TRACE(row.name);
@@ -280,6 +297,25 @@ TEST(RegistrationRules, ControlCharacters) {
     for (const auto &[text, has_control] : rows) {
         SCOPED_TRACE(text);
         EXPECT_EQ(has_control_character(text), has_control);
+    }
+}
+
+TEST(RegistrationRules, C1ControlCharacters) {
+    const std::pair<std::string, bool> rows[] = {
+        {"", false},
+        {"plain text", false},
+        {"\xc2\x80", true},      // U+0080
+        {"x\xc2\x9fz", true},    // U+009F
+        {"\xc2\xa0", false},     // U+00A0, no-break space
+        {"\xc3\x85", false},     // U+00C5
+        {"\xc2", false},         // truncated: not UTF-8, not a C1 character
+        {"\x85", false},         // a lone byte: not UTF-8, not a C1 character
+        {"\xe2\x82\xac", false}, // U+20AC
+        {"\xf0\x9f\x93\xa7", false},
+    };
+    for (const auto &[text, has_c1] : rows) {
+        SCOPED_TRACE(text);
+        EXPECT_EQ(has_c1_control_character(text), has_c1);
     }
 }
 

@@ -40,6 +40,13 @@ std::optional<std::string> fake_utf7_decoder(const std::string &name) {
     static const std::map<std::string, std::string> known = {
         {"Entw&APw-rfe", "Entwürfe"},
         {"&ZeVnLIqe-", "日本語"},
+        // Dovecot's decoder turns these into control characters.
+        {"&AAE-", "\x01"},
+        {"x&AB8-z", "x\x1fz"},
+        {"&AH8-", "\x7f"},
+        {"&AIU-", "\xc2\x85"},
+        // A long run of CJK grows when decoded: 3 UTF-8 bytes for 8/3 letters.
+        {"&" + std::string(1020, 'Z') + "-", std::string(1150, 'x')},
     };
     if (auto it = known.find(name); it != known.end()) {
         return it->second;
@@ -108,6 +115,9 @@ TEST(XapsRequest, AcceptsRealRequestShapes) {
                      s("aps-device-token"), s(token_upper), s("aps-subtopic"),   s(subtopic)};
     Args version1_ignores_list = version1;
     version1_ignores_list.insert(version1_ignores_list.end(), {s("mailboxes"), list({s("Notes")})});
+    Args version1_ignores_control = version1;
+    version1_ignores_control.insert(version1_ignores_control.end(),
+                                    {s("mailboxes"), list({s("&AAE-")})});
     std::string longest_token(xaps::limits::max_device_token_length, 'f');
     Args many_mailboxes_list;
     std::vector<RequestMailbox> many_mailboxes;
@@ -138,6 +148,8 @@ TEST(XapsRequest, AcceptsRealRequestShapes) {
         {"version 2 with an empty list means no mailbox", ios_request({}), expected(2, {})},
         {"version 1 is INBOX only", version1, expected(1, {inbox})},
         {"version 1 ignores a mailbox list", version1_ignores_list, expected(1, {inbox})},
+        {"version 1 ignores what the list's names decode to", version1_ignores_control,
+         expected(1, {inbox})},
         {"atoms are strings too", with_value("aps-version", s("2")), expected(2, {inbox})},
         {"longest device token",
          with_value("aps-device-token", s(longest_token)),
@@ -243,6 +255,14 @@ TEST(XapsRequest, RejectsEveryBadInputClass) {
          Rejection::no, "too long"},
         {"mailbox name not modified UTF-7", ios_request({s("Entw&APw")}), Rejection::no, "UTF-7"},
         {"mailbox name with a line break", ios_request({s("a\r\nb")}), Rejection::no, "control"},
+        {"mailbox name decoding to U+0001", ios_request({s("INBOX"), s("&AAE-")}), Rejection::no,
+         "control"},
+        {"mailbox name decoding to U+001F", ios_request({s("x&AB8-z")}), Rejection::no, "control"},
+        {"mailbox name decoding to DEL", ios_request({s("&AH8-")}), Rejection::no, "control"},
+        {"mailbox name decoding to the C1 control U+0085", ios_request({s("&AIU-")}), Rejection::no,
+         "control"},
+        {"mailbox name too long once decoded", ios_request({s("&" + std::string(1020, 'Z') + "-")}),
+         Rejection::no, "too long"},
     };
     for (const auto &c : cases) {
         SCOPED_TRACE(c.name);
