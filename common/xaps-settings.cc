@@ -133,6 +133,17 @@ XapsSettings read_xaps_settings(const SettingLookup &lookup) {
     if (!settings.apns_cert_file.empty() && settings.apns_key_file.empty()) {
         settings.apns_key_file = settings.apns_cert_file; // a PEM file holding both
     }
+    // These are meant to be read from a root-only file with Dovecot's
+    // `key = <file` syntax, which keeps the file's last line break: one
+    // written with echo or an editor must work too.
+    for (std::string *secret : {&settings.apns_p12_password, &settings.apple_password_hash}) {
+        if (secret->ends_with('\n')) {
+            secret->pop_back();
+            if (secret->ends_with('\r')) {
+                secret->pop_back();
+            }
+        }
+    }
     return settings;
 }
 

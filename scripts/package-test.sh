@@ -4,9 +4,15 @@
 # runs the 'package' test suite against the installed files, then purges it
 # and checks that the machine is as before: /etc/dovecot byte for byte, the
 # xaps user and group, /var/lib/dovecot-xaps, the list of installed packages.
+# Before the install it configures a Lua push_notification driver, as an
+# admin may already run one, so that the suite can check that it keeps
+# working next to xaps; it goes again with the package.
 # Needs root and a meson build directory of this tree (for the test program).
 #
 # Usage: scripts/package-test.sh [BUILD_DIR]     (default: build)
+#
+# XAPS_PACKAGE_DEB=FILE tests that .deb instead of building one (to iterate
+# on the tests: the build takes minutes).
 #
 # Results: BUILD_DIR/meson-logs/package-testlog.json, the suite's meson log
 # plus one failed entry per step of this script that failed (package-build,
@@ -21,11 +27,14 @@ build_dir=${1:-build}
 package=dovecot-xaps
 state_dir=/var/lib/dovecot-xaps
 policy_rc=/usr/sbin/policy-rc.d
+lua_driver_conf=/etc/dovecot/conf.d/90-xaps-package-test-lua.conf
+lua_driver_script=/etc/dovecot/xaps-package-test-push.lua
 log_json=$build_dir/meson-logs/package-testlog.json
 
 failed_steps=""
 installed=no
 policy_rc_saved=no
+lua_driver_written=no
 tmp=""
 xaps_user_before=""
 xaps_group_before=""
@@ -77,6 +86,70 @@ copy_source_tree() {
   fi
 }
 
+# A Lua push_notification driver that appends "<event> <mailbox>" to
+# <home>-lua-push-events for every new mail delivered by LMTP, in the syntax
+# of the installed Dovecot. imap loads it too: the driver's setting (2.3) or
+# filter (2.4) reaches every protocol.
+write_lua_driver() {
+  cat >"$lua_driver_script" <<'EOF_LUA'
+-- Written by dovecot-xaps scripts/package-test.sh, removed when it ends.
+-- Next to the home rather than in it: a home is made only when needed.
+function dovecot_lua_notify_begin_txn(user)
+  return { events = user.home .. "-lua-push-events" }
+end
+
+function dovecot_lua_notify_event_message_new(ctx, event)
+  local file = assert(io.open(ctx.events, "a"))
+  file:write(event.name .. " " .. event.mailbox .. "\n")
+  file:close()
+end
+
+function dovecot_lua_notify_end_txn(ctx)
+end
+EOF_LUA
+  case "$(dovecot --version)" in
+  2.3.*)
+    cat >"$lua_driver_conf" <<EOF_CONF
+# Written by dovecot-xaps scripts/package-test.sh, removed when it ends.
+protocol imap {
+  mail_plugins = \$mail_plugins mail_lua notify push_notification push_notification_lua
+}
+protocol lmtp {
+  mail_plugins = \$mail_plugins mail_lua notify push_notification push_notification_lua
+}
+plugin {
+  push_notification_driver = lua:file=$lua_driver_script
+}
+EOF_CONF
+    ;;
+  *)
+    cat >"$lua_driver_conf" <<EOF_CONF
+# Written by dovecot-xaps scripts/package-test.sh, removed when it ends.
+protocol imap {
+  mail_plugins {
+    mail_lua = yes
+    notify = yes
+    push_notification = yes
+    push_notification_lua = yes
+  }
+}
+protocol lmtp {
+  mail_plugins {
+    mail_lua = yes
+    notify = yes
+    push_notification = yes
+    push_notification_lua = yes
+  }
+}
+push_notification lua {
+  driver = lua
+  lua_file = $lua_driver_script
+}
+EOF_CONF
+    ;;
+  esac
+}
+
 # user:x:uid:gid:gecos:home:shell and group:x:gid: as they were before.
 restore_xaps_user() {
   if [ "$xaps_group_before" ] && ! getent group xaps >/dev/null; then
@@ -114,6 +187,10 @@ restore_machine() {
     else
       rm -f "$policy_rc"
     fi
+  fi
+  if [ "$lua_driver_written" = yes ]; then
+    lua_driver_written=no
+    rm -f "$lua_driver_conf" "$lua_driver_script"
   fi
   restore_xaps_user || step_failed machine-restore "cannot recreate the xaps user or group"
 }
@@ -170,6 +247,12 @@ if [ -e "$state_dir" ]; then
   step_failed package-preconditions "$state_dir exists (registrations?); move it away first"
   exit 1
 fi
+for leftover in "$lua_driver_conf" "$lua_driver_script"; do
+  if [ -e "$leftover" ]; then
+    step_failed package-preconditions "$leftover is left from an interrupted run: remove it"
+    exit 1
+  fi
+done
 
 tmp=$(mktemp -d /tmp/xaps-package-test.XXXXXX)
 # apt's unprivileged download user must be able to read the .deb.
@@ -183,12 +266,20 @@ snapshot_before=yes
 # In a copy of the tree: dpkg-buildpackage writes into debian/ and the parent
 # directory, and others may be building or editing in this tree meanwhile.
 started=$(now)
-copy_source_tree "$tmp/src"
-if ! (cd "$tmp/src" && DEB_BUILD_OPTIONS="nocheck parallel=2" \
-  dpkg-buildpackage -b -us -uc) >"$tmp/build.log" 2>&1; then
-  tail -n 60 "$tmp/build.log" >&2
-  step_failed package-build "dpkg-buildpackage"
-  exit 1
+if [ -n "${XAPS_PACKAGE_DEB:-}" ]; then
+  cp "$XAPS_PACKAGE_DEB" "$tmp/" || {
+    step_failed package-build "cannot copy $XAPS_PACKAGE_DEB"
+    exit 1
+  }
+  chmod 0644 "$tmp"/*.deb
+else
+  copy_source_tree "$tmp/src"
+  if ! (cd "$tmp/src" && DEB_BUILD_OPTIONS="nocheck parallel=2" \
+    dpkg-buildpackage -b -us -uc) >"$tmp/build.log" 2>&1; then
+    tail -n 60 "$tmp/build.log" >&2
+    step_failed package-build "dpkg-buildpackage"
+    exit 1
+  fi
 fi
 set -- "$tmp"/"$package"_*_"$(dpkg --print-architecture)".deb
 if [ $# != 1 ] || [ ! -f "$1" ] || [ "$(dpkg-deb -f "$1" Package)" != "$package" ]; then
@@ -208,6 +299,9 @@ policy_rc_saved=yes
 printf '#!/bin/sh\n# scripts/package-test.sh: no service starts during the test.\nexit 101\n' \
   >"$policy_rc"
 chmod 0755 "$policy_rc"
+
+lua_driver_written=yes
+write_lua_driver
 
 started=$(now)
 installed=yes

@@ -28,7 +28,7 @@ using Clock = std::chrono::steady_clock;
 // The package's conffile: the copy of it must run exactly as installed.
 constexpr const char *package_conffile = "95-xaps.conf";
 constexpr auto start_timeout = std::chrono::seconds(20);
-constexpr auto doveadm_time_limit = std::chrono::seconds(60);
+constexpr auto command_time_limit = std::chrono::seconds(60);
 
 // Rewrites the lines of `path` for which `comment_out` returns a reason as
 // comments that give the reason.
@@ -110,6 +110,18 @@ std::string InstalledDovecot::install_private_file(const std::string &from) {
     return to;
 }
 
+std::string InstalledDovecot::install_private_text(const std::string &name,
+                                                   const std::string &content) {
+    const std::string private_dir = dir() + "/private";
+    make_directory(private_dir, 0700);
+    const std::string to = private_dir + "/" + name;
+    write_file(to, content, 0600);
+    if (::chown(to.c_str(), 0, 0) < 0) {
+        throw Error(ErrorKind::internal, "cannot make " + to + " root-only");
+    }
+    return to;
+}
+
 void InstalledDovecot::write_machine_config() const {
     const SystemUser worker = existing_system_user("xaps");
     TestMachine machine;
@@ -138,7 +150,7 @@ void InstalledDovecot::write_machine_config() const {
     write_file(dir() + "/test-plugin-settings.conf",
                "# Written by the xaps package test: the store, credentials and the APNs "
                "endpoint.\n" +
-                   xaps_settings_config(settings),
+                   xaps_settings_config(settings) + raw_config_,
                0644);
 }
 
@@ -160,14 +172,24 @@ void InstalledDovecot::start() {
 CommandResult InstalledDovecot::doveadm(const std::vector<std::string> &args) const {
     std::vector<std::string> argv{installed_doveadm, "-c", conf_path()};
     argv.insert(argv.end(), args.begin(), args.end());
-    const std::string out_path = dir() + "/doveadm.out";
-    const std::string err_path = dir() + "/doveadm.err";
+    return run(argv);
+}
+
+CommandResult InstalledDovecot::doveconf(const std::vector<std::string> &args) const {
+    std::vector<std::string> argv{installed_doveconf, "-c", conf_path()};
+    argv.insert(argv.end(), args.begin(), args.end());
+    return run(argv);
+}
+
+CommandResult InstalledDovecot::run(const std::vector<std::string> &argv) const {
+    const std::string out_path = dir() + "/command.out";
+    const std::string err_path = dir() + "/command.err";
     fs::remove(out_path);
     fs::remove(err_path);
     const pid_t pid = spawn_process(argv, out_path, err_path);
 
     CommandResult result;
-    const auto deadline = Clock::now() + doveadm_time_limit;
+    const auto deadline = Clock::now() + command_time_limit;
     int status = 0;
     for (;;) {
         pid_t done = ::waitpid(pid, &status, WNOHANG);

@@ -23,6 +23,7 @@ namespace xaps::test {
 inline constexpr const char *installed_config_dir = "/etc/dovecot";
 inline constexpr const char *installed_worker = "/usr/lib/dovecot/xaps-worker";
 inline constexpr const char *installed_doveadm = "/usr/bin/doveadm";
+inline constexpr const char *installed_doveconf = "/usr/bin/doveconf";
 
 class InstalledDovecot {
 public:
@@ -42,6 +43,12 @@ public:
     // owned by root, as 95-xaps.conf tells admins to keep key files, and
     // returns the copy's path.
     std::string install_private_file(const std::string &from);
+    // The same for a file holding `content` exactly, e.g. a password.
+    std::string install_private_text(const std::string &name, const std::string &content);
+    // Lines in Dovecot's own syntax for the file that start() includes last,
+    // after the plugin settings: for values set_plugin_settings() would
+    // quote, like "key = <file". Call before start().
+    void set_raw_config(std::string config) { raw_config_ = std::move(config); }
 
     // Runs `dovecot -F -c <copy>/dovecot.conf` and returns once IMAP accepts
     // connections and the xaps worker answered the protocol handshake.
@@ -58,6 +65,7 @@ public:
     std::string conf_path() const { return config_dir() + "/dovecot.conf"; }
     std::string base_dir() const { return dir() + "/run"; }
     std::string worker_socket_path() const { return base_dir() + "/xaps"; }
+    std::string admin_socket_path() const { return base_dir() + "/xaps-admin"; }
     const std::string &log_path() const { return process_.log_path(); }
     // The test users (alice, bob); the password is `password` for each.
     const std::vector<std::string> &users() const { return users_; }
@@ -75,15 +83,19 @@ public:
     }
     // /usr/bin/doveadm -c <the copy's dovecot.conf> <args>, stopped after 60 s.
     CommandResult doveadm(const std::vector<std::string> &args) const;
+    // /usr/bin/doveconf -c <the copy's dovecot.conf> <args>, the same way.
+    CommandResult doveconf(const std::vector<std::string> &args) const;
 
 private:
     void copy_installed_config();
     void write_machine_config() const;
+    CommandResult run(const std::vector<std::string> &argv) const;
 
     TemporaryDirectory dir_;
     std::vector<std::string> users_{"alice", "bob"};
     std::string mail_user_ = "mail";
     std::map<std::string, std::string> plugin_settings_;
+    std::string raw_config_;
     std::uint16_t imap_port_ = 0;
     std::uint16_t lmtp_port_ = 0;
     // Declared after dir_: stops Dovecot before the directory goes away.

@@ -5,12 +5,14 @@
 // the .deb, installs it, runs this suite and purges the package; without the
 // package installed every case skips.
 #include "installed-dovecot.h"
+#include "dovecot-config.h"
 #include "test-files.h"
 
 #include "imap-client.h"
 #include "lmtp-client.h"
 #include "mock-apns-server.h"
 #include "test-pki.h"
+#include "worker-client.h"
 
 #include <gtest/gtest.h>
 #include <json/json.h>
@@ -35,6 +37,7 @@ namespace {
 using namespace xaps::test;
 using namespace std::chrono_literals;
 namespace fs = std::filesystem;
+namespace protocol = xaps::protocol;
 
 constexpr const char *module_dir = "/usr/lib/dovecot/modules";
 constexpr const char *state_dir = "/var/lib/dovecot-xaps";
@@ -46,6 +49,13 @@ constexpr const char *device_token =
 // What the admin is told to set, named in the one log line about it.
 constexpr const char *credential_setting = "xaps_apns_cert_file";
 constexpr auto push_timeout = 10s;
+// The p12 bundle's password (tests/pki/make-test-pki.sh).
+constexpr const char *p12_password = "test";
+// Written by scripts/package-test.sh before it installs the package: a Lua
+// push_notification driver, as an admin may already run one, that appends
+// "<event> <mailbox>" to <home>-lua-push-events.
+constexpr const char *lua_driver_conf = "/etc/dovecot/conf.d/90-xaps-package-test-lua.conf";
+constexpr const char *lua_push_events = "-lua-push-events";
 
 std::string joined(const std::vector<std::string> &lines) {
     std::string text;
@@ -293,9 +303,145 @@ TEST_F(InstalledPackage, RegistersOverImapPushesOnDeliveryAndDoveadmListsIt) {
     EXPECT_EQ(rows[0], "user\taccount_id\tdevice_token\tsubtopic\tmailboxes\taps_version\t"
                        "registered\tlast_seen");
     EXPECT_TRUE(rows[1].starts_with(std::string("alice\t") + account_id + "\t" + device_token +
-                                    "\tcom.apple.mobilemail\tINBOX\t2\t"))
+                                    "\tcom.apple.mobilemail\t(\"INBOX\")\t2\t"))
         << rows[1];
     EXPECT_TRUE(imap->command("LOGOUT").ok());
+}
+
+// Mail processes (group dovecot) reach the mail socket, only root the admin
+// socket: the whole policy is in these owners and modes.
+TEST_F(InstalledPackage, SocketsAreOpenToGroupDovecotAndTheAdminSocketToRootOnly) {
+    ASSERT_NO_THROW(dovecot_->start());
+    const group *dovecot_group = ::getgrnam("dovecot");
+    ASSERT_NE(dovecot_group, nullptr) << "no group dovecot";
+    struct Row {
+        std::string path;
+        gid_t gid;
+        mode_t mode;
+    };
+    const std::vector<Row> rows = {
+        {dovecot_->worker_socket_path(), dovecot_group->gr_gid, 0660},
+        {dovecot_->admin_socket_path(), 0, 0600},
+    };
+    // Logged in once, so that auth is up before Dovecot stops again.
+    auto imap = login();
+    EXPECT_TRUE(imap->command("LOGOUT").ok());
+    for (const Row &row : rows) {
+        SCOPED_TRACE(row.path);
+        struct stat st {};
+        ASSERT_EQ(::lstat(row.path.c_str(), &st), 0);
+        EXPECT_TRUE(S_ISSOCK(st.st_mode));
+        EXPECT_EQ(st.st_uid, 0u);
+        EXPECT_EQ(st.st_gid, row.gid);
+        EXPECT_EQ(st.st_mode & 07777, row.mode) << std::oct << (st.st_mode & 07777);
+    }
+
+    // Each socket serves its own commands only.
+    protocol::Status status;
+    WorkerClient admin(dovecot_->admin_socket_path());
+    std::vector<protocol::Reply> replies = admin.request(status);
+    ASSERT_FALSE(replies.empty());
+    EXPECT_EQ(replies.back().status, protocol::ReplyStatus::ok);
+    WorkerClient mail(dovecot_->worker_socket_path());
+    replies = mail.request(status);
+    ASSERT_EQ(replies.size(), 1u);
+    EXPECT_EQ(replies[0].status, protocol::ReplyStatus::fail);
+}
+
+// As 95-xaps.conf tells admins: the p12 password in a root-only file, named
+// with "<file" and written without a newline. The worker gets the file's
+// content (the bundle opens and pushes go out), doveconf shows neither secret.
+TEST_F(InstalledPackage, SecretsFromRootOnlyFilesReachTheWorkerAndNotDoveconf) {
+    MockApnsServer apns(apple_like_mock_config());
+    apns.start();
+    const std::string password_file =
+        dovecot_->install_private_text("xaps-p12-password", p12_password);
+    // Distinctive, so that finding it in doveconf's output means a leak.
+    const std::string hash = "5f4dcc3b5aa765d61d8327deb882cf99c0ffee00decafbad0123456789abcdef";
+    const std::string hash_file = dovecot_->install_private_text("xaps-apple-password-hash", hash);
+    dovecot_->set_plugin_settings({
+        {"xaps_apns_p12_file", dovecot_->install_private_file(test_pki_file("client.p12"))},
+        {"xaps_apns_ca_file", test_pki_file("ca.pem")},
+        {"xaps_apns_host", "127.0.0.1"},
+        {"xaps_apns_port", std::to_string(apns.port())},
+    });
+    const std::string p12_line = "xaps_apns_p12_password = <" + password_file + "\n";
+    const std::string hash_line = "xaps_apple_password_hash = <" + hash_file + "\n";
+    const bool plugin_block = !installed_dovecot_version().at_least(2, 4);
+    dovecot_->set_raw_config(plugin_block ? "plugin {\n  " + p12_line + "  " + hash_line + "}\n"
+                                          : p12_line + hash_line);
+    ASSERT_NO_THROW(dovecot_->start());
+
+    auto imap = login();
+    EXPECT_EQ(imap->capabilities().count(capability), 1u) << "the p12 bundle did not open";
+    ImapResponse reply =
+        imap->command(std::string("XAPPLEPUSHSERVICE \"aps-version\" \"2\" \"aps-account-id\" \"") +
+                      account_id + "\" \"aps-device-token\" \"" + device_token +
+                      "\" \"aps-subtopic\" \"com.apple.mobilemail\" \"mailboxes\" (\"INBOX\")");
+    ASSERT_TRUE(reply.ok()) << joined(reply.lines()) << "\nDovecot's log:\n" << dovecot_->log();
+    SmtpReply delivery = deliver_to("alice@example.com");
+    EXPECT_EQ(delivery.code, 250) << delivery.text();
+    ASSERT_TRUE(apns.wait_for_requests(1, push_timeout)) << "Dovecot's log:\n" << dovecot_->log();
+    EXPECT_EQ(apns.requests().at(0).client_uid, test_pki_topic());
+    EXPECT_TRUE(imap->command("LOGOUT").ok());
+
+    for (const char *option : {"-n", "-P"}) {
+        SCOPED_TRACE(option);
+        const CommandResult doveconf = dovecot_->doveconf({option});
+        ASSERT_EQ(doveconf.exit_code, 0) << doveconf.err;
+        EXPECT_EQ(doveconf.out.find(hash), std::string::npos) << doveconf.out;
+        EXPECT_NE(doveconf.out.find("xaps_apple_password_hash = <" + hash_file), std::string::npos)
+            << doveconf.out;
+    }
+    const CommandResult shown = dovecot_->doveconf({"-n"});
+    EXPECT_NE(shown.out.find("xaps_apns_p12_password = # hidden"), std::string::npos) << shown.out;
+}
+
+// An admin's own push_notification driver, configured before the package was
+// installed, keeps getting its events next to xaps.
+TEST_F(InstalledPackage, KeepsAPushDriverConfiguredBeforeTheInstall) {
+    if (!fs::exists(lua_driver_conf)) {
+        GTEST_SKIP() << "no " << lua_driver_conf
+                     << ": scripts/package-test.sh writes it before it installs the package";
+    }
+    MockApnsServer apns(apple_like_mock_config());
+    apns.start();
+    dovecot_->set_plugin_settings({
+        {"xaps_apns_cert_file", dovecot_->install_private_file(test_pki_file("client.pem"))},
+        {"xaps_apns_key_file", dovecot_->install_private_file(test_pki_file("client.key"))},
+        {"xaps_apns_ca_file", test_pki_file("ca.pem")},
+        {"xaps_apns_host", "127.0.0.1"},
+        {"xaps_apns_port", std::to_string(apns.port())},
+    });
+    ASSERT_NO_THROW(dovecot_->start());
+
+    auto imap = login();
+    ImapResponse reply =
+        imap->command(std::string("XAPPLEPUSHSERVICE \"aps-version\" \"2\" \"aps-account-id\" \"") +
+                      account_id + "\" \"aps-device-token\" \"" + device_token +
+                      "\" \"aps-subtopic\" \"com.apple.mobilemail\" \"mailboxes\" (\"INBOX\")");
+    ASSERT_TRUE(reply.ok()) << joined(reply.lines()) << "\nDovecot's log:\n" << dovecot_->log();
+    SmtpReply delivery = deliver_to("alice@example.com");
+    EXPECT_EQ(delivery.code, 250) << delivery.text();
+    ASSERT_TRUE(apns.wait_for_requests(1, push_timeout)) << "Dovecot's log:\n" << dovecot_->log();
+    EXPECT_TRUE(imap->command("LOGOUT").ok());
+
+    // On 2.3 xaps took the slot after the Lua driver's; 2.4's named filters
+    // need no slot.
+    const std::string driver_file = "/etc/dovecot/conf.d/xaps-push-driver.conf.ext";
+    if (installed_dovecot_version().at_least(2, 4)) {
+        EXPECT_FALSE(fs::exists(driver_file)) << driver_file;
+    } else {
+        EXPECT_NE(read_file(driver_file).find("\n  push_notification_driver2 = xaps\n"),
+                  std::string::npos)
+            << read_file(driver_file);
+    }
+
+    // The Lua driver runs in the same LMTP transaction, before the reply.
+    const std::string events = dovecot_->dir() + "/home/alice" + lua_push_events;
+    EXPECT_EQ(fs::exists(events) ? read_file(events) : "<no " + events + ">", "MessageNew INBOX\n")
+        << "Dovecot's log:\n"
+        << dovecot_->log();
 }
 
 } // namespace

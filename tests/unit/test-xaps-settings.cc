@@ -150,3 +150,13 @@ TEST(XapsSettings, BooleansAreYesOrNo) {
 }
 
 } // namespace
+
+// Dovecot's `key = <file` keeps the file's line break.
+TEST(XapsSettings, SecretsReadFromAFileLoseTheirLineBreak) {
+    auto s =
+        read({{"xaps_apns_p12_password", "s3cret\n"}, {"xaps_apple_password_hash", "ab12\r\n"}});
+    EXPECT_EQ(s.apns_p12_password, "s3cret");
+    EXPECT_EQ(s.apple_password_hash, "ab12");
+    EXPECT_EQ(read({{"xaps_apns_p12_password", "two\n\n"}}).apns_p12_password, "two\n")
+        << "only the one line break a file ends with";
+}
