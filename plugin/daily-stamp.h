@@ -11,9 +11,9 @@ namespace xaps::plugin {
 
 // True when the stamp at `path` is missing or at least `interval` older than
 // `now` (also when it is in the future, so a clock set back cannot silence it
-// for long), and then sets the stamp to `now`. False otherwise, and when the
-// stamp cannot be written: a caller that must not repeat itself stays quiet
-// rather than repeat on every call.
+// for long), and then sets the stamp to `now`; false otherwise. Also true
+// when no stamp can be kept there (e.g. a virtual user's home that Dovecot
+// never created): a warning said on every call beats one never said.
 bool take_daily_turn(const std::string &path, std::chrono::system_clock::time_point now,
                      std::chrono::seconds interval = std::chrono::hours(24));
 

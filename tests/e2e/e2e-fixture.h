@@ -166,7 +166,7 @@ protected:
     }
 
     std::vector<Registration> registrations(const std::string &user = "alice") {
-        return WorkerClient(dovecot_->worker_socket_path()).list(user);
+        return WorkerClient(dovecot_->admin_socket_path()).list(user);
     }
 
     SmtpReply deliver_to(const std::string &rcpt, const std::string &subject = "Hello") {

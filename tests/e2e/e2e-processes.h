@@ -92,8 +92,8 @@ inline char process_state(pid_t pid) {
     return close == std::string::npos || close + 2 >= stat.size() ? '?' : stat[close + 2];
 }
 
-// Waits until a worker other than `old_pid` runs and answers on its socket;
-// returns its pid, or -1 after the timeout.
+// Waits until a worker other than `old_pid` runs and answers LIST on its
+// admin socket; returns its pid, or -1 after the timeout.
 inline pid_t wait_for_serving_worker(const DovecotInstance &dovecot, pid_t old_pid,
                                      std::chrono::milliseconds timeout) {
     const auto deadline = std::chrono::steady_clock::now() + timeout;
@@ -101,7 +101,7 @@ inline pid_t wait_for_serving_worker(const DovecotInstance &dovecot, pid_t old_p
         const pid_t pid = worker_pid(dovecot);
         if (pid > 0 && pid != old_pid) {
             try {
-                WorkerClient probe(dovecot.worker_socket_path(), std::chrono::milliseconds(500));
+                WorkerClient probe(dovecot.admin_socket_path(), std::chrono::milliseconds(500));
                 probe.list("nobody-at-all");
                 return pid;
             } catch (const std::exception &) {

@@ -288,7 +288,7 @@ protected:
     }
 
     std::map<std::string, std::string> worker_status() {
-        WorkerClient worker(dovecot_->worker_socket_path());
+        WorkerClient worker(dovecot_->admin_socket_path());
         std::map<std::string, std::string> rows;
         for (const auto &reply : worker.request(xaps::protocol::Status{})) {
             if (reply.status == xaps::protocol::ReplyStatus::row && reply.fields.size() == 2) {

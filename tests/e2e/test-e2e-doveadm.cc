@@ -269,7 +269,7 @@ protected:
     }
 
     std::vector<xaps::Registration> stored(const std::string &user = {}) {
-        return WorkerClient(dovecot_->worker_socket_path()).list(user);
+        return WorkerClient(dovecot_->admin_socket_path()).list(user);
     }
 
     std::string write_file(const std::string &name, const std::string &text) {
@@ -296,7 +296,7 @@ TEST_F(E2eDoveadm, ListShowsRegistrationsInEveryFormatter) {
     EXPECT_EQ(row["account_id"], e2e::iphone_account_id);
     EXPECT_EQ(row["device_token"], e2e::iphone_device_token);
     EXPECT_EQ(row["subtopic"], "com.apple.mobilemail");
-    EXPECT_EQ(row["mailboxes"], "INBOX,Sent Messages");
+    EXPECT_EQ(row["mailboxes"], R"(("INBOX" "Sent Messages"))");
     EXPECT_EQ(row["aps_version"], 2) << "a number, not a string";
     const std::int64_t registered = parse_iso8601_utc(row["registered"].asString());
     EXPECT_GE(registered, before - 1);
@@ -314,7 +314,7 @@ TEST_F(E2eDoveadm, ListShowsRegistrationsInEveryFormatter) {
     EXPECT_EQ(tab.exit_code, 0) << tab.err;
     const std::vector<std::string> expected_tab = {
         fields, std::string("alice\t") + e2e::iphone_account_id + "\t" + e2e::iphone_device_token +
-                    "\tcom.apple.mobilemail\tINBOX,Sent Messages\t2\t" +
+                    "\tcom.apple.mobilemail\t(\"INBOX\" \"Sent Messages\")\t2\t" +
                     row["registered"].asString() + "\t" + row["last_seen"].asString()};
     EXPECT_EQ(lines_of(tab.out), expected_tab);
 
@@ -328,6 +328,38 @@ TEST_F(E2eDoveadm, ListShowsRegistrationsInEveryFormatter) {
     EXPECT_EQ(table.exit_code, 0) << table.err;
     ASSERT_EQ(lines_of(table.out).size(), 2u) << table.out;
     EXPECT_NE(lines_of(table.out)[1].find(e2e::iphone_device_token), std::string::npos);
+}
+
+// A mailbox name may hold a comma, a space, a quote or a backslash: the list
+// shows each name quoted, so every list reads back one way.
+TEST_F(E2eDoveadm, ListQuotesMailboxNamesThatHoldSeparators) {
+    start_dovecot();
+    {
+        ImapClient imap(dovecot_->imap_port());
+        ASSERT_TRUE(imap.login("alice", DovecotInstance::password).ok());
+        // The IMAP quoted strings "Sent, old", "a\"b" and "back\\slash".
+        ImapResponse reply = imap.command(
+            std::string("XAPPLEPUSHSERVICE \"aps-version\" \"2\" \"aps-account-id\" \"") +
+            e2e::iphone_account_id + "\" \"aps-device-token\" \"" + e2e::iphone_device_token +
+            R"(" "aps-subtopic" "com.apple.mobilemail" "mailboxes" )" +
+            R"(("INBOX" "Sent, old" "a\"b" "back\\slash"))");
+        ASSERT_TRUE(reply.ok()) << reply.tagged;
+    }
+    ASSERT_EQ(stored("alice").size(), 1u);
+    EXPECT_EQ(stored("alice")[0].mailboxes,
+              (std::vector<std::string>{"INBOX", "Sent, old", "a\"b", R"(back\slash)"}));
+
+    const std::string printed = R"(("INBOX" "Sent, old" "a\"b" "back\\slash"))";
+    Json::Value rows = doveadm_json({"xaps", "list"});
+    ASSERT_EQ(rows.size(), 1u) << rows;
+    EXPECT_EQ(rows[0]["mailboxes"], printed);
+
+    CommandResult tab = doveadm({"-f", "tab", "xaps", "list"});
+    EXPECT_EQ(tab.exit_code, 0) << tab.err;
+    ASSERT_EQ(lines_of(tab.out).size(), 2u) << tab.out;
+    EXPECT_NE(lines_of(tab.out)[1].find("\tcom.apple.mobilemail\t" + printed + "\t2\t"),
+              std::string::npos)
+        << tab.out;
 }
 
 TEST_F(E2eDoveadm, PurgeNeedsOneSelectorAndCountsWhatItRemoved) {

@@ -200,7 +200,7 @@ TEST_F(E2eFaults, RegistrationsThatGotOkSurviveWorkerKills) {
     EXPECT_GE(ok_tokens.size(), std::size_t(clients * devices_per_client / 2));
 
     ASSERT_GT(wait_for_serving_worker(*dovecot_, -1, 20s), 0);
-    std::vector<Registration> stored = WorkerClient(dovecot_->worker_socket_path()).list();
+    std::vector<Registration> stored = WorkerClient(dovecot_->admin_socket_path()).list();
     std::map<std::string, std::string> stored_tokens;
     for (const Registration &registration : stored) {
         stored_tokens[registration.device_token] = registration.user;
@@ -281,7 +281,7 @@ TEST_F(E2eFaults, AppleOutageNeitherSlowsDeliveryNorFloodsPhones) {
     // One push per device waits for Apple; the rest were folded into it.
     std::map<std::string, std::string> status;
     for (const auto &row :
-         WorkerClient(dovecot_->worker_socket_path()).request(xaps::protocol::Status{})) {
+         WorkerClient(dovecot_->admin_socket_path()).request(xaps::protocol::Status{})) {
         if (row.status == xaps::protocol::ReplyStatus::row && row.fields.size() == 2) {
             status[row.fields[0]] = row.fields[1];
         }
@@ -461,7 +461,7 @@ TEST_F(E2eFaults, ClientsVanishingMidCommandCrashNothing) {
     EXPECT_TRUE(WIFSIGNALED(status)) << "doveadm was still waiting when it was killed";
 
     {
-        LineConnection raw = LineConnection::connect_unix(dovecot_->worker_socket_path());
+        LineConnection raw = LineConnection::connect_unix(dovecot_->admin_socket_path());
         raw.write_all("VERSION\txaps\t1\t0\n1\tLIST\n2\tTEST\talice\n3\tSTATUS\n");
     } // hangs up before the worker read any of it
 

@@ -282,7 +282,7 @@ TEST_F(E2eMailboxHashes, AReAddedAccountRetiresTheOverdueOldRowButTwoLiveAccount
         old.registered_at = last_seen;
         old.last_seen = last_seen;
         auto replies =
-            WorkerClient(dovecot_->worker_socket_path()).request(xaps::protocol::Import{old});
+            WorkerClient(dovecot_->admin_socket_path()).request(xaps::protocol::Import{old});
         ASSERT_FALSE(replies.empty());
         EXPECT_EQ(replies.back().status, xaps::protocol::ReplyStatus::ok);
     };
@@ -322,7 +322,7 @@ TEST_F(E2eMailboxHashes, TestAnswersAtOnceWhenApnsIsOutOfReach) {
     std::vector<xaps::protocol::Reply> replies;
     for (;;) {
         // Until the worker has seen its reconnection fail.
-        WorkerClient worker(dovecot_->worker_socket_path(), 120s);
+        WorkerClient worker(dovecot_->admin_socket_path(), 120s);
         replies = worker.request(xaps::protocol::Test{"alice"});
         ASSERT_FALSE(replies.empty());
         if (replies.back().status == xaps::protocol::ReplyStatus::fail ||

@@ -44,8 +44,18 @@ std::chrono::milliseconds since(Clock::time_point start, Clock::time_point end) 
 // returns its exit status (-1 when it did not exit normally).
 int run_dovecot_lda(const std::string &conf, const std::string &user,
                     const std::string &message_file) {
-    const char *argv[] = {
-        "/usr/lib/dovecot/dovecot-lda", "-c", conf.c_str(), "-d", user.c_str(), nullptr};
+    // As the documented setup has the MTA run it: as the mail user, with
+    // group dovecot so that the worker's mail listener admits it.
+    const char *argv[] = {"/usr/bin/setpriv",
+                          "--reuid=vmail",
+                          "--regid=vmail",
+                          "--groups=dovecot",
+                          "/usr/lib/dovecot/dovecot-lda",
+                          "-c",
+                          conf.c_str(),
+                          "-d",
+                          user.c_str(),
+                          nullptr};
     posix_spawn_file_actions_t actions;
     posix_spawn_file_actions_init(&actions);
     posix_spawn_file_actions_addopen(&actions, STDIN_FILENO, message_file.c_str(), O_RDONLY, 0);

@@ -58,7 +58,7 @@ TEST_F(E2ePush, RegisteredDeviceGetsPushForNewMail) {
     // The OK promised a stored registration.
     const std::int64_t registered_after = unix_now();
     std::vector<xaps::Registration> stored =
-        WorkerClient(dovecot_->worker_socket_path()).list("alice");
+        WorkerClient(dovecot_->admin_socket_path()).list("alice");
     ASSERT_EQ(stored.size(), 1u);
     EXPECT_EQ(stored[0].user, "alice");
     EXPECT_EQ(stored[0].account_id, e2e::iphone_account_id);

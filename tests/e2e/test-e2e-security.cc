@@ -202,11 +202,12 @@ TEST_F(E2eSecurity, CredentialsAndStoreAreOutOfTheMailUsersReach) {
     }
 }
 
-// The documented tight listener (user = vmail, mode = 0600, the fixture's)
-// admits the mail user and refuses anyone else.
+// The shipped mail listener (group dovecot, mode 0660, the fixture's) admits
+// a mail process, which has group dovecot, and refuses anyone else.
 TEST_F(E2eSecurity, SocketAdmitsOnlyTheConfiguredUser) {
     start_dovecot(options());
-    ASSERT_NE(dovecot_->config_text().find("user = vmail\n    mode = 0600"), std::string::npos)
+    ASSERT_NE(dovecot_->config_text().find("group = $default_internal_group\n    mode = 0660"),
+              std::string::npos)
         << dovecot_->config_text();
     const std::string socket = dovecot_->worker_socket_path();
     const char *path = socket.c_str();
@@ -215,7 +216,10 @@ TEST_F(E2eSecurity, SocketAdmitsOnlyTheConfiguredUser) {
     ASSERT_NE(nobody, nullptr);
     const uid_t nobody_uid = nobody->pw_uid;
     const gid_t nobody_gid = nobody->pw_gid;
-    EXPECT_EQ(errno_as(vmail.uid, vmail.gid, [path] { return connect_errno(path); }), 0);
+    group *dovecot_group = ::getgrnam("dovecot");
+    ASSERT_NE(dovecot_group, nullptr);
+    const gid_t dovecot_gid = dovecot_group->gr_gid;
+    EXPECT_EQ(errno_as(vmail.uid, dovecot_gid, [path] { return connect_errno(path); }), 0);
     const int as_nobody = errno_as(nobody_uid, nobody_gid, [path] { return connect_errno(path); });
     EXPECT_EQ(as_nobody, EACCES) << describe_errno(as_nobody);
     const SystemUser &xaps = dovecot_->worker_user();
@@ -232,7 +236,7 @@ TEST_F(E2eSecurity, NoReplyOrLogCarriesKeyMaterial) {
     ASSERT_EQ(deliver_to("alice@example.com").code, 250);
     pushes_settled(1);
 
-    LineConnection worker = handshaken(dovecot_->worker_socket_path());
+    LineConnection worker = handshaken(dovecot_->admin_socket_path());
     const std::string key = read_text(key_path());
     ASSERT_NE(key.find("PRIVATE KEY"), std::string::npos);
     const std::vector<std::string> requests = {
@@ -301,7 +305,7 @@ TEST_F(E2eSecurity, APhoneRegistersOnlyForItsOwnUser) {
     ASSERT_EQ(alice.size(), 1u);
     EXPECT_EQ(alice[0].user, "alice");
     EXPECT_TRUE(registrations("bob").empty());
-    EXPECT_EQ(WorkerClient(dovecot_->worker_socket_path()).list().size(), 1u);
+    EXPECT_EQ(WorkerClient(dovecot_->admin_socket_path()).list().size(), 1u);
 
     ASSERT_EQ(deliver_to("bob@example.com").code, 250);
     EXPECT_TRUE(pushes_settled(0).empty()) << "bob's mail must not wake alice's phone";
@@ -522,7 +526,7 @@ TEST_F(E2eSecurity, HostileInputAtTheWorkerSocketCrashesNothing) {
             row.check(drain(connection, 1000ms));
         }
         EXPECT_EQ(worker_pid(*dovecot_), worker) << "the worker crashed";
-        WorkerClient fresh(socket);
+        WorkerClient fresh(dovecot_->admin_socket_path());
         EXPECT_TRUE(fresh.list().empty()) << "nothing bogus was stored";
     }
     EXPECT_TRUE(dovecot_->log_problems().empty()) << dovecot_->log();
@@ -539,7 +543,7 @@ TEST_F(E2eSecurity, APeerThatNeverReadsCannotGrowTheWorker) {
     ASSERT_GT(worker, 0);
     const long rss_before = process_rss_kib(worker);
 
-    LineConnection flood = handshaken(dovecot_->worker_socket_path());
+    LineConnection flood = handshaken(dovecot_->admin_socket_path());
     // Each STATUS asks for about 1 KiB of reply: 200,000 of them would be
     // 200 MiB buffered in the worker if it kept reading.
     std::string batch;

@@ -419,6 +419,38 @@ TEST_F(E2eXapplepushservice, RefusesBadInputAndTheSessionGoesOn) {
     EXPECT_EQ(apns_->requests_received(), 0u);
 }
 
+// Modified UTF-7 spells what a quoted string may not hold: "&AAE-" is U+0001,
+// "&ABs-" ESC, "&AH8-" DEL and "&AJs-" the C1 control CSI. Such names are
+// refused as raw control characters are, and no part of the request is stored:
+// neither a new device nor a changed mailbox set for a known one.
+TEST_F(E2eXapplepushservice, MailboxNamesDecodingToControlCharactersAreRefused) {
+    start_dovecot(options());
+    std::unique_ptr<ImapClient> imap = login();
+    PhoneRegistration known;
+    register_phone(*imap, known);
+    const std::vector<Registration> before = registrations();
+    ASSERT_EQ(before.size(), 1u);
+
+    for (const std::string name : {"&AAE-", "Sent&ABs-", "&AH8-", "&AJs-"}) {
+        SCOPED_TRACE(name);
+        PhoneRegistration changed = known;
+        changed.mailboxes = {"INBOX", name};
+        PhoneRegistration added;
+        added.device_token = device_token(7);
+        added.mailboxes = {name};
+        for (const PhoneRegistration &phone : {changed, added}) {
+            ImapResponse reply = imap->command(xapplepushservice_command(phone));
+            EXPECT_EQ(reply.status(), "NO") << reply.tagged;
+            EXPECT_NE(reply.tagged.find("Mailbox name contains control characters"),
+                      std::string::npos)
+                << reply.tagged;
+            EXPECT_EQ(joined(xaps_lines(reply)), "") << "no reply lines for a refused registration";
+        }
+    }
+    ASSERT_TRUE(imap->command("NOOP").ok()) << "the session goes on";
+    EXPECT_EQ(registrations(), before);
+}
+
 // The account id is the client's opaque string: whatever the contract accepts
 // must reach Apple unchanged inside the JSON body.
 TEST_F(E2eXapplepushservice, AccountIdReachesAppleIntactAsJson) {

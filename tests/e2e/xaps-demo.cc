@@ -125,7 +125,7 @@ int run_demo() {
         }
 
         step = "looking up the registration in the worker's store";
-        for (const auto &reg : WorkerClient(dovecot->worker_socket_path()).list("alice")) {
+        for (const auto &reg : WorkerClient(dovecot->admin_socket_path()).list("alice")) {
             std::string mailboxes;
             for (const auto &mailbox : reg.mailboxes) {
                 mailboxes += (mailboxes.empty() ? "" : ", ") + mailbox;

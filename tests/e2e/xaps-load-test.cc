@@ -183,7 +183,7 @@ int main(int argc, char **argv) {
         problems++;
     }
     std::set<std::pair<std::string, std::string>> present;
-    for (const auto &registration : WorkerClient(dovecot.worker_socket_path()).list()) {
+    for (const auto &registration : WorkerClient(dovecot.admin_socket_path()).list()) {
         present.insert({registration.user, registration.device_token});
     }
     std::size_t missing = 0;

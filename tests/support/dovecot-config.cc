@@ -3,6 +3,7 @@
 
 #include "xaps-error.h"
 
+#include <algorithm>
 #include <cstdio>
 #include <sstream>
 
@@ -72,12 +73,21 @@ std::string users_config_2_3(const TestMachine &machine) {
          << "  driver = passwd-file\n"
          << "  args = " << dir << "/users\n"
          << "}\n"
-         << "userdb {\n"
-         << "  driver = static\n"
-         << "  args = uid=" << machine.mail_user.uid << " gid=" << machine.mail_user.gid
-         << " home=" << dir << "/home/%u"
-         << (machine.userdb_fields.empty() ? "" : " " + machine.userdb_fields) << "\n"
-         << "}\n";
+         << "userdb {\n";
+    if (machine.user_accounts.empty()) {
+        conf << "  driver = static\n"
+             << "  args = uid=" << machine.mail_user.uid << " gid=" << machine.mail_user.gid
+             << " home=" << dir << "/home/%u"
+             << (machine.userdb_fields.empty() ? "" : " " + machine.userdb_fields) << "\n";
+    } else {
+        // uid, gid and home come from the password file's lines.
+        conf << "  driver = passwd-file\n"
+             << "  args = " << dir << "/users\n";
+        if (!machine.userdb_fields.empty()) {
+            conf << "  default_fields = " << machine.userdb_fields << "\n";
+        }
+    }
+    conf << "}\n";
     return conf.str();
 }
 
@@ -98,11 +108,17 @@ std::string users_config_2_4(const TestMachine &machine) {
     conf << "passdb passwd-file {\n"
          << "  passwd_file_path = " << dir << "/users\n"
          << "}\n"
-         << "userdb static {\n"
-         << "  fields {\n"
-         << "    uid = " << machine.mail_user.uid << "\n"
-         << "    gid = " << machine.mail_user.gid << "\n"
-         << "    home = " << dir << "/home/%{user}\n";
+         << "userdb " << (machine.user_accounts.empty() ? "static" : "passwd-file") << " {\n";
+    if (machine.user_accounts.empty()) {
+        conf << "  fields {\n"
+             << "    uid = " << machine.mail_user.uid << "\n"
+             << "    gid = " << machine.mail_user.gid << "\n"
+             << "    home = " << dir << "/home/%{user}\n";
+    } else {
+        // uid, gid and home come from the password file's lines.
+        conf << "  passwd_file_path = " << dir << "/users\n"
+             << "  fields {\n";
+    }
     // "key=value key=value", as the 2.3 static userdb's args take them.
     std::istringstream fields(machine.userdb_fields);
     for (std::string field; fields >> field;) {
@@ -116,6 +132,16 @@ std::string users_config_2_4(const TestMachine &machine) {
     conf << "  }\n"
          << "}\n";
     return conf.str();
+}
+
+// System users get uids counting down from 999, so the per-user accounts
+// usually lie below the mail user's.
+uid_t lowest_uid(const TestMachine &machine) {
+    uid_t lowest = machine.mail_user.uid;
+    for (const auto &[user, account] : machine.user_accounts) {
+        lowest = std::min(lowest, account.uid);
+    }
+    return lowest;
 }
 
 } // namespace
@@ -167,7 +193,7 @@ std::string test_machine_config(const TestMachine &machine, const DovecotVersion
          << "protocols = imap lmtp\n"
          << "listen = 127.0.0.1\n"
          << "ssl = no\n"
-         << "first_valid_uid = " << machine.mail_user.uid << "\n"
+         << "first_valid_uid = " << lowest_uid(machine) << "\n"
          << "postmaster_address = postmaster@example.com\n"
          << (syntax.at_least(2, 4) ? users_config_2_4(machine) : users_config_2_3(machine))
          << listeners_config(machine, syntax);
@@ -177,11 +203,28 @@ std::string test_machine_config(const TestMachine &machine, const DovecotVersion
 void prepare_test_machine(const TestMachine &machine) {
     make_directory(machine.base_dir, 0755);
     make_directory(machine.dir + "/state", 0755);
-    make_directory(machine.dir + "/mail", 0700, &machine.mail_user);
-    make_directory(machine.dir + "/home", 0700, &machine.mail_user);
     std::string users_file;
-    for (const auto &user : machine.users) {
-        users_file += user + ":{PLAIN}" + machine.password + "::::::\n";
+    if (machine.user_accounts.empty()) {
+        make_directory(machine.dir + "/mail", 0700, &machine.mail_user);
+        make_directory(machine.dir + "/home", 0700, &machine.mail_user);
+        for (const auto &user : machine.users) {
+            // Dovecot creates no home by itself, and the LDA keeps state there.
+            make_directory(machine.dir + "/home/" + user, 0700, &machine.mail_user);
+            users_file += user + ":{PLAIN}" + machine.password + "::::::\n";
+        }
+    } else {
+        make_directory(machine.dir + "/mail", 0755);
+        make_directory(machine.dir + "/home", 0755);
+        for (const auto &user : machine.users) {
+            const auto account = machine.user_accounts.find(user);
+            const SystemUser &owner =
+                account == machine.user_accounts.end() ? machine.mail_user : account->second;
+            const std::string home = machine.dir + "/home/" + user;
+            make_directory(machine.dir + "/mail/" + user, 0700, &owner);
+            make_directory(home, 0700, &owner);
+            users_file += user + ":{PLAIN}" + machine.password + ":" + std::to_string(owner.uid) +
+                          ":" + std::to_string(owner.gid) + "::" + home + "::\n";
+        }
     }
     write_file(machine.dir + "/users", users_file, 0644);
 }

@@ -43,9 +43,15 @@ struct TestMachine {
     std::string base_dir;
     std::string log_path;
     std::string instance_name;
-    // Owns the mail; every user's mail processes run as it.
+    // Owns the mail; every user's mail processes run as it, unless the user
+    // has an account of its own in user_accounts.
     SystemUser mail_user;
     std::vector<std::string> users;
+    // Users that are system users of their own, as with Debian's stock
+    // passwd userdb: a passwd-file userdb gives each its uid, gid and home,
+    // and their mail processes run as that uid. Empty: the static userdb
+    // (one virtual mail uid for everybody).
+    std::map<std::string, SystemUser> user_accounts;
     std::string password;
     std::uint16_t imap_port = 0;
     std::uint16_t lmtp_port = 0;
@@ -64,8 +70,9 @@ struct TestMachine {
 // Throws xaps::Error for userdb_fields that are not key=value.
 std::string test_machine_config(const TestMachine &machine,
                                 const DovecotVersion &syntax = installed_dovecot_version());
-// Creates base_dir, state/, mail/ and home/ (the last two the mail user's)
-// and the password file.
+// Creates base_dir, state/, mail/ and home/ and the password file. mail/
+// and home/ are the mail user's, or, with user_accounts, root's with a
+// directory per user owned by that user.
 void prepare_test_machine(const TestMachine &machine);
 
 // The xaps_* settings: in plugin { } on 2.3, global (declared by the xaps

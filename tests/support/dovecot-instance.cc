@@ -20,6 +20,8 @@ namespace xaps::test {
 namespace {
 
 constexpr const char *header = "# Written by xaps::test::DovecotInstance for one test run.\n";
+// DovecotOptions::system_users: alice's account is xaps-test-alice.
+constexpr const char *system_user_prefix = "xaps-test-";
 constexpr const char *stock_module_dir = "/usr/lib/dovecot/modules";
 constexpr const char *stock_modules[] = {"lib15_notify_plugin.so",
                                          "lib20_push_notification_plugin.so"};
@@ -87,10 +89,20 @@ DovecotInstance::DovecotInstance(DovecotOptions options)
       worker_user_(ensure_system_user(worker_user_name)), users_{"alice", "bob"},
       instance_name_(unique_instance_name()), process_(conf_path(), dir()) {
     users_.insert(users_.end(), options_.extra_users.begin(), options_.extra_users.end());
+    if (options_.system_users) {
+        for (const auto &user : users_) {
+            user_accounts_[user] = ensure_system_user(system_user_prefix + user);
+        }
+    }
     auto ports = find_free_tcp_ports(2);
     imap_port_ = ports[0];
     lmtp_port_ = ports[1];
     prepare_directory();
+}
+
+const SystemUser &DovecotInstance::account_of(const std::string &user) const {
+    const auto account = user_accounts_.find(user);
+    return account == user_accounts_.end() ? mail_user_ : account->second;
 }
 
 bool DovecotInstance::has_plugin() const {
@@ -109,6 +121,7 @@ TestMachine DovecotInstance::test_machine() const {
     machine.instance_name = instance_name_;
     machine.mail_user = mail_user_;
     machine.users = users_;
+    machine.user_accounts = user_accounts_;
     machine.password = password;
     machine.imap_port = imap_port_;
     machine.lmtp_port = lmtp_port_;
@@ -119,6 +132,7 @@ TestMachine DovecotInstance::test_machine() const {
 
 void DovecotInstance::prepare_directory() {
     prepare_test_machine(test_machine());
+    write_file(lda_log_path(), "", 0666);
     make_directory(db_path(), 0700, &worker_user_);
 
     const std::string module_dir = dir() + "/modules";
@@ -157,7 +171,10 @@ void DovecotInstance::copy_credentials() {
     make_directory(apns_dir, 0700, &worker_user_);
     copy_owned(options_.pki_dir + "/ca.pem", apns_dir + "/ca.pem", 0644, worker_user_);
     copy_owned(options_.pki_dir + "/client.pem", apns_dir + "/client.pem", 0644, worker_user_);
-    copy_owned(options_.pki_dir + "/client.key", apns_dir + "/client.key", 0600, worker_user_);
+    // Root's only, as 95-xaps.conf asks: the worker reads it before it drops
+    // root, and warns about a key its own user can read.
+    copy_owned(options_.pki_dir + "/client.key", apns_dir + "/client.key", 0600,
+               SystemUser{"root"});
 }
 
 std::map<std::string, std::string> DovecotInstance::plugin_settings() const {
@@ -204,6 +221,10 @@ std::string DovecotInstance::config_text() const {
          << "}\n"
          << "protocol lmtp {\n"
          << "  mail_plugins = " << mail_plugins << "\n"
+         << "}\n"
+         << "protocol lda {\n"
+         << "  mail_plugins = " << mail_plugins << "\n"
+         << "  log_path = " << lda_log_path() << "\n"
          << "}\n";
     if (has_worker()) {
         conf << "\n" << worker_service_config(sanitizer_run() ? "0" : "2G");
@@ -226,14 +247,17 @@ std::string DovecotInstance::config_text_2_4() const {
     std::map<std::string, std::string> settings = plugin_settings();
     if (has_plugin()) {
         conf << "\n"
-             << xaps_plugins_config("imap")
-             << xaps_plugins_config("lmtp")
+             << xaps_plugins_config("imap") << xaps_plugins_config("lmtp")
+             << xaps_plugins_config("lda")
              // The push_notification driver, a named filter since 2.4.
              << "push_notification xaps {\n"
              << "  driver = xaps\n"
              << "}\n";
     }
     settings.erase("push_notification_driver"); // the named filter above
+    conf << "protocol lda {\n"
+         << "  log_path = " << lda_log_path() << "\n"
+         << "}\n";
     if (has_worker()) {
         conf << "\n" << worker_service_config("2G");
     }
@@ -272,6 +296,9 @@ std::string DovecotInstance::sieve_config(bool syntax_2_4) const {
            script + "\n}\n";
 }
 
+// The listeners as the package ships them: mail processes reach the mail
+// listener through their extra group dovecot; the admin listener, named by
+// xaps_admin_socket_path's default, is root's alone.
 std::string DovecotInstance::worker_service_config(const std::string &vsz_limit) const {
     std::ostringstream conf;
     conf << "service xaps {\n"
@@ -281,7 +308,13 @@ std::string DovecotInstance::worker_service_config(const std::string &vsz_limit)
          << "  process_min_avail = 1\n"
          << "  vsz_limit = " << vsz_limit << "\n"
          << "  unix_listener xaps {\n"
-         << "    user = " << mail_user_.name << "\n"
+         << "    group = "
+         << (installed_dovecot_version().at_least(2, 4) ? "$SET:default_internal_group"
+                                                        : "$default_internal_group")
+         << "\n"
+         << "    mode = 0660\n"
+         << "  }\n"
+         << "  unix_listener xaps-admin {\n"
          << "    mode = 0600\n"
          << "  }\n"
          << "}\n";

@@ -1,7 +1,8 @@
 // A real Dovecot (the installed /usr/sbin/dovecot) running from a private
 // temporary directory with its own dovecot.conf: IMAP and LMTP on free
-// loopback ports, the xaps mail plugin and the xaps worker service as built
-// in this tree, and the test PKI as APNs credentials. Needs root.
+// loopback ports, the xaps mail plugin (imap, lmtp and lda) and the xaps
+// worker service as built in this tree, its two listeners as the package
+// ships them, and the test PKI as APNs credentials. Needs root.
 #pragma once
 
 #include "dovecot-config.h"
@@ -41,8 +42,14 @@ struct DovecotOptions {
     std::map<std::string, std::string> plugin_settings;
     // Users besides alice and bob; every user's password is DovecotInstance::password.
     std::vector<std::string> extra_users;
-    // Appended to the static userdb's args: extra userdb fields such as
-    // "xaps_push_user=%Uu" (Dovecot's %variables are expanded).
+    // Every user is a system user of its own (xaps-test-<user>, created when
+    // missing) whose mail processes run as its uid, like Debian's stock
+    // passdb/userdb with system users. false: one virtual mail uid (vmail)
+    // for every user.
+    bool system_users = false;
+    // Extra userdb fields such as "xaps_push_user=%Uu" (Dovecot's %variables
+    // are expanded): appended to the static userdb's args, or the
+    // passwd-file userdb's default_fields with system_users.
     std::string userdb_fields;
     // Appended to dovecot.conf as it is.
     std::string extra_config;
@@ -81,11 +88,21 @@ public:
     std::string conf_path() const { return dir() + "/dovecot.conf"; }
     const std::string &log_path() const { return process_.log_path(); }
     std::string lmtp_socket_path() const { return base_dir() + "/lmtp"; }
-    // The service's unix_listener, whatever xaps_socket_path says.
+    // The worker's mail listener (REGISTER, NOTIFY; group dovecot, 0660),
+    // whatever xaps_socket_path says.
     std::string worker_socket_path() const { return base_dir() + "/xaps"; }
+    // The worker's admin listener (LIST, PURGE, STATUS, TEST, IMPORT; root
+    // only, 0600).
+    std::string admin_socket_path() const { return base_dir() + "/xaps-admin"; }
+    // Where dovecot-lda run by a test logs: a file of its own that any uid
+    // may append to, since the LDA runs as the mail user, not as root.
+    std::string lda_log_path() const { return dir() + "/lda.log"; }
     std::string db_path() const { return dir() + "/xaps-db"; }
     const SystemUser &mail_user() const { return mail_user_; }
     const SystemUser &worker_user() const { return worker_user_; }
+    // The system user the mail processes of `user` run as: its own account
+    // with DovecotOptions::system_users, mail_user() otherwise.
+    const SystemUser &account_of(const std::string &user) const;
     // alice, bob and the extra users. auth_username_format = %Ln, so an LMTP
     // recipient alice@example.com is the user alice.
     const std::vector<std::string> &users() const { return users_; }
@@ -120,6 +137,8 @@ private:
     SystemUser mail_user_;
     SystemUser worker_user_;
     std::vector<std::string> users_;
+    // Empty unless DovecotOptions::system_users.
+    std::map<std::string, SystemUser> user_accounts_;
     std::string instance_name_;
     std::uint16_t imap_port_ = 0;
     std::uint16_t lmtp_port_ = 0;

@@ -21,6 +21,9 @@ public:
                                       Milliseconds timeout = default_io_timeout);
     static LineConnection connect_unix(const std::string &path,
                                        Milliseconds timeout = default_io_timeout);
+    // A socket connected elsewhere, e.g. by a child process running as
+    // another user, which passed it back.
+    static LineConnection adopt(UniqueFd fd) { return LineConnection(std::move(fd)); }
 
     // Bounds every later read and write.
     void set_timeout(Milliseconds timeout) { timeout_ = timeout; }

@@ -6,7 +6,10 @@
 namespace xaps::test {
 
 WorkerClient::WorkerClient(const std::string &socket_path, Milliseconds timeout)
-    : connection_(LineConnection::connect_unix(socket_path, timeout)) {
+    : WorkerClient(LineConnection::connect_unix(socket_path, timeout), timeout) {}
+
+WorkerClient::WorkerClient(LineConnection connection, Milliseconds timeout)
+    : connection_(std::move(connection)) {
     connection_.set_timeout(timeout);
     const std::vector<std::string> version{"VERSION", protocol::service_name,
                                            std::to_string(protocol::major_version),

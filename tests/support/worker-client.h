@@ -19,6 +19,8 @@ public:
     // worker does not answer it within the timeout or speaks another major version.
     explicit WorkerClient(const std::string &socket_path,
                           Milliseconds timeout = default_io_timeout);
+    // The same over a connection made elsewhere (as another user, say).
+    explicit WorkerClient(LineConnection connection, Milliseconds timeout = default_io_timeout);
 
     // The fields of the worker's VERSION line.
     const std::vector<std::string> &server_version() const { return server_version_; }

@@ -136,6 +136,33 @@ TEST(DovecotConfig, AfterAnInstalledConfigurationAlsoTakesBackLogsAndMailPaths) 
     EXPECT_EQ(config_2_3.find("mail_inbox_path"), std::string::npos) << config_2_3;
 }
 
+TEST(DovecotConfig, SystemUsersComeFromThePasswordFileWithTheirOwnUids) {
+    TestMachine accounts = machine();
+    accounts.users = {"alice", "bob"};
+    accounts.user_accounts = {{"alice", SystemUser{"xaps-test-alice", 101, 111}},
+                              {"bob", SystemUser{"xaps-test-bob", 102, 112}}};
+    accounts.userdb_fields = "xaps_push_user=%Uu";
+    const std::string config_2_3 = test_machine_config(accounts, dovecot_2_3);
+    EXPECT_NE(config_2_3.find("first_valid_uid = 101\n"), std::string::npos) << config_2_3;
+    EXPECT_NE(config_2_3.find("userdb {\n"
+                              "  driver = passwd-file\n"
+                              "  args = /tmp/t/users\n"
+                              "  default_fields = xaps_push_user=%Uu\n"
+                              "}\n"),
+              std::string::npos)
+        << config_2_3;
+    const std::string config_2_4 = test_machine_config(accounts, dovecot_2_4);
+    EXPECT_NE(config_2_4.find("first_valid_uid = 101\n"), std::string::npos) << config_2_4;
+    EXPECT_NE(config_2_4.find("userdb passwd-file {\n"
+                              "  passwd_file_path = /tmp/t/users\n"
+                              "  fields {\n"
+                              "    xaps_push_user = \"%Uu\"\n"
+                              "  }\n"
+                              "}\n"),
+              std::string::npos)
+        << config_2_4;
+}
+
 TEST(DovecotConfig, UserdbFieldsMustBeKeyValueIn2_4) {
     TestMachine bad = machine();
     bad.userdb_fields = "=value";
