@@ -406,6 +406,37 @@ TEST_F(E2eLeastPrivilege, AdminCommandsOnTheMailListenerFail) {
                                                       "carol " + device_token(3)}));
 }
 
+// A row whose last_seen lies in the future would never expire and would win
+// xaps_max_devices_per_user against the user's real phones: even root's
+// IMPORT may not bring one in.
+TEST_F(E2eLeastPrivilege, ImportRefusesAForgedFutureLastSeen) {
+    start_dovecot(options());
+    const std::int64_t now = static_cast<std::int64_t>(std::time(nullptr));
+    WorkerClient admin(dovecot_->admin_socket_path());
+    const Registration forged{"alice",
+                              "00000000-0000-4000-8000-000000000009",
+                              device_token(9),
+                              "com.apple.mobilemail",
+                              2,
+                              {"INBOX"},
+                              now - 3600,
+                              now + 30 * 86400};
+    const std::vector<protocol::Reply> refused = admin.request(protocol::Import{forged});
+    ASSERT_EQ(refused.size(), 1u) << describe(refused);
+    EXPECT_EQ(refused[0].status, protocol::ReplyStatus::fail) << describe(refused);
+
+    Registration honest = forged;
+    honest.device_token = device_token(8);
+    honest.last_seen = now - 60;
+    const std::vector<protocol::Reply> imported = admin.request(protocol::Import{honest});
+    ASSERT_EQ(imported.size(), 1u) << describe(imported);
+    EXPECT_EQ(imported[0].fields, std::vector<std::string>{"imported"}) << describe(imported);
+
+    const std::vector<Registration> stored = registrations("alice");
+    ASSERT_EQ(stored.size(), 1u);
+    EXPECT_EQ(stored[0].device_token, device_token(8));
+}
+
 // IMAP registers and LMTP notifies through the mail listener, whether every
 // user's mail processes run as one virtual uid or each as its own system user.
 class E2eMailProcesses : public E2eLeastPrivilege, public ::testing::WithParamInterface<bool> {};
