@@ -108,6 +108,18 @@ protected:
         expect_clean_log();
     }
 
+    // Credentials for `apns` as 95-xaps.conf tells the admin: root-only key
+    // files, read by the worker before it becomes the xaps user.
+    void use_mock_apns(const MockApnsServer &apns) {
+        dovecot_->set_plugin_settings({
+            {"xaps_apns_cert_file", dovecot_->install_private_file(test_pki_file("client.pem"))},
+            {"xaps_apns_key_file", dovecot_->install_private_file(test_pki_file("client.key"))},
+            {"xaps_apns_ca_file", test_pki_file("ca.pem")},
+            {"xaps_apns_host", "127.0.0.1"},
+            {"xaps_apns_port", std::to_string(apns.port())},
+        });
+    }
+
     // No error of any kind: a missing credential is a setting the admin has
     // not made yet, not a fault.
     void expect_clean_log() {
@@ -257,15 +269,7 @@ TEST_F(InstalledPackage, RegistersOverImapPushesOnDeliveryAndDoveadmListsIt) {
     MockApnsServer apns(apple_like_mock_config());
     apns.start();
 
-    // As 95-xaps.conf tells the admin: root-only key files, read by the
-    // worker before it becomes the xaps user.
-    dovecot_->set_plugin_settings({
-        {"xaps_apns_cert_file", dovecot_->install_private_file(test_pki_file("client.pem"))},
-        {"xaps_apns_key_file", dovecot_->install_private_file(test_pki_file("client.key"))},
-        {"xaps_apns_ca_file", test_pki_file("ca.pem")},
-        {"xaps_apns_host", "127.0.0.1"},
-        {"xaps_apns_port", std::to_string(apns.port())},
-    });
+    use_mock_apns(apns);
     ASSERT_NO_THROW(dovecot_->start());
     expect_worker_runs_as_xaps();
 
@@ -406,13 +410,7 @@ TEST_F(InstalledPackage, KeepsAPushDriverConfiguredBeforeTheInstall) {
     }
     MockApnsServer apns(apple_like_mock_config());
     apns.start();
-    dovecot_->set_plugin_settings({
-        {"xaps_apns_cert_file", dovecot_->install_private_file(test_pki_file("client.pem"))},
-        {"xaps_apns_key_file", dovecot_->install_private_file(test_pki_file("client.key"))},
-        {"xaps_apns_ca_file", test_pki_file("ca.pem")},
-        {"xaps_apns_host", "127.0.0.1"},
-        {"xaps_apns_port", std::to_string(apns.port())},
-    });
+    use_mock_apns(apns);
     ASSERT_NO_THROW(dovecot_->start());
 
     auto imap = login();
