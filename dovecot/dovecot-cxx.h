@@ -47,6 +47,7 @@ extern "C" {
 #include "master-service-settings.h"
 #include "mail-user.h"
 #include "mail-storage.h"
+#include "mail-storage-hooks.h"
 
 #include "push-notification-drivers.h"
 // push-notification-events.h has a struct member named `delete`.
@@ -81,6 +82,7 @@ extern "C" {
 
 #include "dovecot-settings.h"
 
+#include <cstring>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -118,6 +120,32 @@ inline SettingLookup doveadm_setting_lookup() {
         const char *value = doveadm_plugin_getenv(std::string(name).c_str());
         return value == nullptr ? std::nullopt : std::optional<std::string>(value);
     };
+#endif
+}
+
+// Whether the user's configuration runs the push_notification driver named
+// `driver`. 2.3: push_notification_driver, push_notification_driver2, ... up
+// to the first unset one, as push_notification reads them; a file read later
+// that sets one of them replaces ours silently. 2.4: drivers are named
+// filters that coexist, and the package's include declares ours: true.
+inline bool push_driver_configured(struct mail_user *user, std::string_view driver) {
+#if DOVECOT_PREREQ(2, 4, 0)
+    (void)user;
+    (void)driver;
+    return true;
+#else
+    std::string key = "push_notification_driver";
+    for (unsigned number = 2;; number++) {
+        const char *value = mail_user_plugin_getenv(user, key.c_str());
+        if (value == nullptr || *value == '\0') {
+            return false;
+        }
+        const std::string_view name = std::string_view(value).substr(0, std::strcspn(value, ":"));
+        if (name == driver) {
+            return true;
+        }
+        key = "push_notification_driver" + std::to_string(number);
+    }
 #endif
 }
 

@@ -264,13 +264,38 @@ const struct push_notification_driver xaps_driver = {
         },
 };
 
+// The plugin is loaded (mail_plugins) but push_notification was not told to
+// run it: every push for new mail is silently lost. Once per process is
+// enough: it is the configuration, not the user.
+void check_driver_configured(struct mail_user *user) noexcept {
+    static bool warned = false;
+    if (warned || dovecot::push_driver_configured(user, "xaps")) {
+        return;
+    }
+    warned = true;
+    struct event *event = dovecot::create_event(user->event);
+    e_warning(event, "the xaps plugin is loaded but no push_notification_driver setting names xaps "
+                     "(another file may have set push_notification_driver after the package's "
+                     "xaps-push-driver.conf.ext): mail changes are not pushed. "
+                     "Run `dpkg-reconfigure dovecot-xaps` to add xaps in the first free slot.");
+    event_unref(&event);
+}
+
+struct mail_storage_hooks driver_hooks = [] {
+    struct mail_storage_hooks hooks {};
+    hooks.mail_user_created = check_driver_configured;
+    return hooks;
+}();
+
 } // namespace
 
 void driver_register() noexcept {
     push_notification_driver_register(&xaps_driver);
+    mail_storage_hooks_add(plugin_module(), &driver_hooks);
 }
 
 void driver_unregister() noexcept {
+    mail_storage_hooks_remove(&driver_hooks);
     push_notification_driver_unregister(&xaps_driver);
 }
 

@@ -478,4 +478,19 @@ TEST_F(E2eNotifications, DevicesAppleReportsGoneAreRemoved) {
     }
 }
 
+// Dovecot 2.3 runs push_notification_driver, ...driver2, ... and a later
+// file that sets one of them replaces xaps without a word: the plugin says
+// so, since every new-mail push is lost from then on.
+TEST_F(E2eNotifications, APluginThatNoDriverSettingNamesIsReported) {
+    if (installed_dovecot_version().at_least(2, 4)) {
+        GTEST_SKIP() << "2.4's push_notification drivers are named filters that coexist";
+    }
+    DovecotOptions settings = options();
+    settings.plugin_settings["push_notification_driver"] = ""; // taken away, as by a later file
+    start_dovecot(settings);
+    ASSERT_EQ(deliver_to("alice@example.com").code, 250);
+    EXPECT_TRUE(dovecot_->wait_for_log("no push_notification_driver setting names xaps", 60s))
+        << dovecot_->log();
+}
+
 } // namespace
