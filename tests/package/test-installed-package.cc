@@ -108,6 +108,16 @@ protected:
         expect_clean_log();
     }
 
+    // The phone's XAPPLEPUSHSERVICE for INBOX; fails the test unless OK.
+    ImapResponse register_iphone(ImapClient &imap) {
+        ImapResponse reply = imap.command(
+            std::string("XAPPLEPUSHSERVICE \"aps-version\" \"2\" \"aps-account-id\" \"") +
+            account_id + "\" \"aps-device-token\" \"" + device_token +
+            "\" \"aps-subtopic\" \"com.apple.mobilemail\" \"mailboxes\" (\"INBOX\")");
+        EXPECT_TRUE(reply.ok()) << joined(reply.lines()) << "\nDovecot's log:\n" << dovecot_->log();
+        return reply;
+    }
+
     // Credentials for `apns` as 95-xaps.conf tells the admin: root-only key
     // files, read by the worker before it becomes the xaps user.
     void use_mock_apns(const MockApnsServer &apns) {
@@ -275,11 +285,8 @@ TEST_F(InstalledPackage, RegistersOverImapPushesOnDeliveryAndDoveadmListsIt) {
 
     auto imap = login();
     EXPECT_EQ(imap->capabilities().count(capability), 1u);
-    ImapResponse reply =
-        imap->command(std::string("XAPPLEPUSHSERVICE \"aps-version\" \"2\" \"aps-account-id\" \"") +
-                      account_id + "\" \"aps-device-token\" \"" + device_token +
-                      "\" \"aps-subtopic\" \"com.apple.mobilemail\" \"mailboxes\" (\"INBOX\")");
-    ASSERT_TRUE(reply.ok()) << joined(reply.lines()) << "\nDovecot's log:\n" << dovecot_->log();
+    const ImapResponse reply = register_iphone(*imap);
+    ASSERT_TRUE(reply.ok());
     const std::vector<std::string> expected_untagged = {
         "* XAPPLEPUSHSERVICE \"mailbox\" \"INBOX\"",
         "* XAPPLEPUSHSERVICE \"aps-version\" \"2\" \"aps-topic\" \"" + test_pki_topic() + "\""};
@@ -378,11 +385,7 @@ TEST_F(InstalledPackage, SecretsFromRootOnlyFilesReachTheWorkerAndNotDoveconf) {
 
     auto imap = login();
     EXPECT_EQ(imap->capabilities().count(capability), 1u) << "the p12 bundle did not open";
-    ImapResponse reply =
-        imap->command(std::string("XAPPLEPUSHSERVICE \"aps-version\" \"2\" \"aps-account-id\" \"") +
-                      account_id + "\" \"aps-device-token\" \"" + device_token +
-                      "\" \"aps-subtopic\" \"com.apple.mobilemail\" \"mailboxes\" (\"INBOX\")");
-    ASSERT_TRUE(reply.ok()) << joined(reply.lines()) << "\nDovecot's log:\n" << dovecot_->log();
+    ASSERT_TRUE(register_iphone(*imap).ok());
     SmtpReply delivery = deliver_to("alice@example.com");
     EXPECT_EQ(delivery.code, 250) << delivery.text();
     ASSERT_TRUE(apns.wait_for_requests(1, push_timeout)) << "Dovecot's log:\n" << dovecot_->log();
@@ -414,11 +417,7 @@ TEST_F(InstalledPackage, KeepsAPushDriverConfiguredBeforeTheInstall) {
     ASSERT_NO_THROW(dovecot_->start());
 
     auto imap = login();
-    ImapResponse reply =
-        imap->command(std::string("XAPPLEPUSHSERVICE \"aps-version\" \"2\" \"aps-account-id\" \"") +
-                      account_id + "\" \"aps-device-token\" \"" + device_token +
-                      "\" \"aps-subtopic\" \"com.apple.mobilemail\" \"mailboxes\" (\"INBOX\")");
-    ASSERT_TRUE(reply.ok()) << joined(reply.lines()) << "\nDovecot's log:\n" << dovecot_->log();
+    ASSERT_TRUE(register_iphone(*imap).ok());
     SmtpReply delivery = deliver_to("alice@example.com");
     EXPECT_EQ(delivery.code, 250) << delivery.text();
     ASSERT_TRUE(apns.wait_for_requests(1, push_timeout)) << "Dovecot's log:\n" << dovecot_->log();
