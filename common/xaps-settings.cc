@@ -130,6 +130,14 @@ XapsSettings read_xaps_settings(const SettingLookup &lookup) {
             read_setting(row, text, settings);
         }
     }
+    // APNs answers any other apns-priority 400 BadPriority: not one push
+    // would go out.
+    if (settings.apns_priority && *settings.apns_priority != 10 && *settings.apns_priority != 5 &&
+        *settings.apns_priority != 1) {
+        throw Error(ErrorKind::config, "xaps_apns_priority: '" +
+                                           std::to_string(*settings.apns_priority) +
+                                           "' is not 10, 5 or 1, the priorities APNs accepts");
+    }
     if (!settings.apns_cert_file.empty() && settings.apns_key_file.empty()) {
         settings.apns_key_file = settings.apns_cert_file; // a PEM file holding both
     }

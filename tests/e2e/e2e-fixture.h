@@ -4,6 +4,7 @@
 #pragma once
 
 #include "e2e-environment.h"
+#include "e2e-refusals.h"
 #include "imap-client.h"
 #include "lmtp-client.h"
 #include "worker-client.h"
@@ -113,6 +114,9 @@ protected:
     }
 
     void TearDown() override {
+        if (apns_) {
+            expect_no_refusals(*apns_, expected_refusals_);
+        }
         if (!dovecot_) {
             return;
         }
@@ -192,6 +196,9 @@ protected:
     std::unique_ptr<DovecotInstance> dovecot_;
     // Parts of log lines a test caused on purpose (a process it killed).
     std::vector<std::string> expected_log_lines_;
+    // The reasons of the APNs refusals a test provoked on purpose; any other
+    // refusal means the product sent what Apple would refuse.
+    std::vector<std::string> expected_refusals_;
 };
 
 } // namespace xaps::test::e2e

@@ -13,6 +13,7 @@
 #include "caservice-test-keys.h"
 #include "e2e-environment.h"
 #include "e2e-processes.h"
+#include "e2e-refusals.h"
 #include "mock-caservice-server.h"
 #include "test-files.h"
 #include "imap-client.h"
@@ -243,6 +244,9 @@ protected:
     }
 
     void TearDown() override {
+        if (apns_) {
+            e2e::expect_no_refusals(*apns_);
+        }
         if (!dovecot_) {
             return;
         }
@@ -395,6 +399,7 @@ TEST_F(E2eCredentials, TokenAuthDeliversAPushWithAJwtTheMockVerified) {
     config.token_auth->key_file = public_key;
     config.token_auth->key_id = key_id;
     config.token_auth->team_id = team_id;
+    config.token_auth->topics = {token_topic};
     start_apns(config);
     start_dovecot({{"xaps_apns_token_key_file", p8},
                    {"xaps_apns_key_id", key_id},

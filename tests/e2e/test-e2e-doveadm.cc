@@ -9,6 +9,7 @@
 // directory: nothing on the system changes, and the namespace disappears with
 // the process. Without the privilege to do that the tests skip.
 #include "e2e-environment.h"
+#include "e2e-refusals.h"
 #include "imap-client.h"
 #include "lmtp-client.h"
 #include "temporary-directory.h"
@@ -208,6 +209,7 @@ std::int64_t parse_iso8601_utc(const std::string &text) {
 }
 
 const std::string second_token = "00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff";
+const std::string third_token = "0a0b0c0d0e0f101112131415161718191a1b1c1d1e1f20212223242526272829";
 
 class E2eDoveadm : public ::testing::Test {
 protected:
@@ -229,6 +231,9 @@ protected:
     }
 
     void TearDown() override {
+        if (apns_) {
+            e2e::expect_no_refusals(*apns_);
+        }
         if (!dovecot_) {
             return;
         }
@@ -473,7 +478,7 @@ TEST_F(E2eDoveadm, ImportsXapsdDatabaseOnceAndItsDevicesGetPushes) {
     b1["Mailboxes"].append("Entw&APw-rfe");
     b1["RegistrationTime"] = format_iso8601_utc(b1_time);
     Json::Value &b2 = file["Users"]["bob"]["Accounts"]["B-2"];
-    b2["DeviceToken"] = "0a0b";
+    b2["DeviceToken"] = third_token;
     b2["Mailboxes"].append("INBOX");
     const std::string database = Json::writeString(Json::StreamWriterBuilder(), file);
     const std::string path = write_file("database.json", database);
@@ -516,7 +521,7 @@ TEST_F(E2eDoveadm, ImportsXapsdDatabaseOnceAndItsDevicesGetPushes) {
     for (const auto &push : apns_->requests()) {
         pushed.insert(push.device_token);
     }
-    EXPECT_EQ(pushed, (std::set<std::string>{second_token, "0a0b"}));
+    EXPECT_EQ(pushed, (std::set<std::string>{second_token, third_token}));
 }
 
 TEST_F(E2eDoveadm, ImportReportsBadFilesAndEntries) {

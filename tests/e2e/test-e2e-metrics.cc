@@ -2,6 +2,7 @@
 // metric { } snippet the README gives admins, and `doveadm stats dump` counts
 // one registration and one delivered push.
 #include "e2e-environment.h"
+#include "e2e-refusals.h"
 #include "imap-client.h"
 #include "lmtp-client.h"
 
@@ -122,6 +123,7 @@ TEST(E2eMetrics, PushAndRegistrationEventsReachDovecotStats) {
     EXPECT_EQ(metric_count(dump, "xaps_registration_ok"), 1) << dump;
     dovecot.stop();
     EXPECT_TRUE(dovecot.log_problems().empty()) << dovecot.log();
+    e2e::expect_no_refusals(apns);
 }
 
 } // namespace

@@ -202,6 +202,12 @@ int main(int argc, char **argv) {
     std::printf("load: %zu pushes reached the mock APNs; worker RSS %ld KiB at the end, max %ld "
                 "KiB\n",
                 apns.requests_received(), process_rss_kib(final_worker), max_rss);
+    // A push APNs would refuse reaches no phone: it counts as a problem.
+    if (apns.requests_refused() > 0) {
+        std::printf("load: %zu pushes refused as APNs would refuse them\n",
+                    apns.requests_refused());
+        problems++;
+    }
     long error_count = 0;
     for (const auto &[what, count] : stats.errors) {
         std::printf("load: error x%d: %s\n", count, what.c_str());

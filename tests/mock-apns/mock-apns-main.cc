@@ -1,6 +1,6 @@
 // mock-apns: the mock APNs server as a program, for the demo and the
-// benchmarks. Answers every request the same way and prints one line per
-// request until SIGTERM or SIGINT.
+// benchmarks. Answers every request APNs would accept the same way and
+// prints one line for each until SIGTERM or SIGINT.
 #include "mock-apns-server.h"
 
 #include <signal.h>
@@ -28,7 +28,7 @@ struct Options {
                  "usage: mock-apns --cert FILE --key FILE [--port N] [--client-ca FILE]\n"
                  "                 [--max-streams N] [--status CODE[:REASON]] [--delay-ms N]"
                  " [--quiet]\n"
-                 "                 [--token-key FILE --key-id ID --team-id ID]\n",
+                 "                 [--token-key FILE --key-id ID --team-id ID --topic TOPIC...]\n",
                  message);
     std::exit(2);
 }
@@ -79,6 +79,8 @@ Options parse_options(int argc, char **argv) {
             token_auth().key_id = value;
         } else if (option == "--team-id") {
             token_auth().team_id = value;
+        } else if (option == "--topic") {
+            token_auth().topics.emplace_back(value);
         } else if (option == "--delay-ms") {
             options.response.delay =
                 std::chrono::milliseconds(parse_number<uint32_t>(value, argv[i - 1]));
@@ -90,8 +92,8 @@ Options parse_options(int argc, char **argv) {
         usage("--cert and --key are required");
     if (options.config.token_auth &&
         (options.config.token_auth->key_file.empty() || options.config.token_auth->key_id.empty() ||
-         options.config.token_auth->team_id.empty()))
-        usage("token auth needs --token-key, --key-id and --team-id");
+         options.config.token_auth->team_id.empty() || options.config.token_auth->topics.empty()))
+        usage("token auth needs --token-key, --key-id, --team-id and --topic");
     return options;
 }
 
@@ -144,7 +146,8 @@ int main(int argc, char **argv) {
         sigwait(&stop_signals, &signal_number);
         server.stop();
         if (!options.quiet)
-            std::cout << "mock-apns: stopped after " << server.requests_received() << " requests"
+            std::cout << "mock-apns: stopped after " << server.requests_received()
+                      << " requests, and " << server.requests_refused() << " refused as APNs would"
                       << std::endl;
     } catch (const std::exception &error) {
         std::fprintf(stderr, "mock-apns: %s\n", error.what());

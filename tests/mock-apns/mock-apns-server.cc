@@ -22,6 +22,7 @@
 #include <algorithm>
 #include <array>
 #include <atomic>
+#include <cctype>
 #include <cerrno>
 #include <climits>
 #include <condition_variable>
@@ -38,6 +39,12 @@ namespace xaps::test {
 namespace {
 
 constexpr std::string_view device_path_prefix = "/3/device/";
+// Apple's device tokens are 32 bytes today; Apple warns they may grow, and
+// the product accepts up to 100 bytes.
+constexpr size_t min_device_token_digits = 64;
+constexpr size_t max_device_token_digits = 200;
+constexpr size_t max_payload = 4096; // for every push type but voip
+constexpr size_t max_collapse_id = 64;
 constexpr size_t max_request_body = 1024 * 1024;
 constexpr size_t output_chunk = 64 * 1024;
 
@@ -158,6 +165,108 @@ std::string device_token_of(const std::string &path) {
     return token.find('/') == std::string::npos ? token : std::string();
 }
 
+bool is_hex(std::string_view text) {
+    return std::all_of(text.begin(), text.end(),
+                       [](unsigned char c) { return std::isxdigit(c) != 0; });
+}
+
+bool is_decimal(std::string_view text) {
+    return !text.empty() && std::all_of(text.begin(), text.end(),
+                                        [](unsigned char c) { return c >= '0' && c <= '9'; });
+}
+
+// Apple: "a canonical UUID", 8-4-4-4-12 hex digits, either case.
+bool is_uuid(std::string_view text) {
+    if (text.size() != 36)
+        return false;
+    for (size_t i = 0; i < text.size(); ++i) {
+        const bool dash_position = i == 8 || i == 13 || i == 18 || i == 23;
+        if (dash_position ? text[i] != '-'
+                          : std::isxdigit(static_cast<unsigned char>(text[i])) == 0)
+            return false;
+    }
+    return true;
+}
+
+// The apns-push-type values Apple documents.
+bool is_push_type(std::string_view type) {
+    static constexpr std::array<std::string_view, 11> types = {
+        "alert",        "background", "controls",     "location",   "voip",   "complication",
+        "fileprovider", "mdm",        "liveactivity", "pushtotalk", "widgets"};
+    return std::find(types.begin(), types.end(), type) != types.end();
+}
+
+bool is_json_object(const std::string &text) {
+    const std::unique_ptr<Json::CharReader> reader(Json::CharReaderBuilder().newCharReader());
+    Json::Value root;
+    return reader->parse(text.data(), text.data() + text.size(), &root, nullptr) && root.isObject();
+}
+
+const std::string *header_of(const MockApnsRequest &request, const std::string &name) {
+    const auto found = request.headers.find(name);
+    return found == request.headers.end() ? nullptr : &found->second;
+}
+
+MockApnsResponse refusal(int status, std::string reason) {
+    MockApnsResponse response;
+    response.status = status;
+    response.reason = std::move(reason);
+    return response;
+}
+
+// What APNs says to a request before it looks at who sent it.
+std::optional<MockApnsResponse> refuse_request_line(const MockApnsRequest &request) {
+    if (request.method != "POST")
+        return refusal(405, "MethodNotAllowed");
+    if (request.path == device_path_prefix)
+        return refusal(400, "MissingDeviceToken");
+    if (request.device_token.empty())
+        return refusal(404, "BadPath");
+    return std::nullopt;
+}
+
+// What APNs says to an authenticated request; topic_refusal gives the
+// reason the credential may not push to a topic, if any.
+std::optional<MockApnsResponse>
+refuse_push(const MockApnsRequest &request, bool topic_required,
+            const std::function<std::optional<std::string>(const std::string &)> &topic_refusal) {
+    const std::string &token = request.device_token;
+    if (token.size() < min_device_token_digits || token.size() > max_device_token_digits ||
+        token.size() % 2 != 0 || !is_hex(token))
+        return refusal(400, "BadDeviceToken");
+    if (const std::string *topic = header_of(request, "apns-topic")) {
+        if (std::optional<std::string> reason = topic_refusal(*topic))
+            return refusal(400, std::move(*reason));
+    } else if (topic_required) {
+        return refusal(400, "MissingTopic");
+    }
+    if (const std::string *id = header_of(request, "apns-id"); id != nullptr && !is_uuid(*id))
+        return refusal(400, "BadMessageId");
+    if (const std::string *expiration = header_of(request, "apns-expiration");
+        expiration != nullptr && !is_decimal(*expiration))
+        return refusal(400, "BadExpirationDate");
+    if (const std::string *priority = header_of(request, "apns-priority");
+        priority != nullptr && *priority != "10" && *priority != "5" && *priority != "1")
+        return refusal(400, "BadPriority");
+    // Apple documents the header as required on watchOS only and says it may
+    // drop an iOS push without it; a refusal makes the omission visible.
+    const std::string *push_type = header_of(request, "apns-push-type");
+    if (push_type == nullptr || !is_push_type(*push_type))
+        return refusal(400, "InvalidPushType");
+    if (const std::string *collapse_id = header_of(request, "apns-collapse-id");
+        collapse_id != nullptr && collapse_id->size() > max_collapse_id)
+        return refusal(400, "BadCollapseId");
+    if (request.body.empty())
+        return refusal(400, "PayloadEmpty");
+    if (request.body.size() > max_payload)
+        return refusal(413, "PayloadTooLarge");
+    // Apple documents no reason for a body that is not a JSON object;
+    // PayloadEmpty is the documented one that says "no usable payload".
+    if (!is_json_object(request.body))
+        return refusal(400, "PayloadEmpty");
+    return std::nullopt;
+}
+
 // What iOS Mail reads of a push: aps.account-id and aps.m.
 void decode_mail_push(MockApnsRequest &request) {
     Json::CharReaderBuilder builder;
@@ -184,19 +293,6 @@ void decode_mail_push(MockApnsRequest &request) {
         }
         request.mailbox_hashes->push_back(entry.asString());
     }
-}
-
-// What APNs itself says to a request before any scripting.
-MockApnsResponse default_response(const MockApnsRequest &request) {
-    MockApnsResponse response;
-    if (request.method != "POST") {
-        response.status = 405;
-        response.reason = "MethodNotAllowed";
-    } else if (request.device_token.empty()) {
-        response.status = 404;
-        response.reason = "BadPath";
-    }
-    return response;
 }
 
 int select_h2(SSL *, const unsigned char **out, unsigned char *out_length, const unsigned char *in,
@@ -272,14 +368,24 @@ public:
         std::lock_guard lock(mutex_);
         return requests_;
     }
+    std::vector<MockApnsRequest> refused_requests() const {
+        std::lock_guard lock(mutex_);
+        return refused_;
+    }
     void clear_requests() {
         std::lock_guard lock(mutex_);
         requests_.clear();
+        refused_.clear();
         requests_received_ = 0;
+        requests_refused_ = 0;
     }
     size_t requests_received() const {
         std::lock_guard lock(mutex_);
         return requests_received_;
+    }
+    size_t requests_refused() const {
+        std::lock_guard lock(mutex_);
+        return requests_refused_;
     }
     bool wait_for_requests(size_t count, std::chrono::milliseconds timeout) const {
         std::unique_lock lock(mutex_);
@@ -321,6 +427,9 @@ public:
     uint32_t max_streams() const override { return max_streams_.load(); }
 
 private:
+    // APNs' refusal of the request, if any; fills in the provider token.
+    // Called with mutex_ held.
+    std::optional<MockApnsResponse> refuse(MockApnsRequest &request);
     void run() noexcept;
     void poll_once();
     void accept_connections();
@@ -339,7 +448,9 @@ private:
     mutable std::mutex mutex_; // guards the members below
     mutable std::condition_variable changed_;
     std::vector<MockApnsRequest> requests_;
+    std::vector<MockApnsRequest> refused_;
     size_t requests_received_ = 0;
+    size_t requests_refused_ = 0;
     size_t open_ = 0;
     Responder responder_;
     std::unique_ptr<ProviderTokenVerifier> token_verifier_;
@@ -762,38 +873,63 @@ MockApnsServer::Impl::~Impl() {
     stop();
 }
 
+std::optional<MockApnsResponse> MockApnsServer::Impl::refuse(MockApnsRequest &request) {
+    if (std::optional<MockApnsResponse> refused = refuse_request_line(request))
+        return refused;
+    const auto authorization = request.headers.find("authorization");
+    const bool has_authorization = authorization != request.headers.end();
+    if (token_verifier_ && (has_authorization || request.client_subject.empty())) {
+        const ProviderTokenVerifier::Verdict verdict = token_verifier_->check(
+            has_authorization ? std::optional<std::string>(authorization->second) : std::nullopt,
+            std::chrono::system_clock::now());
+        request.provider_token = verdict.token;
+        request.token_issued_at = verdict.issued_at;
+        if (verdict.status != 200)
+            return refusal(verdict.status, verdict.reason);
+        const std::vector<std::string> &topics = config_.token_auth->topics;
+        return refuse_push(request, true, [&](const std::string &topic) {
+            return std::find(topics.begin(), topics.end(), topic) == topics.end()
+                       ? std::optional<std::string>("TopicDisallowed")
+                       : std::nullopt;
+        });
+    }
+    if (request.client_subject.empty())
+        return refusal(403, "MissingProviderToken");
+    // A certificate for one topic (Apple's mail certificates are) names it
+    // as its UID: the header may be left out, and must match when present.
+    // A certificate without a UID would serve several topics: the header is
+    // required then, and the mock cannot tell which ones it allows.
+    return refuse_push(request, request.client_uid.empty(), [&](const std::string &topic) {
+        return !request.client_uid.empty() && topic != request.client_uid
+                   ? std::optional<std::string>("BadTopic")
+                   : std::nullopt;
+    });
+}
+
 MockApnsResponse MockApnsServer::Impl::on_request(MockApnsRequest &request) {
     Responder responder;
-    std::optional<MockApnsResponse> token_refused;
+    std::optional<MockApnsResponse> refused;
     {
         std::lock_guard lock(mutex_);
-        const auto authorization = request.headers.find("authorization");
-        const bool certificate_auth =
-            authorization == request.headers.end() && !request.client_subject.empty();
-        if (token_verifier_ && !certificate_auth) {
-            const ProviderTokenVerifier::Verdict verdict =
-                token_verifier_->check(authorization == request.headers.end()
-                                           ? std::nullopt
-                                           : std::optional<std::string>(authorization->second),
-                                       std::chrono::system_clock::now());
-            request.provider_token = verdict.token;
-            request.token_issued_at = verdict.issued_at;
-            if (verdict.status != 200) {
-                token_refused.emplace();
-                token_refused->status = verdict.status;
-                token_refused->reason = verdict.reason;
-            }
+        refused = refuse(request);
+        if (refused) {
+            request.refused_status = refused->status;
+            request.refused_reason = refused->reason;
+            if (config_.record_requests)
+                refused_.push_back(request);
+            ++requests_refused_;
+        } else {
+            if (config_.record_requests)
+                requests_.push_back(request);
+            ++requests_received_;
         }
-        if (config_.record_requests)
-            requests_.push_back(request);
-        ++requests_received_;
         responder = responder_;
     }
     changed_.notify_all();
-    if (token_refused)
-        return *token_refused;
+    if (refused)
+        return *refused;
     if (!responder)
-        return default_response(request);
+        return MockApnsResponse{};
     try {
         return responder(request);
     } catch (...) {
@@ -1013,6 +1149,12 @@ uint16_t MockApnsServer::port() const {
 }
 std::vector<MockApnsRequest> MockApnsServer::requests() const {
     return impl_->requests();
+}
+std::vector<MockApnsRequest> MockApnsServer::refused_requests() const {
+    return impl_->refused_requests();
+}
+size_t MockApnsServer::requests_refused() const {
+    return impl_->requests_refused();
 }
 void MockApnsServer::clear_requests() {
     impl_->clear_requests();

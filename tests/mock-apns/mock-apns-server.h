@@ -39,9 +39,39 @@ struct MockApnsConfig {
     // older than max_age. Otherwise the answer is 403 MissingProviderToken,
     // InvalidProviderToken or ExpiredProviderToken, or 429
     // TooManyProviderTokenUpdates for a new token sooner than
-    // min_renewal_interval after the one in use; the responder is not asked.
+    // min_renewal_interval after the one in use.
     std::optional<MockApnsTokenAuth> token_auth;
 };
+
+// Every request is checked as APNs documents it before the responder is
+// asked; what APNs would refuse gets Apple's status and reason, is counted
+// in requests_refused() and listed in refused_requests(), never in
+// requests(). In this order:
+//   405 MethodNotAllowed      :method is not POST
+//   404 BadPath               :path is not /3/device/<token>
+//   400 MissingDeviceToken    :path is /3/device/ with no token
+//   403 MissingProviderToken  no client certificate and no authorization
+//                             header (or no token_auth configured)
+//   403 InvalidProviderToken, ExpiredProviderToken, 429
+//       TooManyProviderTokenUpdates   see MockApnsConfig::token_auth
+//   400 BadDeviceToken        not an even number of hex digits, 64 (Apple's
+//                             32 bytes) to 200 (the most the product takes)
+//   400 MissingTopic          no apns-topic with token auth, or with a
+//                             certificate without a UID; a certificate's
+//                             UID stands for an absent header, as at Apple
+//   400 BadTopic              apns-topic is not the certificate's UID
+//   400 TopicDisallowed       apns-topic is not one of token_auth->topics
+//   400 BadMessageId          apns-id is not a UUID (8-4-4-4-12 hex digits)
+//   400 BadExpirationDate     apns-expiration is not a decimal integer
+//   400 BadPriority           apns-priority is not 10, 5 or 1
+//   400 InvalidPushType       apns-push-type is absent or not a documented
+//                             type (Apple may silently drop an iOS push
+//                             without it: a refusal makes that visible)
+//   400 BadCollapseId         apns-collapse-id longer than 64 bytes
+//   400 PayloadEmpty          no body
+//   413 PayloadTooLarge       a body over 4096 bytes
+//   400 PayloadEmpty          a body that is not a JSON object (Apple names no
+//                             reason for it; this is the closest it documents)
 
 struct MockApnsRequest {
     std::string method;
@@ -68,6 +98,10 @@ struct MockApnsRequest {
     std::string account_id;
     std::optional<std::vector<std::string>> mailbox_hashes;
     bool mailbox_hashes_valid = true;
+    // Set when the mock refused the request as APNs would (see above); the
+    // responder was not asked.
+    int refused_status = 0;
+    std::string refused_reason;
     std::chrono::steady_clock::time_point received;
     size_t connection_index = 0; // 0 for the first connection accepted, and so on
     int32_t stream_id = 0;
@@ -105,17 +139,22 @@ public:
     void stop();
     uint16_t port() const;
 
+    // The requests APNs would accept: the ones the responder answered.
     std::vector<MockApnsRequest> requests() const;
-    void clear_requests();
-    // Requests received since construction (or clear_requests()), recorded or not.
+    // The requests the mock refused as APNs would, with refused_status and
+    // refused_reason set. A test that expects pushes expects none here.
+    std::vector<MockApnsRequest> refused_requests() const;
+    void clear_requests(); // both lists and both counts
+    // Requests accepted since construction (or clear_requests()), recorded or not.
     size_t requests_received() const;
+    // Requests refused since construction (or clear_requests()), recorded or not.
+    size_t requests_refused() const;
     // True once requests_received() >= count, false after timeout.
     bool wait_for_requests(size_t count, std::chrono::milliseconds timeout) const;
 
-    // Decides the answer to every later request. Without one (or after
-    // set_responder(nullptr)) the mock answers like APNs to a valid request:
-    // 200, except 405 MethodNotAllowed to a non-POST and 404 BadPath to a
-    // path other than /3/device/<token>.
+    // Decides the answer to every later request APNs would accept (the
+    // others are refused before it is asked). Without one (or after
+    // set_responder(nullptr)) the mock answers 200.
     // An exception thrown by the responder makes a 500 InternalServerError.
     void set_responder(Responder responder);
 

@@ -9,6 +9,7 @@
 #include <optional>
 #include <string>
 #include <string_view>
+#include <vector>
 
 #include <openssl/evp.h>
 
@@ -19,6 +20,9 @@ struct MockApnsTokenAuth {
     std::string key_file;
     std::string key_id;  // the JWT header's "kid"
     std::string team_id; // the claims' "iss"
+    // The apns-topic values this team may push to (its apps' bundle ids);
+    // any other topic is answered 400 TopicDisallowed.
+    std::vector<std::string> topics;
     // Older tokens get 403 ExpiredProviderToken, as at Apple.
     std::chrono::seconds max_age{3600};
     // A new token sooner than this after the one in use gets 429

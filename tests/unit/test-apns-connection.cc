@@ -120,9 +120,11 @@ protected:
                connection.ready();
     }
 
-    static std::unique_ptr<ApnsRequest> request(const std::string &token) {
+    // A request to the device token `suffix` padded with zeros to the 64 hex
+    // digits of Apple's tokens: the mock refuses shorter ones, as APNs does.
+    static std::unique_ptr<ApnsRequest> request(const std::string &suffix) {
         auto request = std::make_unique<ApnsRequest>();
-        request->path = "/3/device/" + token;
+        request->path = "/3/device/" + std::string(64 - suffix.size(), '0') + suffix;
         request->expiration = "1700000000";
         request->body = R"({"aps":{"account-id":"a"}})";
         return request;
@@ -151,7 +153,8 @@ TEST_F(ApnsConnectionTest, ConnectsAndCarriesARequest) {
     const std::vector<MockApnsRequest> received = mock_.requests();
     ASSERT_EQ(received.size(), 1u);
     EXPECT_EQ(received[0].method, "POST");
-    EXPECT_EQ(received[0].path, "/3/device/00ff");
+    EXPECT_EQ(received[0].path,
+              "/3/device/00000000000000000000000000000000000000000000000000000000000000ff");
     EXPECT_EQ(received[0].headers.at(":scheme"), "https");
     EXPECT_EQ(received[0].headers.at(":authority"), "127.0.0.1:" + std::to_string(mock_.port()));
     EXPECT_EQ(received[0].headers.at("apns-topic"), tls_.topic());

@@ -76,6 +76,27 @@ bool parse_json(const std::string &text, Json::Value &value) {
     return reader->parse(text.data(), text.data() + text.size(), &value, nullptr);
 }
 
+// A device token as Apple issues them today: 32 bytes in hex.
+const std::string apple_token = "2a7e5e5b5d6e4a9c8e2b1f9d3c7a6b5e4d3c2b1a0f9e8d7c6b5a4f3e2d1c0b9a";
+const std::string push_body = R"({"aps":{"account-id":"0715A26B-CA09-4730-A419-793000CA982E"}})";
+
+// The headers of a push APNs accepts over a certificate connection, where
+// apns-topic may be left out; `extra` adds to them or replaces one.
+std::vector<std::pair<std::string, std::string>>
+push_headers(const std::vector<std::pair<std::string, std::string>> &extra = {}) {
+    std::vector<std::pair<std::string, std::string>> headers{{"apns-push-type", "background"},
+                                                             {"apns-expiration", "1700000000"}};
+    for (const auto &[name, value] : extra) {
+        const auto same = std::find_if(headers.begin(), headers.end(),
+                                       [&](const auto &header) { return header.first == name; });
+        if (same != headers.end())
+            same->second = value;
+        else
+            headers.emplace_back(name, value);
+    }
+    return headers;
+}
+
 struct ClientCertificate {
     std::string cert_file;
     std::string key_file;
@@ -153,13 +174,20 @@ public:
         return true;
     }
 
-    // True when a GET gets an HTTP answer over this connection.
+    // True when a push gets an HTTP answer over this connection.
     bool usable() {
         if (!connect())
             return false;
-        const int32_t stream = submit("GET", "/3/device/probe", {}, "");
+        const int32_t stream = push();
         return run_until([&] { return responses_[stream].closed; }, patience) &&
                responses_[stream].status != 0;
+    }
+
+    // A push APNs accepts over a certificate connection, unless `headers`
+    // or the arguments make it otherwise.
+    int32_t push(const std::vector<std::pair<std::string, std::string>> &headers = push_headers(),
+                 const std::string &token = apple_token, const std::string &body = push_body) {
+        return submit("POST", "/3/device/" + token, headers, body);
     }
 
     int32_t submit(const std::string &method, const std::string &path,
@@ -354,7 +382,7 @@ TEST_F(MockApnsServerTest, EchoesTheApnsIdTheClientChose) {
     TestClient client(server_.port(), trusted_client);
     ASSERT_TRUE(client.connect());
     const std::string id = "123E4567-E89B-12D3-A456-4266554400A0";
-    const int32_t stream = client.submit("POST", "/3/device/aa", {{"apns-id", id}}, "{}");
+    const int32_t stream = client.push(push_headers({{"apns-id", id}}));
     ASSERT_TRUE(client.run_until([&] { return client.response(stream).closed; }, patience));
     EXPECT_EQ(client.response(stream).headers["apns-id"], id);
 }
@@ -410,7 +438,7 @@ TEST_F(MockApnsServerTest, UnregisteredWithoutTimestampSaysNow) {
     const int64_t before = std::chrono::duration_cast<std::chrono::milliseconds>(
                                std::chrono::system_clock::now().time_since_epoch())
                                .count();
-    const int32_t stream = client.submit("POST", "/3/device/ab", {}, "{}");
+    const int32_t stream = client.push();
     ASSERT_TRUE(client.run_until([&] { return client.response(stream).closed; }, patience));
     Json::Value body;
     ASSERT_TRUE(parse_json(client.response(stream).body, body));
@@ -418,33 +446,163 @@ TEST_F(MockApnsServerTest, UnregisteredWithoutTimestampSaysNow) {
     EXPECT_LT(body["timestamp"].asInt64(), before + 60'000);
 }
 
-TEST_F(MockApnsServerTest, WithoutResponderAnswersLikeApns) {
+// One row per request APNs refuses, each with exactly one thing wrong, and
+// the limits it still accepts. The responder is never asked about a refusal.
+TEST_F(MockApnsServerTest, RefusesWhatApnsRefusesWithItsStatusAndReason) {
+    using Headers = std::vector<std::pair<std::string, std::string>>;
     struct Row {
-        const char *method;
-        const char *path;
+        const char *name;
+        std::string method;
+        std::string path;
+        Headers headers;
+        std::string body;
         int status;
-        const char *reason;
+        std::string reason;
     };
-    const Row rows[] = {
-        {"POST", "/3/device/a1b2", 200, ""},
-        {"GET", "/3/device/a1b2", 405, "MethodNotAllowed"},
-        {"POST", "/3/device/", 404, "BadPath"},
-        {"POST", "/2/device/a1b2", 404, "BadPath"},
-        {"POST", "/3/device/a1b2/extra", 404, "BadPath"},
+    const std::string device = "/3/device/" + apple_token;
+    const std::string json_4096 = R"({"aps":{},"x":")" + std::string(4096 - 17, 'x') + R"("})";
+    const std::string json_4097 = R"({"aps":{},"x":")" + std::string(4097 - 17, 'x') + R"("})";
+    const std::vector<Row> rows = {
+        {"valid", "POST", device, push_headers(), push_body, 200, ""},
+        {"GET", "GET", device, push_headers(), push_body, 405, "MethodNotAllowed"},
+        {"PUT", "PUT", device, push_headers(), push_body, 405, "MethodNotAllowed"},
+        {"version 2 path", "POST", "/2/device/" + apple_token, push_headers(), push_body, 404,
+         "BadPath"},
+        {"path beyond the token", "POST", device + "/extra", push_headers(), push_body, 404,
+         "BadPath"},
+        {"root path", "POST", "/", push_headers(), push_body, 404, "BadPath"},
+        {"no token", "POST", "/3/device/", push_headers(), push_body, 400, "MissingDeviceToken"},
+        {"token of 62 digits", "POST", "/3/device/" + std::string(62, 'a'), push_headers(),
+         push_body, 400, "BadDeviceToken"},
+        {"token of 65 digits", "POST", "/3/device/" + std::string(65, 'a'), push_headers(),
+         push_body, 400, "BadDeviceToken"},
+        {"token of 202 digits", "POST", "/3/device/" + std::string(202, 'a'), push_headers(),
+         push_body, 400, "BadDeviceToken"},
+        {"token of 200 digits", "POST", "/3/device/" + std::string(200, 'a'), push_headers(),
+         push_body, 200, ""},
+        {"upper-case token", "POST", "/3/device/" + std::string(64, 'A'), push_headers(), push_body,
+         200, ""},
+        {"token not hex", "POST", "/3/device/" + std::string(63, 'a') + "g", push_headers(),
+         push_body, 400, "BadDeviceToken"},
+        {"the certificate's topic", "POST", device,
+         push_headers({{"apns-topic", test_pki_topic()}}), push_body, 200, ""},
+        {"another topic", "POST", device,
+         push_headers({{"apns-topic", "com.apple.mail.XServer.other"}}), push_body, 400,
+         "BadTopic"},
+        {"empty topic", "POST", device, push_headers({{"apns-topic", ""}}), push_body, 400,
+         "BadTopic"},
+        {"apns-id lower-case UUID", "POST", device,
+         push_headers({{"apns-id", "123e4567-e89b-12d3-a456-4266554400a0"}}), push_body, 200, ""},
+        {"apns-id not a UUID", "POST", device, push_headers({{"apns-id", "push-1"}}), push_body,
+         400, "BadMessageId"},
+        {"expiration 0", "POST", device, push_headers({{"apns-expiration", "0"}}), push_body, 200,
+         ""},
+        {"expiration a date", "POST", device,
+         push_headers({{"apns-expiration", "2026-12-05T10:00:00Z"}}), push_body, 400,
+         "BadExpirationDate"},
+        {"expiration negative", "POST", device, push_headers({{"apns-expiration", "-1"}}),
+         push_body, 400, "BadExpirationDate"},
+        {"expiration empty", "POST", device, push_headers({{"apns-expiration", ""}}), push_body,
+         400, "BadExpirationDate"},
+        {"priority 10", "POST", device, push_headers({{"apns-priority", "10"}}), push_body, 200,
+         ""},
+        {"priority 5", "POST", device, push_headers({{"apns-priority", "5"}}), push_body, 200, ""},
+        {"priority 1", "POST", device, push_headers({{"apns-priority", "1"}}), push_body, 200, ""},
+        {"priority 7", "POST", device, push_headers({{"apns-priority", "7"}}), push_body, 400,
+         "BadPriority"},
+        {"priority high", "POST", device, push_headers({{"apns-priority", "high"}}), push_body, 400,
+         "BadPriority"},
+        {"push type alert", "POST", device, push_headers({{"apns-push-type", "alert"}}), push_body,
+         200, ""},
+        {"push type unknown", "POST", device, push_headers({{"apns-push-type", "mail"}}), push_body,
+         400, "InvalidPushType"},
+        {"push type absent", "POST", device, Headers{{"apns-expiration", "1700000000"}}, push_body,
+         400, "InvalidPushType"},
+        {"collapse id of 64 bytes", "POST", device,
+         push_headers({{"apns-collapse-id", std::string(64, 'c')}}), push_body, 200, ""},
+        {"collapse id of 65 bytes", "POST", device,
+         push_headers({{"apns-collapse-id", std::string(65, 'c')}}), push_body, 400,
+         "BadCollapseId"},
+        {"no body", "POST", device, push_headers(), "", 400, "PayloadEmpty"},
+        {"body of 4096 bytes", "POST", device, push_headers(), json_4096, 200, ""},
+        {"body of 4097 bytes", "POST", device, push_headers(), json_4097, 413, "PayloadTooLarge"},
+        {"body not JSON", "POST", device, push_headers(), "aps", 400, "PayloadEmpty"},
+        {"body a JSON array", "POST", device, push_headers(), "[1]", 400, "PayloadEmpty"},
     };
+    ASSERT_EQ(json_4096.size(), 4096u);
+    ASSERT_EQ(json_4097.size(), 4097u);
+    server_.set_responder([](const MockApnsRequest &) -> MockApnsResponse {
+        throw std::runtime_error("the responder only sees requests APNs accepts");
+    });
     TestClient client(server_.port(), trusted_client);
     ASSERT_TRUE(client.connect());
+    size_t refused = 0;
     for (const Row &row : rows) {
-        SCOPED_TRACE(std::string(row.method) + " " + row.path);
-        const int32_t stream = client.submit(row.method, row.path, {}, "{}");
+        SCOPED_TRACE(row.name);
+        const int32_t stream = client.submit(row.method, row.path, row.headers, row.body);
         ASSERT_TRUE(client.run_until([&] { return client.response(stream).closed; }, patience));
-        EXPECT_EQ(client.response(stream).status, row.status);
-        EXPECT_TRUE(is_upper_case_uuid(client.response(stream).headers["apns-id"]))
-            << client.response(stream).headers["apns-id"];
+        const bool accepted = row.status == 200;
+        EXPECT_EQ(client.response(stream).status, accepted ? 500 : row.status);
+        EXPECT_FALSE(client.response(stream).headers["apns-id"].empty());
         Json::Value body;
-        parse_json(client.response(stream).body, body);
-        EXPECT_EQ(body["reason"].asString(), row.reason) << client.response(stream).body;
+        ASSERT_TRUE(parse_json(client.response(stream).body, body)) << client.response(stream).body;
+        EXPECT_EQ(body["reason"].asString(), accepted ? "InternalServerError" : row.reason);
+        if (!accepted) {
+            ++refused;
+            const std::vector<MockApnsRequest> list = server_.refused_requests();
+            ASSERT_EQ(list.size(), refused);
+            EXPECT_EQ(list.back().refused_status, row.status);
+            EXPECT_EQ(list.back().refused_reason, row.reason);
+        }
     }
+    EXPECT_EQ(server_.requests_refused(), refused);
+    EXPECT_EQ(server_.requests_received(), rows.size() - refused);
+    EXPECT_EQ(server_.requests().size(), rows.size() - refused);
+    for (const MockApnsRequest &request : server_.requests())
+        EXPECT_EQ(request.refused_status, 0) << request.path;
+}
+
+TEST_F(MockApnsServerTest, WithoutResponderAnswersAValidPush200) {
+    TestClient client(server_.port(), trusted_client);
+    ASSERT_TRUE(client.connect());
+    const int32_t stream = client.push();
+    ASSERT_TRUE(client.run_until([&] { return client.response(stream).closed; }, patience));
+    EXPECT_EQ(client.response(stream).status, 200);
+    EXPECT_EQ(client.response(stream).body, "");
+    EXPECT_TRUE(is_upper_case_uuid(client.response(stream).headers["apns-id"]))
+        << client.response(stream).headers["apns-id"];
+}
+
+TEST_F(MockApnsServerTest, RefusedRequestsAreNotCountedAsPushes) {
+    TestClient client(server_.port(), trusted_client);
+    ASSERT_TRUE(client.connect());
+    const int32_t refused = client.push(push_headers({{"apns-priority", "7"}}));
+    ASSERT_TRUE(client.run_until([&] { return client.response(refused).closed; }, patience));
+    EXPECT_FALSE(server_.wait_for_requests(1, 100ms));
+    EXPECT_EQ(server_.requests_received(), 0u);
+    EXPECT_TRUE(server_.requests().empty());
+    ASSERT_EQ(server_.refused_requests().size(), 1u);
+    EXPECT_EQ(server_.refused_requests()[0].device_token, apple_token);
+    EXPECT_EQ(server_.refused_requests()[0].headers.at("apns-priority"), "7");
+
+    server_.clear_requests();
+    EXPECT_EQ(server_.requests_refused(), 0u);
+    EXPECT_TRUE(server_.refused_requests().empty());
+}
+
+TEST(MockApnsServerConfig, WithoutCertificateOrTokenAuthEveryPushLacksACredential) {
+    MockApnsConfig config = apple_like_mock_config();
+    config.client_ca_file.clear();
+    MockApnsServer server(config);
+    server.start();
+    TestClient client(server.port(), std::nullopt);
+    ASSERT_TRUE(client.connect());
+    const int32_t stream = client.push(push_headers({{"apns-topic", test_pki_topic()}}));
+    ASSERT_TRUE(client.run_until([&] { return client.response(stream).closed; }, patience));
+    EXPECT_EQ(client.response(stream).status, 403);
+    Json::Value body;
+    ASSERT_TRUE(parse_json(client.response(stream).body, body));
+    EXPECT_EQ(body["reason"].asString(), "MissingProviderToken");
 }
 
 TEST_F(MockApnsServerTest, ResponderExceptionBecomesInternalServerError) {
@@ -453,23 +611,24 @@ TEST_F(MockApnsServerTest, ResponderExceptionBecomesInternalServerError) {
     });
     TestClient client(server_.port(), trusted_client);
     ASSERT_TRUE(client.connect());
-    const int32_t stream = client.submit("POST", "/3/device/ab", {}, "{}");
+    const int32_t stream = client.push();
     ASSERT_TRUE(client.run_until([&] { return client.response(stream).closed; }, patience));
     EXPECT_EQ(client.response(stream).status, 500);
 }
 
 TEST_F(MockApnsServerTest, DelayedAnswerDoesNotStallOtherStreams) {
-    server_.set_responder([](const MockApnsRequest &request) {
+    const std::string slow_token(64, 'a');
+    server_.set_responder([&](const MockApnsRequest &request) {
         MockApnsResponse response;
-        if (request.device_token == "slow")
+        if (request.device_token == slow_token)
             response.delay = 300ms;
         return response;
     });
     TestClient client(server_.port(), trusted_client);
     ASSERT_TRUE(client.connect());
     const auto sent = std::chrono::steady_clock::now();
-    const int32_t slow = client.submit("POST", "/3/device/slow", {}, "{}");
-    const int32_t fast = client.submit("POST", "/3/device/fast", {}, "{}");
+    const int32_t slow = client.push(push_headers(), slow_token);
+    const int32_t fast = client.push(push_headers(), std::string(64, 'b'));
     ASSERT_TRUE(client.run_until([&] { return client.response(fast).closed; }, patience));
     EXPECT_FALSE(client.response(slow).closed);
     ASSERT_TRUE(client.run_until([&] { return client.response(slow).closed; }, patience));
@@ -481,7 +640,7 @@ TEST_F(MockApnsServerTest, GoawayRefusingStreamsLeavesThemUnanswered) {
     server_.set_responder(answer_after(60s));
     TestClient client(server_.port(), trusted_client);
     ASSERT_TRUE(client.connect());
-    const int32_t refused = client.submit("POST", "/3/device/ab", {}, "{}");
+    const int32_t refused = client.push();
     ASSERT_TRUE(server_.wait_for_requests(1, patience));
     server_.send_goaway("Shutdown", xaps::test::GoawayStreams::refuse);
 
@@ -505,6 +664,7 @@ class MockApnsTokenAuthTest : public ::testing::Test {
 protected:
     static constexpr const char *key_id = "ABC123DEFG";
     static constexpr const char *team_id = "DEF123GHIJ";
+    static constexpr const char *topic = "com.apple.mail.XServer.7a3e0c55";
 
     void SetUp() override {
         char pattern[] = "/tmp/test-mock-token-XXXXXX";
@@ -520,6 +680,7 @@ protected:
         config.token_auth->key_file = public_key_file_;
         config.token_auth->key_id = key_id;
         config.token_auth->team_id = team_id;
+        config.token_auth->topics = {"com.example.mail", topic};
         server_ = std::make_unique<MockApnsServer>(config);
         server_->start();
     }
@@ -546,10 +707,15 @@ protected:
                                          issued_at);
     }
 
-    // POSTs one push with these extra headers; returns status and reason.
+    // POSTs one push to `topic` with these extra headers (with token auth
+    // apns-topic is required); returns status and reason.
     std::pair<int, std::string>
     push(TestClient &client, const std::vector<std::pair<std::string, std::string>> &headers) {
-        const int32_t stream = client.submit("POST", "/3/device/a1b2c3d4", headers, "{}");
+        std::vector<std::pair<std::string, std::string>> all = headers;
+        if (std::none_of(all.begin(), all.end(),
+                         [](const auto &header) { return header.first == "apns-topic"; }))
+            all.emplace_back("apns-topic", topic);
+        const int32_t stream = client.push(push_headers(all));
         if (!client.run_until([&] { return client.response(stream).closed; }, patience))
             return {0, "no answer"};
         Json::Value body;
@@ -633,10 +799,44 @@ TEST_F(MockApnsTokenAuthTest, ChecksEveryTokenLikeApns) {
         EXPECT_EQ(reason, row.status == 200 ? "InternalServerError" : row.reason);
     }
     const std::vector<MockApnsRequest> requests = server_->requests();
-    ASSERT_EQ(requests.size(), rows.size()) << "refused requests are recorded too";
+    ASSERT_EQ(requests.size(), 2u);
     EXPECT_EQ(requests.back().provider_token, valid);
     EXPECT_EQ(requests.back().token_issued_at, now - 60);
-    EXPECT_EQ(requests.front().provider_token, "");
+    const std::vector<MockApnsRequest> refused = server_->refused_requests();
+    ASSERT_EQ(refused.size(), rows.size() - 2) << "refused requests are recorded apart";
+    EXPECT_EQ(refused.front().provider_token, "");
+    EXPECT_EQ(refused.front().refused_reason, "MissingProviderToken");
+}
+
+TEST_F(MockApnsTokenAuthTest, TheTopicMustBeOneOfTheTeams) {
+    TestClient client(server_->port(), std::nullopt);
+    ASSERT_TRUE(client.connect());
+    const std::string bearer = "bearer " + token(now_seconds() - 60);
+    struct Row {
+        const char *name;
+        std::vector<std::pair<std::string, std::string>> headers;
+        std::pair<int, std::string> answer;
+    };
+    const std::vector<Row> rows = {
+        {"the team's topic", {{"authorization", bearer}}, {200, ""}},
+        {"another of its topics",
+         {{"authorization", bearer}, {"apns-topic", "com.example.mail"}},
+         {200, ""}},
+        {"a topic of another team",
+         {{"authorization", bearer}, {"apns-topic", "com.apple.mail.XServer.other"}},
+         {400, "TopicDisallowed"}},
+    };
+    for (const Row &row : rows) {
+        SCOPED_TRACE(row.name);
+        EXPECT_EQ(push(client, row.headers), row.answer);
+    }
+    // push() always adds a topic: without one, the header list is built here.
+    const int32_t stream = client.push(push_headers({{"authorization", bearer}}));
+    ASSERT_TRUE(client.run_until([&] { return client.response(stream).closed; }, patience));
+    EXPECT_EQ(client.response(stream).status, 400);
+    Json::Value body;
+    ASSERT_TRUE(parse_json(client.response(stream).body, body));
+    EXPECT_EQ(body["reason"].asString(), "MissingTopic");
 }
 
 TEST_F(MockApnsTokenAuthTest, ExpiresTokensOnRequestAndLimitsRenewals) {
@@ -674,7 +874,9 @@ TEST_F(MockApnsTokenAuthTest, CertificateAuthStillPassesWithoutAToken) {
     server.start();
     TestClient client(server.port(), trusted_client);
     ASSERT_TRUE(client.connect());
-    EXPECT_EQ(push(client, {}), std::make_pair(200, std::string()));
+    const int32_t stream = client.push(push_headers({{"apns-topic", test_pki_topic()}}));
+    ASSERT_TRUE(client.run_until([&] { return client.response(stream).closed; }, patience));
+    EXPECT_EQ(client.response(stream).status, 200);
 }
 
 TEST(MockApnsServerConfig, UnusableTokenKeyThrows) {

@@ -110,13 +110,10 @@ TEST(XapsSettings, CredentialPreference) {
 
 TEST(XapsSettings, BadValuesNameTheSetting) {
     const std::pair<const char *, const char *> cases[] = {
-        {"xaps_apns_port", "0"},
-        {"xaps_apns_port", "65536"},
-        {"xaps_apns_port", "https"},
-        {"xaps_apns_priority", "11"},
-        {"xaps_delay", "soon"},
-        {"xaps_registration_ttl", "0"},
-        {"xaps_max_devices_per_user", "-1"},
+        {"xaps_apns_port", "0"},        {"xaps_apns_port", "65536"},
+        {"xaps_apns_port", "https"},    {"xaps_apns_priority", "11"},
+        {"xaps_apns_priority", "7"},    {"xaps_delay", "soon"},
+        {"xaps_registration_ttl", "0"}, {"xaps_max_devices_per_user", "-1"},
         {"xaps_apns_connections", "0"},
     };
     for (const auto &[name, value] : cases) {
