@@ -14,6 +14,13 @@
 # XAPS_PACKAGE_DEB=FILE tests that .deb instead of building one (to iterate
 # on the tests: the build takes minutes).
 #
+# Then the upgrade test: purges the package, installs the previous release
+# (the .deb of the commit pinned in previous_release below, built once and
+# kept in BUILD_DIR/package-upgrade/) and runs the 'package-upgrade' suite,
+# which installs the new .deb over it while Dovecot serves registered phones.
+# XAPS_SKIP_UPGRADE_TEST=1 skips it. It needs the pinned commit in this
+# clone's git history (a shallow clone lacks it).
+#
 # Results: BUILD_DIR/meson-logs/package-testlog.json, the suite's meson log
 # plus one failed entry per step of this script that failed (package-build,
 # package-install, package-purge, machine-restore, ...); count-tests.py
@@ -25,6 +32,9 @@ repo=$(pwd)
 build_dir=${1:-build}
 
 package=dovecot-xaps
+# The previous release that the upgrade test starts from: the last commit
+# before version 0.2.0 (debian/changelog still says 0.1.0 there).
+previous_release=0a6fd52eef188cdd9b64d23cce55e44a95cb7a61
 state_dir=/var/lib/dovecot-xaps
 policy_rc=/usr/sbin/policy-rc.d
 lua_driver_conf=/etc/dovecot/conf.d/90-xaps-package-test-lua.conf
@@ -167,9 +177,9 @@ restore_xaps_user() {
   fi
 }
 
-# Purges what this run installed and puts back what it changed; safe to run
-# twice. Runs on every exit, also after an error or a signal.
-restore_machine() {
+# Purges the package if this run installed it (the new one or the previous
+# release); safe to run twice.
+purge_package() {
   if [ "$installed" = yes ]; then
     installed=no
     started=$(now)
@@ -178,8 +188,15 @@ restore_machine() {
     else
       cat "$tmp/purge.log" >&2
       step_failed package-purge "apt-get purge $package"
+      return 1
     fi
   fi
+}
+
+# Purges what this run installed and puts back what it changed; safe to run
+# twice. Runs on every exit, also after an error or a signal.
+restore_machine() {
+  purge_package
   if [ "$policy_rc_saved" = yes ]; then
     policy_rc_saved=no
     if [ -e "$tmp/policy-rc.d.saved" ]; then
@@ -263,6 +280,15 @@ snapshot >"$tmp/before.txt" 2>&1
 snapshot_before=yes
 
 # --- build -------------------------------------------------------------------
+# dpkg-buildpackage with ccache: debhelper gives the build a HOME of its own,
+# so ccache's default directory there would start empty every time; the
+# source paths (a new temporary directory per run) are left out of the keys.
+debian_build() {
+  (cd "$1" && CCACHE_DIR=${CCACHE_DIR:-$(ccache -k cache_dir 2>/dev/null || echo "$HOME/.cache/ccache")} \
+    CCACHE_BASEDIR=$1 CCACHE_NOHASHDIR=1 DEB_BUILD_OPTIONS="nocheck parallel=2" \
+    dpkg-buildpackage -b -us -uc)
+}
+
 # In a copy of the tree: dpkg-buildpackage writes into debian/ and the parent
 # directory, and others may be building or editing in this tree meanwhile.
 started=$(now)
@@ -274,8 +300,7 @@ if [ -n "${XAPS_PACKAGE_DEB:-}" ]; then
   chmod 0644 "$tmp"/*.deb
 else
   copy_source_tree "$tmp/src"
-  if ! (cd "$tmp/src" && DEB_BUILD_OPTIONS="nocheck parallel=2" \
-    dpkg-buildpackage -b -us -uc) >"$tmp/build.log" 2>&1; then
+  if ! debian_build "$tmp/src" >"$tmp/build.log" 2>&1; then
     tail -n 60 "$tmp/build.log" >&2
     step_failed package-build "dpkg-buildpackage"
     exit 1
@@ -327,4 +352,71 @@ if [ ! -s "$log_json" ]; then
   step_failed package-suite "meson test wrote no $log_json"
 fi
 say "package suite: exit status $test_status ($(($(now) - started)) s)"
-exit "$test_status"
+
+# --- upgrade from the previous release ------------------------------------------
+if [ "${XAPS_SKIP_UPGRADE_TEST:-0}" = 1 ]; then
+  say "upgrade test skipped (XAPS_SKIP_UPGRADE_TEST=1)"
+  exit "$test_status"
+fi
+purge_package || exit 1
+
+# Built once per Dovecot ABI and kept: the pinned commit does not change.
+# Most of its files compile as in the new build: ccache has them.
+abi=$(tr -c 'A-Za-z0-9.\n' _ </usr/share/dovecot/dovecot-abi)
+previous_dir=$(cd "$build_dir" && pwd)/package-upgrade/$previous_release-$abi
+started=$(now)
+set -- "$previous_dir"/"$package"_*_"$(dpkg --print-architecture)".deb
+if [ ! -f "$1" ]; then
+  if ! git -C "$repo" cat-file -e "$previous_release^{commit}" 2>/dev/null; then
+    step_failed package-upgrade "commit $previous_release (the previous release) is not in\
+ this clone's history: clone the whole repository (or git fetch --unshallow)"
+    exit 1
+  fi
+  rm -rf "$previous_dir"
+  mkdir -p "$previous_dir/src"
+  if ! git -C "$repo" archive "$previous_release" | tar -C "$previous_dir/src" -xf - ||
+    ! debian_build "$previous_dir/src" >"$tmp/build-previous.log" 2>&1; then
+    tail -n 60 "$tmp/build-previous.log" >&2
+    step_failed package-upgrade "building the previous release's package ($previous_release)"
+    exit 1
+  fi
+  rm -rf "$previous_dir/src"
+  set -- "$previous_dir"/"$package"_*_"$(dpkg --print-architecture)".deb
+fi
+if [ ! -f "$1" ]; then
+  step_failed package-upgrade "no $package .deb built from $previous_release"
+  exit 1
+fi
+cp "$1" "$tmp/previous.deb"
+chmod 0644 "$tmp/previous.deb"
+say "previous release: $(basename "$1") ($(($(now) - started)) s)"
+
+started=$(now)
+installed=yes
+if ! DEBIAN_FRONTEND=noninteractive apt-get install -y "$tmp/previous.deb" \
+  >"$tmp/install-previous.log" 2>&1; then
+  cat "$tmp/install-previous.log" >&2
+  step_failed package-upgrade "apt-get install of the previous release"
+  exit 1
+fi
+say "installed the previous release ($(($(now) - started)) s)"
+
+started=$(now)
+upgrade_log=$build_dir/meson-logs/package-upgrade-testlog.json
+rm -f "$build_dir/test-package-upgrade.xml" "$upgrade_log"
+upgrade_status=0
+if ninja -C "$build_dir" -j2 tests/package/test-package-upgrade; then
+  XAPS_UPGRADE_TO_DEB=$deb meson test -C "$build_dir" --no-rebuild --suite package-upgrade \
+    --print-errorlogs --logbase package-upgrade-testlog || upgrade_status=$?
+else
+  upgrade_status=1
+fi
+# Counted with the package suite's cases.
+if [ -s "$upgrade_log" ]; then
+  cat "$upgrade_log" >>"$log_json"
+else
+  step_failed package-upgrade "meson test wrote no $upgrade_log"
+fi
+say "upgrade suite: exit status $upgrade_status ($(($(now) - started)) s)"
+[ "$test_status" = 0 ] || exit "$test_status"
+exit "$upgrade_status"

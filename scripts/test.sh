@@ -16,8 +16,8 @@ sh scripts/build.sh
 python3 scripts/count-tests.py --clean build
 
 status=0
-# The package suite runs below, against the installed .deb.
-meson test -C build --no-suite package --print-errorlogs || status=$?
+# The package suites run below, against the installed .deb.
+meson test -C build --no-suite package --no-suite package-upgrade --print-errorlogs || status=$?
 
 # libFuzzer: each target for a bounded time (XAPS_FUZZ_SECONDS, default 60;
 # 0 skips), from the committed seeds; a crash keeps its input under
@@ -44,7 +44,9 @@ if [ "${XAPS_SKIP_SANITIZE:-0}" != 1 ]; then
   [ "$asan_status" = 0 ] || status=$asan_status
 fi
 
-# Builds the .deb, installs it, runs the package suite, purges it again.
+# Builds the .deb, installs it, runs the package suite, purges it again; then
+# installs the previous release and upgrades it to the new .deb (the
+# package-upgrade suite, counted with the package suite's cases).
 # XAPS_SKIP_PACKAGE_TEST=1 skips it (it takes minutes and needs root).
 package_log=""
 if [ "${XAPS_SKIP_PACKAGE_TEST:-0}" = 1 ]; then

@@ -150,8 +150,8 @@ say "tests (unit and e2e, Dovecot 2.4)"
 test_status=0
 in_root '
   python3 /src/scripts/count-tests.py --clean /build/xaps
-  # The package suite needs the .deb installed: step 5.
-  meson test -C /build/xaps --no-suite package --num-processes "$XAPS_JOBS" --print-errorlogs
+  # The package suites need the .deb installed: step 5.
+  meson test -C /build/xaps --no-suite package --no-suite package-upgrade --num-processes "$XAPS_JOBS" --print-errorlogs
 ' || test_status=$?
 
 # --- 4. package ----------------------------------------------------------------
@@ -194,11 +194,13 @@ fi
 # --- 5. the installed package ------------------------------------------------------
 # scripts/package-test.sh in the root: builds the .deb again from the tree,
 # installs it, runs the package suite against the installed files and
-# Dovecot 2.4, purges it and checks that the root is as before.
+# Dovecot 2.4, purges it and checks that the root is as before. Without the
+# upgrade test: the root has no git to take the previous release from, and
+# its first build there would add minutes; the host's run covers it (2.3).
 package_log=""
 if [ "$build_package" = 1 ]; then
   say "package test (install, package suite, purge; in the root)"
-  in_root 'cd /src && sh scripts/package-test.sh /build/xaps' >&2 || true
+  in_root 'cd /src && XAPS_SKIP_UPGRADE_TEST=1 sh scripts/package-test.sh /build/xaps' >&2 || true
   package_log="--extra-log /build/xaps/meson-logs/package-testlog.json"
 fi
 

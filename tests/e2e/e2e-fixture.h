@@ -15,6 +15,7 @@
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
+#include <map>
 #include <memory>
 #include <optional>
 #include <sstream>
@@ -27,10 +28,9 @@ namespace xaps::test::e2e {
 
 using namespace std::chrono_literals;
 
-// A push that was expected arrives in milliseconds; this only bounds a failure.
-inline constexpr auto push_timeout = 10s;
-// Long enough for a second, unwanted push to show up.
-inline constexpr auto quiet_period = 500ms;
+// A push that was expected arrives in milliseconds; this only bounds a
+// failure, on a loaded machine running sanitizers.
+inline constexpr auto push_timeout = 60s;
 
 inline std::string joined(const std::vector<std::string> &lines) {
     std::string text;
@@ -85,6 +85,15 @@ inline std::string pushed_account_id(const MockApnsRequest &push) {
         return "<not a push body: " + push.body + ">";
     }
     return (*body)["aps"]["account-id"].asString();
+}
+
+// The marker (see E2eTest::settle()): a user of its own with one device.
+inline constexpr const char *marker_user = "marker";
+inline constexpr const char *marker_account_id = "6D61726B-6572-4000-8000-00000000E2E0";
+inline const std::string marker_device_token = device_token(0xe2e0e2e0);
+
+inline bool is_marker_push(const MockApnsRequest &push) {
+    return push.device_token == marker_device_token;
 }
 
 inline std::vector<std::string> pushed_tokens(const std::vector<MockApnsRequest> &pushes) {
@@ -150,7 +159,12 @@ protected:
 
     DovecotOptions options() const { return dovecot_options(apns_->port()); }
 
+    // Every instance has the marker user, so that any test can settle().
     void start_dovecot(DovecotOptions options) {
+        if (std::find(options.extra_users.begin(), options.extra_users.end(), marker_user) ==
+            options.extra_users.end()) {
+            options.extra_users.emplace_back(marker_user);
+        }
         dovecot_ = std::make_unique<DovecotInstance>(std::move(options));
         dovecot_->start();
     }
@@ -180,16 +194,106 @@ protected:
                                               "A mail that should wake up the phone.\n"));
     }
 
-    // Waits for `count` pushes, then for a quiet period, and returns them all.
+    // The pushes the mock accepted, without the marker's.
+    std::vector<MockApnsRequest> pushes() const {
+        std::vector<MockApnsRequest> all = apns_->requests();
+        std::erase_if(all, is_marker_push);
+        return all;
+    }
+
+    // Waits until the mock accepted `count` pushes besides the marker's.
+    bool wait_for_pushes(std::size_t count, std::chrono::milliseconds timeout = push_timeout) {
+        const auto deadline = std::chrono::steady_clock::now() + timeout;
+        while (pushes().size() < count) {
+            if (std::chrono::steady_clock::now() >= deadline) {
+                return false;
+            }
+            std::this_thread::sleep_for(10ms);
+        }
+        return true;
+    }
+
+    // Proves that every push caused by what the test did so far has reached
+    // the mock, so that "no (further) push" can be asserted right after.
+    // Instead of waiting for a quiet period, it sends mail to the marker
+    // user's device through the very path a push takes and waits for that
+    // push, then for the worker to have nothing left to do:
+    //  * The plugin writes NOTIFY to the worker socket while the mail
+    //    transaction commits, before LMTP answers 250 and before IMAP answers
+    //    the command (the connection is not corked there, so the line goes to
+    //    the kernel at once). So whatever the test did is on a worker socket
+    //    before the marker mail is even sent.
+    //  * One worker process (process_limit = 1) reads its connections in one
+    //    event loop, in the order they became readable, and each connection's
+    //    lines in order. So the marker's NOTIFY is handled after the test's.
+    //  * The scheduler hands a new-mail push to the APNs client within
+    //    notify(); the client queues in order and, with one HTTP/2
+    //    connection (xaps_apns_connections default), opens streams in order.
+    //    So a wrong new-mail push reaches the mock before the marker's.
+    //  * What notify() does not send at once is still the worker's work: a
+    //    delayed push (xaps_delay) or a follow-up for a device whose push is
+    //    in flight. Waiting until STATUS shows nothing pending and every push
+    //    answered (pushes_sent = delivered + failed) covers those: a push that
+    //    was answered had reached the mock. A test whose xaps_delay outlasts
+    //    push_timeout cannot settle while such a push waits, and fails here.
+    void settle() {
+        std::unique_ptr<ImapClient> imap = login(marker_user);
+        PhoneRegistration marker;
+        marker.account_id = marker_account_id;
+        marker.device_token = marker_device_token;
+        // Again every time: a test may have purged or expired it meanwhile.
+        register_phone(*imap, marker);
+        auto marker_pushes = [this] {
+            std::vector<MockApnsRequest> all = apns_->requests();
+            return std::count_if(all.begin(), all.end(), is_marker_push);
+        };
+        const auto markers_before = marker_pushes();
+        SmtpReply delivery = deliver_to(std::string(marker_user) + "@example.com", "Marker");
+        ASSERT_EQ(delivery.code, 250) << delivery.text();
+        const auto deadline = std::chrono::steady_clock::now() + push_timeout;
+        while (marker_pushes() == markers_before) {
+            ASSERT_LT(std::chrono::steady_clock::now(), deadline)
+                << "the marker's push did not arrive\nDovecot's log:\n"
+                << dovecot_->log();
+            std::this_thread::sleep_for(10ms);
+        }
+        std::string status;
+        while (!worker_idle(status)) {
+            ASSERT_LT(std::chrono::steady_clock::now(), deadline)
+                << "the worker still has pushes to send:\n"
+                << status;
+            std::this_thread::sleep_for(20ms);
+        }
+    }
+
+    // Waits for `count` pushes, then settles, and returns all pushes but the marker's.
     std::vector<MockApnsRequest> pushes_settled(std::size_t count) {
         if (count > 0) {
-            EXPECT_TRUE(apns_->wait_for_requests(count, push_timeout))
-                << "expected " << count << " pushes, got " << apns_->requests_received()
-                << "\nDovecot's log:\n"
-                << dovecot_->log();
+            EXPECT_TRUE(wait_for_pushes(count)) << "expected " << count << " pushes, got "
+                                                << pushes().size() << "\nDovecot's log:\n"
+                                                << dovecot_->log();
         }
-        std::this_thread::sleep_for(quiet_period);
-        return apns_->requests();
+        settle();
+        return pushes();
+    }
+
+    // No push waiting for xaps_delay and none unanswered, by the worker's
+    // STATUS (whose rows land in `status` for a failure message).
+    bool worker_idle(std::string &status) {
+        std::map<std::string, std::string> rows;
+        status.clear();
+        for (const WireReply &reply :
+             WorkerClient(dovecot_->admin_socket_path()).request({"STATUS"})) {
+            status += reply.line;
+            if (reply.is_row() && reply.fields.size() == 2) {
+                rows[reply.fields[0]] = reply.fields[1];
+            }
+        }
+        auto number = [&](const char *key) {
+            return rows.contains(key) ? std::stoull(rows[key]) : ~0ULL;
+        };
+        return number("pending") == 0 &&
+               number("pushes_sent") == number("pushes_delivered") + number("pushes_failed");
     }
 
     std::unique_ptr<MockApnsServer> apns_;

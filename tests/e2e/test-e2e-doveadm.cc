@@ -575,12 +575,12 @@ TEST_F(E2eDoveadm, UnreachableWorkerIsATemporaryFailure) {
                                                                   {"xaps", "purge", "-A"},
                                                                   {"xaps", "test", "-u", "alice"},
                                                                   {"xaps", "import", database}}) {
-        const auto started = std::chrono::steady_clock::now();
         CommandResult result = doveadm(args);
         EXPECT_EQ(result.exit_code, EX_TEMPFAIL) << args[1] << ": " << result.err;
-        EXPECT_NE(result.err.find("cannot reach the xaps worker"), std::string::npos) << result.err;
+        // At once: refused at connect(), not given up after a reply timeout.
+        EXPECT_NE(result.err.find("cannot reach the xaps worker: connect("), std::string::npos)
+            << result.err;
         EXPECT_EQ(result.out, "") << args[1];
-        EXPECT_LT(std::chrono::steady_clock::now() - started, 5s) << args[1];
     }
 }
 

@@ -15,6 +15,7 @@
 #include <csignal>
 #include <fcntl.h>
 #include <filesystem>
+#include <iostream>
 #include <map>
 #include <mutex>
 #include <random>
@@ -64,7 +65,7 @@ protected:
             return pid;
         }
         EXPECT_EQ(::kill(pid, SIGSTOP), 0);
-        const auto deadline = Clock::now() + 5s;
+        const auto deadline = Clock::now() + push_timeout;
         while (process_state(pid) != 'T' && Clock::now() < deadline) {
             std::this_thread::sleep_for(5ms);
         }
@@ -80,28 +81,36 @@ protected:
         }
     }
 
-    // Registers and returns the reply and how long the phone waited for it.
-    std::pair<ImapResponse, std::chrono::milliseconds>
-    timed_register(ImapClient &imap, const PhoneRegistration &phone) {
-        const auto started = Clock::now();
-        ImapResponse reply = imap.command(xapplepushservice_command(phone));
-        return {reply, elapsed_since(started)};
-    }
-
-    // Delivers `count` mails to alice and checks each was accepted at once.
-    void expect_prompt_deliveries(int count, std::chrono::milliseconds bound) {
+    // Delivers `count` mails to alice and checks each was accepted. That
+    // they did not wait for the worker shows in the log once Dovecot stopped
+    // (expect_waits_for_worker): NOTIFY expects no reply, and a request that
+    // does logs a warning when the worker leaves it unanswered.
+    void expect_deliveries(int count) {
         LmtpClient lmtp(dovecot_->lmtp_port());
         for (int i = 0; i < count; i++) {
-            const auto started = Clock::now();
             SmtpReply reply =
                 lmtp.deliver("sender@example.net", "alice@example.com",
                              make_test_message("sender@example.net", "alice@example.com",
                                                "Mail " + std::to_string(i), "Hello.\n"));
-            const auto took = elapsed_since(started);
             EXPECT_EQ(reply.code, 250) << reply.text();
-            EXPECT_LT(took, bound) << "delivery " << i << " waited for the worker";
         }
     }
+
+    // Stops Dovecot, which completes its log, and checks that exactly
+    // `requests` requests of the plugin's waited for the worker's reply until
+    // they gave up.
+    void expect_waits_for_worker(std::size_t requests) {
+        dovecot_->stop();
+        const std::string log = dovecot_->log();
+        std::size_t timeouts = 0;
+        for (std::size_t at = log.find(timeout_warning); at != std::string::npos;
+             at = log.find(timeout_warning, at + 1)) {
+            timeouts++;
+        }
+        EXPECT_EQ(timeouts, requests) << log;
+    }
+
+    static constexpr const char *timeout_warning = "no reply from the worker to request";
 
     pid_t stopped_worker_ = -1;
 };
@@ -266,10 +275,12 @@ TEST_F(E2eFaults, AppleOutageNeitherSlowsDeliveryNorFloodsPhones) {
     }
     std::sort(latencies.begin(), latencies.end());
     const auto p99 = latencies[latencies.size() * 99 / 100];
+    // A figure for whoever reads the run, not a verdict: the machine's
+    // speed decides it. That deliveries do not wait for Apple is the 250s.
     RecordProperty("delivery_p99_ms", int(p99.count()));
     RecordProperty("delivery_max_ms", int(latencies.back().count()));
-    EXPECT_LT(p99, 500ms) << "p99 delivery time while Apple is down";
-    EXPECT_LT(latencies.back(), 3s) << "slowest delivery while Apple is down";
+    std::cout << "delivery while Apple is down: p99 " << p99.count() << " ms, max "
+              << latencies.back().count() << " ms\n";
 
     EXPECT_EQ(worker_pid(*dovecot_), worker) << "the worker survived the outage";
     const long rss_after = process_rss_kib(worker);
@@ -280,9 +291,8 @@ TEST_F(E2eFaults, AppleOutageNeitherSlowsDeliveryNorFloodsPhones) {
         << "worker RSS grew from " << rss_before << " KiB to " << rss_after << " KiB";
     // One push per device waits for Apple; the rest were folded into it.
     std::map<std::string, std::string> status;
-    for (const auto &row :
-         WorkerClient(dovecot_->admin_socket_path()).request(xaps::protocol::Status{})) {
-        if (row.status == xaps::protocol::ReplyStatus::row && row.fields.size() == 2) {
+    for (const auto &row : WorkerClient(dovecot_->admin_socket_path()).request({"STATUS"})) {
+        if (row.is_row() && row.fields.size() == 2) {
             status[row.fields[0]] = row.fields[1];
         }
     }
@@ -291,18 +301,17 @@ TEST_F(E2eFaults, AppleOutageNeitherSlowsDeliveryNorFloodsPhones) {
     apns_->clear_requests();
     apns_->start();
     // The worker reconnects with backoff (at most about 8 s after this outage).
-    const auto deadline = Clock::now() + 45s;
+    const auto deadline = Clock::now() + push_timeout;
     std::set<std::string> pushed;
     while (pushed.size() < users.size() && Clock::now() < deadline) {
         pushed.clear();
-        for (const auto &push : apns_->requests()) {
+        for (const auto &push : pushes()) {
             pushed.insert(push.device_token);
         }
         std::this_thread::sleep_for(100ms);
     }
-    std::this_thread::sleep_for(1500ms); // room for unwanted extra pushes
     std::map<std::string, int> per_token;
-    for (const auto &push : apns_->requests()) {
+    for (const auto &push : pushes_settled(0)) {
         per_token[push.device_token]++;
     }
     for (const auto &[user, token] : token_of) {
@@ -324,20 +333,21 @@ TEST_F(E2eFaults, StalledWorkerBlocksNeitherImapNorDelivery) {
     const pid_t worker = stall_worker();
     PhoneRegistration second;
     second.device_token = device_token(2);
-    auto [reply, waited] = timed_register(*imap, second);
+    // Answered while the worker is still stopped: by the plugin's timeout.
+    ImapResponse reply = imap->command(xapplepushservice_command(second));
     EXPECT_TRUE(reply.tagged.starts_with(reply.tag + " " + unavailable)) << reply.tagged;
-    EXPECT_LT(waited, 7s) << "the phone waits at most the plugin's timeout";
+    EXPECT_TRUE(dovecot_->wait_for_log(timeout_warning, push_timeout)) << dovecot_->log();
     EXPECT_TRUE(imap->command("NOOP").ok()) << "the session goes on";
-    expect_prompt_deliveries(20, 2s);
+    expect_deliveries(20);
 
     resume_worker();
     apns_->clear_requests();
-    auto [again, again_waited] = timed_register(*imap, second);
+    // OK, not the timeout's NO: the resumed worker answers.
+    ImapResponse again = imap->command(xapplepushservice_command(second));
     EXPECT_TRUE(again.ok()) << again.tagged;
-    EXPECT_LT(again_waited, 2s);
     EXPECT_EQ(worker_pid(*dovecot_), worker) << "stalling is not crashing";
     ASSERT_EQ(deliver_to("alice@example.com").code, 250);
-    const auto deadline = Clock::now() + 10s;
+    const auto deadline = Clock::now() + push_timeout;
     std::set<std::string> pushed;
     while (pushed.size() < 2 && Clock::now() < deadline) {
         pushed.clear();
@@ -349,6 +359,7 @@ TEST_F(E2eFaults, StalledWorkerBlocksNeitherImapNorDelivery) {
     EXPECT_EQ(pushed, (std::set<std::string>{iphone_device_token, device_token(2)}))
         << "both phones get pushes again\n"
         << dovecot_->log();
+    expect_waits_for_worker(1); // the registration while stalled, no delivery
 }
 
 // The worker is gone: killed, and its socket removed. Registering answers
@@ -369,16 +380,18 @@ TEST_F(E2eFaults, GoneWorkerFailsRegistrationAtOnceAndRecoversAfterRestart) {
     PhoneRegistration second;
     second.device_token = device_token(2);
     for (int i = 0; i < 3; i++) {
-        auto [reply, waited] = timed_register(*imap, second);
+        ImapResponse reply = imap->command(xapplepushservice_command(second));
         EXPECT_TRUE(reply.tagged.starts_with(reply.tag + " " + unavailable)) << reply.tagged;
-        EXPECT_LT(waited, 2s) << "a missing socket is known at once";
     }
     EXPECT_TRUE(imap->command("NOOP").ok());
-    expect_prompt_deliveries(20, 2s);
+    expect_deliveries(20);
     imap.reset();
 
-    // What an admin does: restart Dovecot.
-    dovecot_->stop();
+    // What an admin does: restart Dovecot. A missing socket is known at
+    // connect(): nothing waited for a reply.
+    expect_waits_for_worker(0);
+    EXPECT_NE(dovecot_->log().find("registration failed: connect("), std::string::npos)
+        << dovecot_->log();
     apns_->clear_requests();
     dovecot_->start();
     imap = login();
@@ -465,15 +478,16 @@ TEST_F(E2eFaults, ClientsVanishingMidCommandCrashNothing) {
         raw.write_all("VERSION\txaps\t1\t0\n1\tLIST\n2\tTEST\talice\n3\tSTATUS\n");
     } // hangs up before the worker read any of it
 
+    // The worker answers into closed connections, then serves the next
+    // phone: an OK, not the plugin's timeout, and only after what was
+    // waiting on the closed connections.
     resume_worker();
-    std::this_thread::sleep_for(500ms); // the worker answers into closed connections
-    EXPECT_EQ(worker_pid(*dovecot_), worker) << "the worker survived";
     std::unique_ptr<ImapClient> imap = login();
     PhoneRegistration phone;
     phone.device_token = device_token(200);
-    auto [reply, waited] = timed_register(*imap, phone);
+    ImapResponse reply = imap->command(xapplepushservice_command(phone));
     EXPECT_TRUE(reply.ok()) << reply.tagged;
-    EXPECT_LT(waited, 2s);
+    EXPECT_EQ(worker_pid(*dovecot_), worker) << "the worker survived";
     EXPECT_TRUE(imap->command("NOOP").ok());
 }
 

@@ -38,7 +38,6 @@ namespace {
 using namespace xaps::test;
 using namespace xaps::test::e2e;
 using xaps::Registration;
-namespace protocol = xaps::protocol;
 namespace fs = std::filesystem;
 
 constexpr const char *lda_binary = "/usr/lib/dovecot/dovecot-lda";
@@ -239,16 +238,8 @@ std::size_t count_lines_with(const std::string &text, const std::vector<std::str
     return count;
 }
 
-bool failed_without_rows(const std::vector<protocol::Reply> &replies) {
-    return replies.size() == 1 && replies[0].status == protocol::ReplyStatus::fail;
-}
-
-std::string describe(const std::vector<protocol::Reply> &replies) {
-    std::string text;
-    for (const auto &reply : replies) {
-        text += protocol::encode_reply(reply);
-    }
-    return text;
+bool forbidden_without_rows(const std::vector<WireReply> &replies) {
+    return replies.size() == 1 && replies[0].failed() && replies[0].fields[0] == "forbidden";
 }
 
 class E2eLeastPrivilege : public E2eTest {
@@ -368,20 +359,20 @@ TEST_F(E2eLeastPrivilege, AdminCommandsOnTheMailListenerFail) {
                                 {"INBOX"},
                                 an_hour_ago,
                                 an_hour_ago};
-    const std::vector<std::pair<std::string, protocol::Request>> forbidden = {
-        {"LIST", protocol::List{}},
-        {"LIST alice", protocol::List{"alice"}},
-        {"PURGE all", protocol::Purge{protocol::PurgeScope::all, ""}},
-        {"PURGE user alice", protocol::Purge{protocol::PurgeScope::user, "alice"}},
-        {"PURGE token", protocol::Purge{protocol::PurgeScope::token, iphone_device_token}},
-        {"STATUS", protocol::Status{}},
-        {"TEST alice", protocol::Test{"alice"}},
-        {"IMPORT", protocol::Import{imported}},
+    const std::vector<std::pair<std::string, std::vector<std::string>>> forbidden = {
+        {"LIST", {"LIST"}},
+        {"LIST alice", {"LIST", "alice"}},
+        {"PURGE all", {"PURGE", "all"}},
+        {"PURGE user alice", {"PURGE", "user", "alice"}},
+        {"PURGE token", {"PURGE", "token", iphone_device_token}},
+        {"STATUS", {"STATUS"}},
+        {"TEST alice", {"TEST", "alice"}},
+        {"IMPORT", import_request(imported)},
     };
     for (const auto &[name, request] : forbidden) {
         SCOPED_TRACE(name);
-        const std::vector<protocol::Reply> replies = mail_peer.request(request);
-        EXPECT_TRUE(failed_without_rows(replies)) << describe(replies);
+        const std::vector<WireReply> replies = mail_peer.request(request);
+        EXPECT_TRUE(forbidden_without_rows(replies)) << describe(replies);
     }
 
     const Registration carol{"carol",
@@ -392,9 +383,9 @@ TEST_F(E2eLeastPrivilege, AdminCommandsOnTheMailListenerFail) {
                              {"INBOX"},
                              0,
                              0};
-    const std::vector<protocol::Reply> registered = mail_peer.request(protocol::Register{carol});
+    const std::vector<WireReply> registered = mail_peer.request(register_request(carol));
     ASSERT_EQ(registered.size(), 1u) << describe(registered);
-    EXPECT_EQ(registered[0].status, protocol::ReplyStatus::ok) << describe(registered);
+    EXPECT_TRUE(registered[0].ok()) << describe(registered);
 
     const std::vector<Registration> stored = registrations("");
     std::vector<std::string> stored_users;
@@ -421,14 +412,14 @@ TEST_F(E2eLeastPrivilege, ImportRefusesAForgedFutureLastSeen) {
                               {"INBOX"},
                               now - 3600,
                               now + 30 * 86400};
-    const std::vector<protocol::Reply> refused = admin.request(protocol::Import{forged});
+    const std::vector<WireReply> refused = admin.request(import_request(forged));
     ASSERT_EQ(refused.size(), 1u) << describe(refused);
-    EXPECT_EQ(refused[0].status, protocol::ReplyStatus::fail) << describe(refused);
+    EXPECT_TRUE(refused[0].failed()) << describe(refused);
 
     Registration honest = forged;
     honest.device_token = device_token(8);
     honest.last_seen = now - 60;
-    const std::vector<protocol::Reply> imported = admin.request(protocol::Import{honest});
+    const std::vector<WireReply> imported = admin.request(import_request(honest));
     ASSERT_EQ(imported.size(), 1u) << describe(imported);
     EXPECT_EQ(imported[0].fields, std::vector<std::string>{"imported"}) << describe(imported);
 

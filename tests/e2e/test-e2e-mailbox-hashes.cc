@@ -281,10 +281,9 @@ TEST_F(E2eMailboxHashes, AReAddedAccountRetiresTheOverdueOldRowButTwoLiveAccount
         old.mailboxes = {"INBOX"};
         old.registered_at = last_seen;
         old.last_seen = last_seen;
-        auto replies =
-            WorkerClient(dovecot_->admin_socket_path()).request(xaps::protocol::Import{old});
+        auto replies = WorkerClient(dovecot_->admin_socket_path()).request(import_request(old));
         ASSERT_FALSE(replies.empty());
-        EXPECT_EQ(replies.back().status, xaps::protocol::ReplyStatus::ok);
+        EXPECT_TRUE(replies.back().ok()) << describe(replies);
     };
     import("REMOVED-ACCOUNT", now - 2 * 86400); // missed its re-registration
     import("BOBS-ACCOUNT", now - 3600);         // re-registered an hour ago
@@ -319,26 +318,24 @@ TEST_F(E2eMailboxHashes, TestAnswersAtOnceWhenApnsIsOutOfReach) {
     apns_->stop();
 
     const auto deadline = std::chrono::steady_clock::now() + wait_for_push;
-    std::vector<xaps::protocol::Reply> replies;
+    std::vector<WireReply> replies;
     for (;;) {
         // Until the worker has seen its reconnection fail.
         WorkerClient worker(dovecot_->admin_socket_path(), 120s);
-        replies = worker.request(xaps::protocol::Test{"alice"});
+        replies = worker.request({"TEST", "alice"});
         ASSERT_FALSE(replies.empty());
-        if (replies.back().status == xaps::protocol::ReplyStatus::fail ||
-            std::chrono::steady_clock::now() > deadline) {
+        if (replies.back().failed() || std::chrono::steady_clock::now() > deadline) {
             break;
         }
         std::this_thread::sleep_for(200ms);
     }
     ASSERT_EQ(replies.size(), 1u) << "no device rows: nothing was pushed";
-    ASSERT_EQ(replies[0].status, xaps::protocol::ReplyStatus::fail);
-    const xaps::Error error = replies[0].error();
-    EXPECT_EQ(error.kind(), xaps::ErrorKind::unavailable);
-    EXPECT_NE(std::string(error.what())
-                  .find("no working connection to APNs 127.0.0.1:" + std::to_string(apns_->port())),
+    ASSERT_TRUE(replies[0].failed()) << describe(replies);
+    EXPECT_EQ(replies[0].fields[0], "unavailable");
+    EXPECT_NE(replies[0].fields[1].find("no working connection to APNs 127.0.0.1:" +
+                                        std::to_string(apns_->port())),
               std::string::npos)
-        << error.what();
+        << describe(replies);
 }
 
 } // namespace

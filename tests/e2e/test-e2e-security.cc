@@ -6,7 +6,6 @@
 // hostile bytes on the worker's socket crash nothing.
 #include "e2e-fixture.h"
 #include "e2e-processes.h"
-#include "tab-escape.h"
 #include "xaps-error.h"
 
 #include <algorithm>
@@ -19,6 +18,7 @@
 #include <pwd.h>
 #include <random>
 #include <set>
+#include <string_view>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
@@ -30,7 +30,6 @@ using namespace xaps::test;
 using namespace xaps::test::e2e;
 using Clock = std::chrono::steady_clock;
 using xaps::Registration;
-namespace protocol = xaps::protocol;
 namespace fs = std::filesystem;
 
 std::string read_text(const std::string &path) {
@@ -87,22 +86,38 @@ std::string describe_errno(int error) {
     return error == 0 ? "success" : error >= 254 ? "probe failed" : std::strerror(error);
 }
 
-// Lines the worker sent until it closed the connection or went quiet.
+// Lines the worker sent until it closed the connection or answered the
+// marker request drain() sends last.
 struct Drained {
     std::vector<std::string> lines;
     bool closed = false;
 };
 
-Drained drain(LineConnection &connection, std::chrono::milliseconds quiet) {
+// An unknown command with an id no attack uses. The worker answers a
+// connection's lines in order and refuses an unknown command at once, so its
+// answer comes after everything the worker had to say about the lines before.
+constexpr std::string_view drain_marker_id = "999999999";
+
+Drained drain(LineConnection &connection) {
     Drained result;
-    connection.set_timeout(quiet);
+    try {
+        connection.write_all(std::string(drain_marker_id) + "\tMARKER\n");
+    } catch (const xaps::Error &) {
+        // Hung up already: reading says so.
+    }
+    connection.set_timeout(push_timeout);
     for (;;) {
+        std::string line;
         try {
-            result.lines.push_back(connection.read_line());
+            line = connection.read_line();
         } catch (const xaps::Error &) {
-            result.closed = connection.wait_for_close(std::chrono::milliseconds(100));
+            result.closed = connection.wait_for_close(1000ms);
             return result;
         }
+        if (line.starts_with(std::string(drain_marker_id) + "\t")) {
+            return result;
+        }
+        result.lines.push_back(line);
     }
 }
 
@@ -262,14 +277,27 @@ TEST_F(E2eSecurity, NoReplyOrLogCarriesKeyMaterial) {
     for (const std::string &request : requests) {
         worker.write_all(request + "\n");
     }
-    Drained replies = drain(worker, 2000ms);
-    for (const std::string &line : replies.lines) {
-        all_replies += line + "\n";
-    }
+    // Until every request has its final answer (TEST's comes after Apple's).
+    worker.set_timeout(push_timeout);
+    std::set<std::string> unanswered;
     for (std::size_t id = 1; id <= requests.size(); id++) {
-        EXPECT_NE(all_replies.find("\n" + std::to_string(id) + "\t"), std::string::npos)
-            << "no reply to " << requests[id - 1] << "\n"
-            << all_replies;
+        unanswered.insert(std::to_string(id));
+    }
+    while (!unanswered.empty()) {
+        std::string line;
+        try {
+            line = worker.read_line();
+        } catch (const xaps::Error &error) {
+            ADD_FAILURE() << error.what() << "\nno final reply to request(s) "
+                          << *unanswered.begin() << "...\n"
+                          << all_replies;
+            break;
+        }
+        all_replies += line + "\n";
+        const std::vector<std::string> fields = wire_fields(line);
+        if (fields.size() >= 2 && (fields[1] == "OK" || fields[1] == "FAIL")) {
+            unanswered.erase(fields[0]);
+        }
     }
 
     // The key's markers, and every 24-character piece of its base64 body.
@@ -433,6 +461,7 @@ TEST_F(E2eSecurity, HostileInputAtTheWorkerSocketCrashesNothing) {
     struct Row {
         const char *name;
         std::function<void(LineConnection &)> attack;
+        // Null: the attack ends by hanging up, nothing is read.
         std::function<void(const Drained &)> check;
     };
     auto fail_or_close = [](const Drained &result) {
@@ -518,8 +547,7 @@ TEST_F(E2eSecurity, HostileInputAtTheWorkerSocketCrashesNothing) {
              }
          }},
         {"half a line, then hang up",
-         [&](LineConnection &c) { c.write_all("VERSION\txaps\t1\t0\n1\tREGIST"); },
-         [](const Drained &) {}},
+         [&](LineConnection &c) { c.write_all("VERSION\txaps\t1\t0\n1\tREGIST"); }, nullptr},
     };
     for (const Row &row : rows) {
         SCOPED_TRACE(row.name);
@@ -530,7 +558,9 @@ TEST_F(E2eSecurity, HostileInputAtTheWorkerSocketCrashesNothing) {
             } catch (const xaps::Error &) {
                 // The worker may hang up while the attack is still writing.
             }
-            row.check(drain(connection, 1000ms));
+            if (row.check) {
+                row.check(drain(connection));
+            }
         }
         EXPECT_EQ(worker_pid(*dovecot_), worker) << "the worker crashed";
         WorkerClient fresh(dovecot_->admin_socket_path());
@@ -573,22 +603,22 @@ TEST_F(E2eSecurity, APeerThatNeverReadsCannotGrowTheWorker) {
             }
         }
     }
-    std::this_thread::sleep_for(500ms);
+    // Others are still served while the flood waits: the registration would
+    // otherwise end in the plugin's reply timeout, NO [UNAVAILABLE]. Served
+    // after the flood became readable, it is also the mark after which the
+    // worker's memory is measured.
+    ImapResponse reply = imap->command(xapplepushservice_command(PhoneRegistration{}));
+    EXPECT_TRUE(reply.ok()) << reply.tagged;
     const long rss_after = process_rss_kib(worker);
     EXPECT_LT(rss_after - rss_before, 64 * 1024)
         << "worker RSS grew from " << rss_before << " KiB to " << rss_after << " KiB after " << sent
         << " bytes of unread requests";
-    // Others are still served while the flood waits.
-    auto started = Clock::now();
-    ImapResponse reply = imap->command(xapplepushservice_command(PhoneRegistration{}));
-    EXPECT_TRUE(reply.ok()) << reply.tagged;
-    EXPECT_LT(Clock::now() - started, 2s);
     EXPECT_EQ(worker_pid(*dovecot_), worker);
 
     // Once the flooder reads, the worker resumes reading its requests: the
     // answers keep coming past what was buffered when it stopped.
     ::fcntl(flood.fd(), F_SETFL, ::fcntl(flood.fd(), F_GETFL) & ~O_NONBLOCK);
-    flood.set_timeout(5000ms);
+    flood.set_timeout(60s);
     const std::size_t wanted = std::min<std::size_t>(sent / 8, 6000); // ~8 bytes per request
     std::size_t answered = 0;
     try {

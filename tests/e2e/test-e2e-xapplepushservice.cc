@@ -587,12 +587,15 @@ TEST_F(E2eXapplepushservice, NoCredentialNoCapabilityAndMailStillFlows) {
     EXPECT_TRUE(imap->command("NOOP").ok());
     // The worker's one line says what to configure; imap processes only
     // debug-log it (each login is a new process).
-    EXPECT_TRUE(dovecot_->wait_for_log("no APNs credential configured", 2s)) << dovecot_->log();
+    EXPECT_TRUE(dovecot_->wait_for_log("no APNs credential configured", push_timeout))
+        << dovecot_->log();
     EXPECT_EQ(dovecot_->log().find("XAPPLEPUSHSERVICE is not offered"), std::string::npos);
 
     EXPECT_EQ(deliver_to("alice@example.com").code, 250);
     EXPECT_EQ(registrations().size(), 0u);
-    EXPECT_EQ(pushes_settled(0).size(), 0u);
+    // Nor later: without a client certificate no request of the worker's can
+    // pass the mock's TLS handshake, as none would pass Apple's.
+    EXPECT_EQ(apns_->requests_received(), 0u);
 }
 
 // A credential that is configured but unusable: the capability is offered
@@ -727,7 +730,7 @@ TEST_F(E2eXapplepushservice, RegistrationSurvivesAWorkerCrash) {
     ASSERT_GT(killed, 0);
     expected_log_lines_.push_back("child " + std::to_string(killed) + " killed with signal 9");
     ASSERT_EQ(::kill(killed, SIGKILL), 0);
-    const auto deadline = std::chrono::steady_clock::now() + 15s;
+    const auto deadline = std::chrono::steady_clock::now() + push_timeout;
     pid_t respawned = -1;
     while ((respawned = worker_pid(*dovecot_)) <= 0 || respawned == killed) {
         ASSERT_LT(std::chrono::steady_clock::now(), deadline) << "no new worker";
@@ -825,18 +828,21 @@ private:
 };
 
 // The phone waits for the answer: a worker that does not answer is reported
-// unavailable within the 5 s the README promises, other commands are served
-// meanwhile, and mail delivery never waits for the worker.
-TEST_F(E2eXapplepushservice, UnresponsiveWorkerIsUnavailableWithinFiveSeconds) {
+// unavailable after the plugin's 5 s reply timeout (the README's promise), one
+// that hangs up at once without waiting for it; other commands are served
+// meanwhile, and mail delivery never waits for the worker. Which way the
+// answer came is read from the plugin's warning, not from a stopwatch.
+TEST_F(E2eXapplepushservice, UnresponsiveWorkerIsUnavailableAndBlocksNothing) {
     struct Row {
         const char *name;
         FakeWorker::Behaviour behaviour;
-        std::chrono::milliseconds at_least;
-        std::chrono::milliseconds at_most;
+        std::chrono::milliseconds at_least; // the reply timeout, when waited for
+        const char *warning;                // the plugin's, for this way of failing
     };
     const std::vector<Row> rows = {
-        {"accepts and never answers", FakeWorker::Behaviour::silent, 4500ms, 7000ms},
-        {"hangs up at once", FakeWorker::Behaviour::hang_up, 0ms, 2000ms},
+        {"accepts and never answers", FakeWorker::Behaviour::silent, 4500ms,
+         "no reply from the worker to request"},
+        {"hangs up at once", FakeWorker::Behaviour::hang_up, 0ms, "connection to the worker lost"},
     };
     for (const Row &row : rows) {
         SCOPED_TRACE(row.name);
@@ -860,12 +866,13 @@ TEST_F(E2eXapplepushservice, UnresponsiveWorkerIsUnavailableWithinFiveSeconds) {
         imap->send_raw("reg " + xapplepushservice_command(PhoneRegistration{}) +
                        "\r\nping NOOP\r\n");
         ImapResponse noop = imap->read_response("ping");
-        const auto noop_elapsed = std::chrono::steady_clock::now() - started;
         EXPECT_TRUE(noop.ok()) << noop.tagged;
         ImapResponse reply;
-        if (std::find_if(noop.untagged.begin(), noop.untagged.end(), [](const std::string &l) {
+        const bool registration_answered_first =
+            std::find_if(noop.untagged.begin(), noop.untagged.end(), [](const std::string &l) {
                 return l.starts_with("reg ");
-            }) == noop.untagged.end()) {
+            }) != noop.untagged.end();
+        if (!registration_answered_first) {
             reply = imap->read_response("reg");
         } else {
             reply.tag = "reg";
@@ -878,21 +885,28 @@ TEST_F(E2eXapplepushservice, UnresponsiveWorkerIsUnavailableWithinFiveSeconds) {
         const auto elapsed = std::chrono::steady_clock::now() - started;
         EXPECT_TRUE(reply.tagged.starts_with("reg NO [UNAVAILABLE]")) << reply.tagged;
         EXPECT_GE(elapsed, row.at_least);
-        EXPECT_LE(elapsed, row.at_most);
+        EXPECT_TRUE(dovecot_->wait_for_log(row.warning, push_timeout)) << dovecot_->log();
         if (row.behaviour == FakeWorker::Behaviour::silent) {
-            EXPECT_LT(noop_elapsed, 2s) << "NOOP must not wait for the registration";
+            EXPECT_FALSE(registration_answered_first) << "NOOP must not wait for the registration";
             EXPECT_GT(fake.bytes_received(), 0u) << "the plugin never wrote to the worker";
         }
         EXPECT_GE(fake.connections(), 1u);
         EXPECT_TRUE(imap->command("NOOP").ok());
 
-        const auto delivery_started = std::chrono::steady_clock::now();
+        // NOTIFY expects no answer: the delivery is answered although the
+        // worker never answers anything.
         EXPECT_EQ(deliver_to("alice@example.com").code, 250);
-        EXPECT_LT(std::chrono::steady_clock::now() - delivery_started, 3s);
 
         imap.reset();
         dovecot_->stop();
         expect_clean_log();
+        if (row.behaviour == FakeWorker::Behaviour::hang_up) {
+            // Complete now that Dovecot stopped: a timeout would have been
+            // logged before the NO it caused.
+            EXPECT_EQ(dovecot_->log().find("no reply from the worker"), std::string::npos)
+                << "answered by the reply timeout, not by the hang-up\n"
+                << dovecot_->log();
+        }
         dovecot_.reset();
     }
     EXPECT_EQ(apns_->requests_received(), 0u);

@@ -160,13 +160,25 @@ void InstalledDovecot::start() {
     }
     write_machine_config();
     if (!includes_appended_) {
-        std::ofstream(conf_path(), std::ios::binary | std::ios::app)
-            << "\n# Appended by the xaps package test.\n"
-            << "!include " << dir() << "/test-machine.conf\n"
-            << "!include " << dir() << "/test-plugin-settings.conf\n";
-        includes_appended_ = true;
+        append_test_includes();
     }
     process_.start({imap_port_, worker_socket_path(), start_timeout});
+}
+
+void InstalledDovecot::append_test_includes() {
+    std::ofstream(conf_path(), std::ios::binary | std::ios::app)
+        << "\n# Appended by the xaps package test.\n"
+        << "!include " << dir() << "/test-machine.conf\n"
+        << "!include " << dir() << "/test-plugin-settings.conf\n";
+    includes_appended_ = true;
+}
+
+void InstalledDovecot::copy_installed_config_again() {
+    fs::remove_all(config_dir());
+    copy_installed_config();
+    if (includes_appended_) {
+        append_test_includes();
+    }
 }
 
 CommandResult InstalledDovecot::doveadm(const std::vector<std::string> &args) const {
@@ -181,34 +193,21 @@ CommandResult InstalledDovecot::doveconf(const std::vector<std::string> &args) c
     return run(argv);
 }
 
-CommandResult InstalledDovecot::run(const std::vector<std::string> &argv) const {
-    const std::string out_path = dir() + "/command.out";
-    const std::string err_path = dir() + "/command.err";
-    fs::remove(out_path);
-    fs::remove(err_path);
-    const pid_t pid = spawn_process(argv, out_path, err_path);
-
-    CommandResult result;
-    const auto deadline = Clock::now() + command_time_limit;
-    int status = 0;
-    for (;;) {
-        pid_t done = ::waitpid(pid, &status, WNOHANG);
-        if (done == pid) {
-            if (WIFEXITED(status)) {
-                result.exit_code = WEXITSTATUS(status);
+std::vector<std::string> InstalledDovecot::log_errors() const {
+    std::vector<std::string> errors;
+    for (const auto &line : log_lines()) {
+        for (const char *error : {"Error: ", "Fatal: ", "Panic: ", "killed with signal"}) {
+            if (line.find(error) != std::string::npos) {
+                errors.push_back(line);
+                break;
             }
-            break;
         }
-        if (done < 0 || Clock::now() >= deadline) {
-            ::kill(pid, SIGKILL);
-            ::waitpid(pid, &status, 0);
-            break;
-        }
-        std::this_thread::sleep_for(Milliseconds(10));
     }
-    result.out = read_file(out_path);
-    result.err = read_file(err_path);
-    return result;
+    return errors;
+}
+
+CommandResult InstalledDovecot::run(const std::vector<std::string> &argv) const {
+    return run_command(argv, dir() + "/command.out", dir() + "/command.err", command_time_limit);
 }
 
 } // namespace xaps::test

@@ -16,6 +16,7 @@
 #include <map>
 #include <optional>
 #include <string>
+#include <string_view>
 #include <vector>
 
 namespace xaps::test {
@@ -56,6 +57,14 @@ public:
     void start();
     // SIGTERM, then waits for the master (SIGKILL after 20 s).
     void stop() { process_.stop(); }
+    // Copies /etc/dovecot again, as it is now (after a package upgrade), over
+    // the instance's copy, with the same test-machine changes. A running
+    // Dovecot reads it when reloaded.
+    void copy_installed_config_again();
+    // `doveadm reload`, what the package's maintainer scripts do to the
+    // machine's Dovecot: the master reads its configuration again and
+    // replaces its service processes.
+    CommandResult reload() const { return doveadm({"reload"}); }
     bool running() const { return process_.running(); }
 
     std::uint16_t imap_port() const { return imap_port_; }
@@ -74,6 +83,12 @@ public:
 
     std::string log() const { return process_.log(); }
     std::vector<std::string> log_lines() const { return process_.log_lines(); }
+    // Log lines with an Error, Fatal or Panic, or a process killed by a signal.
+    std::vector<std::string> log_errors() const;
+    // Waits until the log contains `text`.
+    bool wait_for_log(std::string_view text, Milliseconds timeout) const {
+        return process_.wait_for_log(text, timeout);
+    }
     // What Dovecot printed on stdout/stderr (configuration errors land here).
     std::string output() const { return process_.output(); }
 
@@ -89,6 +104,7 @@ public:
 private:
     void copy_installed_config();
     void write_machine_config() const;
+    void append_test_includes();
     CommandResult run(const std::vector<std::string> &argv) const;
 
     TemporaryDirectory dir_;

@@ -163,23 +163,6 @@ std::string config_2_4_quoted(const std::string &value) {
     return out + "\"";
 }
 
-std::string xaps_plugins_config(const std::string &protocol) {
-    if (installed_dovecot_version().at_least(2, 4)) {
-        return "protocol " + protocol +
-               " {\n"
-               "  mail_plugins {\n"
-               "    notify = yes\n"
-               "    push_notification = yes\n"
-               "    xaps = yes\n"
-               "  }\n"
-               "}\n";
-    }
-    return "protocol " + protocol +
-           " {\n"
-           "  mail_plugins = $mail_plugins notify push_notification xaps\n"
-           "}\n";
-}
-
 std::string test_machine_config(const TestMachine &machine, const DovecotVersion &syntax) {
     std::ostringstream conf;
     conf << "base_dir = " << machine.base_dir << "\n"

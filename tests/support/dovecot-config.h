@@ -1,9 +1,10 @@
 // Dovecot configuration as the tests write it, in the syntax of the installed
 // Dovecot (2.3 or 2.4): what any test machine needs (paths in a temporary
 // directory, test users from a password file, maildir, IMAP and LMTP on
-// loopback ports) and the xaps settings. DovecotInstance (a configuration of
-// its own) and the package test's InstalledDovecot (added to the installed
-// one) both write theirs with it.
+// loopback ports) and the xaps settings. DovecotInstance (in place of
+// dovecot-core's configuration, before the package's shipped files) and the
+// package test's InstalledDovecot (added to the installed configuration) both
+// write theirs with it.
 #pragma once
 
 #include "test-users.h"
@@ -30,11 +31,6 @@ const DovecotVersion &installed_dovecot_version();
 // A setting's value in Dovecot 2.4's syntax: in double quotes, taken as it is
 // (%{variables} expanded).
 std::string config_2_4_quoted(const std::string &value);
-
-// A `protocol <name> { }` block that loads notify, push_notification and xaps,
-// in the installed Dovecot's syntax: for extra_config, to enable xaps in a
-// protocol besides imap and lmtp.
-std::string xaps_plugins_config(const std::string &protocol);
 
 // A Dovecot that serves test users from a temporary directory.
 struct TestMachine {

@@ -22,6 +22,10 @@ namespace {
 constexpr const char *header = "# Written by xaps::test::DovecotInstance for one test run.\n";
 // DovecotOptions::system_users: alice's account is xaps-test-alice.
 constexpr const char *system_user_prefix = "xaps-test-";
+// The package's conffile and the file it includes, in this tree (the Dovecot
+// 2.4 variants on 2.4; tests/support/meson.build).
+constexpr const char *shipped_conffile = XAPS_SHIPPED_CONFFILE;
+constexpr const char *shipped_enable_file = XAPS_SHIPPED_ENABLE_FILE;
 constexpr const char *stock_module_dir = "/usr/lib/dovecot/modules";
 constexpr const char *stock_modules[] = {"lib15_notify_plugin.so",
                                          "lib20_push_notification_plugin.so"};
@@ -163,6 +167,7 @@ void DovecotInstance::prepare_directory() {
         make_directory(dir() + "/sieve", 0755, &mail_user_);
         write_file(dir() + "/sieve/filter.sieve", options_.sieve_script, 0644);
     }
+    install_shipped_configuration(dir(), shipped_conffile, shipped_enable_file);
     write_file(conf_path(), config_text(), 0644);
 }
 
@@ -177,92 +182,40 @@ void DovecotInstance::copy_credentials() {
                SystemUser{"root"});
 }
 
-std::map<std::string, std::string> DovecotInstance::plugin_settings() const {
-    std::map<std::string, std::string> settings;
-    if (has_plugin()) {
-        settings["push_notification_driver"] = "xaps";
+TestMachineOverrides DovecotInstance::machine_overrides() const {
+    TestMachineOverrides overrides;
+    overrides.mail_plugin_dir = dir() + "/modules";
+    overrides.plugin_enabled = has_plugin();
+    if (has_worker()) {
+        overrides.worker_executable = fs::absolute(options_.worker_path).string();
     }
-    settings["xaps_apns_host"] = "127.0.0.1";
-    if (options_.apns_port != 0) {
-        settings["xaps_apns_port"] = std::to_string(options_.apns_port);
-    }
+    overrides.lda_log_path = lda_log_path();
+    overrides.sanitizer = sanitizer_run();
+    overrides.apns_port = options_.apns_port;
     if (!options_.pki_dir.empty()) {
-        settings["xaps_apns_ca_file"] = dir() + "/apns/ca.pem";
-        settings["xaps_apns_cert_file"] = dir() + "/apns/client.pem";
-        settings["xaps_apns_key_file"] = dir() + "/apns/client.key";
+        overrides.apns_ca_file = dir() + "/apns/ca.pem";
+        overrides.apns_cert_file = dir() + "/apns/client.pem";
+        overrides.apns_key_file = dir() + "/apns/client.key";
     }
-    settings["xaps_db_path"] = db_path();
-    for (const auto &[key, value] : options_.plugin_settings) {
-        if (value.empty()) {
-            settings.erase(key);
-        } else {
-            settings[key] = value;
-        }
-    }
-    return settings;
+    overrides.db_path = db_path();
+    overrides.test_settings = options_.plugin_settings;
+    return overrides;
 }
 
 std::string DovecotInstance::config_text() const {
-    if (installed_dovecot_version().at_least(2, 4)) {
-        return config_text_2_4();
-    }
-    const std::string mail_plugins =
-        has_plugin() ? "$mail_plugins notify push_notification xaps" : "$mail_plugins";
+    const bool syntax_2_4 = installed_dovecot_version().at_least(2, 4);
     std::ostringstream conf;
-    conf << header << test_machine_config(test_machine()) << "auth_mechanisms = plain\n"
-         << (sanitizer_run() ? "import_environment = TZ CORE_OUTOFMEM CORE_ERROR LD_PRELOAD "
-                               "ASAN_OPTIONS UBSAN_OPTIONS LSAN_OPTIONS\n"
-                               "default_vsz_limit = 0\n"
-                             : "")
-         << "mail_plugin_dir = " << dir() << "/modules\n"
+    if (syntax_2_4) {
+        // The two versions come first: they select the syntax and the defaults.
+        conf << "dovecot_config_version = 2.4.0\n"
+             << "dovecot_storage_version = 2.4.0\n";
+    }
+    conf << header << "\n# The test machine's Dovecot, in place of dovecot-core's configuration.\n"
+         << test_machine_config(test_machine()) << "auth_mechanisms = plain\n"
+         << "\n# The package's configuration as shipped, installed where the package puts it.\n"
+         << "!include " << dir() << installed_conffile_path << "\n"
          << "\n"
-         << "protocol imap {\n"
-         << "  mail_plugins = " << mail_plugins << "\n"
-         << "}\n"
-         << "protocol lmtp {\n"
-         << "  mail_plugins = " << mail_plugins << "\n"
-         << "}\n"
-         << "protocol lda {\n"
-         << "  mail_plugins = " << mail_plugins << "\n"
-         << "  log_path = " << lda_log_path() << "\n"
-         << "}\n";
-    if (has_worker()) {
-        conf << "\n" << worker_service_config(sanitizer_run() ? "0" : "2G");
-    }
-    conf << "\n" << xaps_settings_config(plugin_settings());
-    conf << sieve_config(false);
-    if (!options_.extra_config.empty()) {
-        conf << "\n# extra_config\n" << options_.extra_config << "\n";
-    }
-    return conf.str();
-}
-
-std::string DovecotInstance::config_text_2_4() const {
-    std::ostringstream conf;
-    // The two versions come first: they select the syntax and the defaults.
-    conf << "dovecot_config_version = 2.4.0\n"
-         << "dovecot_storage_version = 2.4.0\n"
-         << header << test_machine_config(test_machine()) << "auth_mechanisms = plain\n"
-         << "mail_plugin_dir = " << dir() << "/modules\n";
-    std::map<std::string, std::string> settings = plugin_settings();
-    if (has_plugin()) {
-        conf << "\n"
-             << xaps_plugins_config("imap") << xaps_plugins_config("lmtp")
-             << xaps_plugins_config("lda")
-             // The push_notification driver, a named filter since 2.4.
-             << "push_notification xaps {\n"
-             << "  driver = xaps\n"
-             << "}\n";
-    }
-    settings.erase("push_notification_driver"); // the named filter above
-    conf << "protocol lda {\n"
-         << "  log_path = " << lda_log_path() << "\n"
-         << "}\n";
-    if (has_worker()) {
-        conf << "\n" << worker_service_config("2G");
-    }
-    conf << "\n" << xaps_settings_config(settings);
-    conf << sieve_config(true);
+         << test_machine_overrides(machine_overrides()) << sieve_config(syntax_2_4);
     if (!options_.extra_config.empty()) {
         conf << "\n# extra_config\n" << options_.extra_config << "\n";
     }
@@ -294,31 +247,6 @@ std::string DovecotInstance::sieve_config(bool syntax_2_4) const {
            "plugin {\n"
            "  sieve = " +
            script + "\n}\n";
-}
-
-// The listeners as the package ships them: mail processes reach the mail
-// listener through their extra group dovecot; the admin listener, named by
-// xaps_admin_socket_path's default, is root's alone.
-std::string DovecotInstance::worker_service_config(const std::string &vsz_limit) const {
-    std::ostringstream conf;
-    conf << "service xaps {\n"
-         << "  executable = " << fs::absolute(options_.worker_path).string() << "\n"
-         << "  user = " << worker_user_.name << "\n"
-         << "  process_limit = 1\n"
-         << "  process_min_avail = 1\n"
-         << "  vsz_limit = " << vsz_limit << "\n"
-         << "  unix_listener xaps {\n"
-         << "    group = "
-         << (installed_dovecot_version().at_least(2, 4) ? "$SET:default_internal_group"
-                                                        : "$default_internal_group")
-         << "\n"
-         << "    mode = 0660\n"
-         << "  }\n"
-         << "  unix_listener xaps-admin {\n"
-         << "    mode = 0600\n"
-         << "  }\n"
-         << "}\n";
-    return conf.str();
 }
 
 void DovecotInstance::start() {

@@ -1,14 +1,17 @@
 // A real Dovecot (the installed /usr/sbin/dovecot) running from a private
-// temporary directory with its own dovecot.conf: IMAP and LMTP on free
-// loopback ports, the xaps mail plugin (imap, lmtp and lda) and the xaps
-// worker service as built in this tree, its two listeners as the package
-// ships them, and the test PKI as APNs credentials. Needs root.
+// temporary directory with the package's configuration files as shipped
+// (conf.d/, installed under the directory at the places the package installs
+// them), after a stand-in for dovecot-core's own configuration (IMAP and LMTP
+// on free loopback ports, test users) and before the few lines a test
+// machine must change (test-machine-overrides.h): the worker and plugin built
+// in this tree, the mock APNs and the test PKI as credentials. Needs root.
 #pragma once
 
 #include "dovecot-config.h"
 #include "dovecot-process.h"
 #include "line-connection.h"
 #include "temporary-directory.h"
+#include "test-machine-overrides.h"
 #include "test-users.h"
 
 #include <cstdint>
@@ -22,13 +25,14 @@
 namespace xaps::test {
 
 struct DovecotOptions {
-    // The built mail plugin (lib<NN>_xaps_plugin.so), loaded in imap and lmtp
-    // together with notify and push_notification. Empty or !enable_plugin: no
-    // mail plugins at all and no push_notification_driver.
+    // The built mail plugin (lib<NN>_xaps_plugin.so), loaded where the shipped
+    // files load it (imap, lmtp, lda; with notify and push_notification).
+    // Empty or !enable_plugin: the shipped plugin lists are taken away.
     std::string plugin_path;
     bool enable_plugin = true;
-    // The built xaps-worker, run as `service xaps`. Empty or !enable_worker:
-    // no such service, so the worker socket does not exist.
+    // The built xaps-worker, run as the shipped `service xaps`. Empty or
+    // !enable_worker: the service is switched off, so the worker socket does
+    // not exist.
     std::string worker_path;
     bool enable_worker = true;
     // The test PKI directory (ca.pem, client.pem, client.key). ca.pem becomes
@@ -37,8 +41,11 @@ struct DovecotOptions {
     std::string pki_dir;
     // xaps_apns_port (the mock APNs server's port); 0 leaves it unset.
     std::uint16_t apns_port = 0;
-    // Merged over the defaults in plugin { } (2.3) or the global settings
-    // (2.4); an empty value removes a default.
+    // Written after the shipped files and the test machine's xaps settings,
+    // in plugin { } (2.3) or as global settings (2.4): a value replaces the
+    // machine's; an empty value removes the machine's, or empties a setting
+    // the shipped files make (push_notification_driver on 2.3), as a later
+    // file would.
     std::map<std::string, std::string> plugin_settings;
     // Users besides alice and bob; every user's password is DovecotInstance::password.
     std::vector<std::string> extra_users;
@@ -51,7 +58,7 @@ struct DovecotOptions {
     // are expanded): appended to the static userdb's args, or the
     // passwd-file userdb's default_fields with system_users.
     std::string userdb_fields;
-    // Appended to dovecot.conf as it is.
+    // Appended to dovecot.conf as it is, after everything else.
     std::string extra_config;
     // A Sieve script (its text) that LMTP runs for every user: Pigeonhole's
     // sieve plugin in lmtp (Debian's dovecot-sieve). Empty: no Sieve.
@@ -109,6 +116,8 @@ public:
     bool has_plugin() const;
     bool has_worker() const;
 
+    // dovecot.conf: the machine, !include of the shipped 95-xaps.conf, the
+    // machine's overrides, the test's Sieve script and extra_config.
     std::string config_text() const;
     // The whole log file (empty before Dovecot wrote it).
     std::string log() const { return process_.log(); }
@@ -124,11 +133,8 @@ public:
 private:
     void prepare_directory();
     void copy_credentials();
-    std::map<std::string, std::string> plugin_settings() const;
     TestMachine test_machine() const;
-    // Dovecot 2.4 syntax: settings are declared, plugin { } is gone.
-    std::string config_text_2_4() const;
-    std::string worker_service_config(const std::string &vsz_limit) const;
+    TestMachineOverrides machine_overrides() const;
     // Empty without options_.sieve_script.
     std::string sieve_config(bool syntax_2_4) const;
 

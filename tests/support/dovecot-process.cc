@@ -103,6 +103,34 @@ pid_t spawn_process(const std::vector<std::string> &args, const std::string &out
     return pid;
 }
 
+CommandResult run_command(const std::vector<std::string> &argv, const std::string &out_path,
+                          const std::string &err_path, Milliseconds time_limit) {
+    std::filesystem::remove(out_path);
+    std::filesystem::remove(err_path);
+    const pid_t pid = spawn_process(argv, out_path, err_path);
+    CommandResult result;
+    const auto deadline = std::chrono::steady_clock::now() + time_limit;
+    int status = 0;
+    for (;;) {
+        const pid_t done = ::waitpid(pid, &status, WNOHANG);
+        if (done == pid) {
+            if (WIFEXITED(status)) {
+                result.exit_code = WEXITSTATUS(status);
+            }
+            break;
+        }
+        if (done < 0 || std::chrono::steady_clock::now() >= deadline) {
+            ::kill(pid, SIGKILL);
+            ::waitpid(pid, &status, 0);
+            break;
+        }
+        std::this_thread::sleep_for(Milliseconds(10));
+    }
+    result.out = read_file(out_path);
+    result.err = err_path == out_path ? std::string() : read_file(err_path);
+    return result;
+}
+
 DovecotProcess::DovecotProcess(std::string conf_path, const std::string &dir)
     : conf_path_(std::move(conf_path)), output_path_(dir + "/dovecot.out"),
       log_path_(dir + "/dovecot.log") {}

@@ -37,6 +37,11 @@ struct CommandResult {
 pid_t spawn_process(const std::vector<std::string> &argv, const std::string &out_path,
                     const std::string &err_path);
 
+// spawn_process() and waits for the command's end, killing it after
+// `time_limit`; returns what it wrote to the two files (read after it ended).
+CommandResult run_command(const std::vector<std::string> &argv, const std::string &out_path,
+                          const std::string &err_path, Milliseconds time_limit);
+
 // Reads Dovecot's log line by line and tells Dovecot's own shutdown race
 // apart from problems: once the master has been told to stop, a service that
 // was still starting up (auth, after waiting for the stats process) can find

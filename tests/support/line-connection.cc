@@ -182,6 +182,22 @@ std::string LineConnection::read_line() {
     }
 }
 
+std::string LineConnection::read_line_as_sent() {
+    auto deadline = Clock::now() + timeout_;
+    for (;;) {
+        auto newline = buffer_.find('\n');
+        if (newline != std::string::npos) {
+            std::string line = buffer_.substr(0, newline + 1);
+            buffer_.erase(0, newline + 1);
+            return line;
+        }
+        if (!fill_buffer(deadline)) {
+            fail_unavailable("the server closed the connection; unterminated data: '" + buffer_ +
+                             "'");
+        }
+    }
+}
+
 std::string LineConnection::read_exact(std::size_t size) {
     auto deadline = Clock::now() + timeout_;
     while (buffer_.size() < size) {

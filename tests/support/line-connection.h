@@ -33,6 +33,8 @@ public:
     // The next line without its "\n" (and "\r" before it). Throws
     // xaps::Error(unavailable) on timeout or when the peer closed first.
     std::string read_line();
+    // The next line as it arrived, "\n" included and nothing stripped.
+    std::string read_line_as_sent();
     std::string read_exact(std::size_t size);
     // True when the peer closed the connection (EOF or reset) within the
     // timeout, having sent nothing more. Data that arrives instead is kept.

@@ -3,6 +3,7 @@
 #include "poll-event-loop.h"
 #include "push-scheduler.h"
 #include "registration-store.h"
+#include "tab-escape.h"
 
 #include <gtest/gtest.h>
 
@@ -14,7 +15,8 @@ using namespace std::chrono_literals;
 
 namespace {
 
-constexpr const char *topic = "com.apple.mail.XServer.test";
+// The topic of docs/worker-protocol.md's examples.
+constexpr const char *topic = "com.apple.mail.XServer.0b5f6d3e-8f1c-4f8e-9c3a-2d1e0f9a8b7c";
 constexpr const char *token = "aabbccddeeff00112233445566778899aabbccddeeff00112233445566778899";
 
 class RecordingSender : public xaps::PushSender {
@@ -84,6 +86,27 @@ protected:
                 return !replies->empty() && replies->back().status != protocol::ReplyStatus::row;
             },
             5s);
+        return *replies;
+    }
+
+    // One line in, as worker-connection.cc serves it (an undecodable line
+    // gets FAIL with the id it may still have); every reply line out.
+    std::string serve(protocol::PeerRole listener, const std::string &line) {
+        EXPECT_EQ(line.back(), '\n');
+        const std::vector<std::string> fields =
+            xaps::split_line(std::string_view(line).substr(0, line.size() - 1));
+        auto replies = std::make_shared<std::string>();
+        auto done = std::make_shared<bool>(false);
+        const auto collect = [replies, done](protocol::Reply reply) {
+            *replies += protocol::encode_reply(reply);
+            *done = reply.status != protocol::ReplyStatus::row;
+        };
+        try {
+            handler_->handle(protocol::decode_request(fields), listener, collect);
+        } catch (const xaps::Error &error) {
+            collect(protocol::Reply::fail(protocol::request_id_of(fields), error));
+        }
+        loop_.run_until([&] { return *done; }, 5s);
         return *replies;
     }
 
@@ -351,4 +374,43 @@ TEST_F(RequestHandlerTest, ImportRefusesTimesInTheFuture) {
     slightly_ahead.last_seen = 1000 + 60;
     EXPECT_EQ(handle(protocol::Import{slightly_ahead})[0].fields,
               std::vector<std::string>{"imported"});
+}
+
+// The literal exchanges of docs/worker-protocol.md ("Examples"), copied from
+// the document, through the handler that serves them.
+TEST_F(RequestHandlerTest, TheDocumentedMailListenerExchange) {
+    const auto mail = protocol::PeerRole::mail;
+    now_ = 1700000000;
+    EXPECT_EQ(serve(mail, "1\tREGISTER\talice\t0715A26B-CA09-4730-A419-793000CA982E\t"
+                          "2a7e5e5b5d6e4a9c8e2b1f9d3c7a6b5e4d3c2b1a0f9e8d7c6b5a4f3e2d1c0b9a\t"
+                          "com.apple.mobilemail\t2\tINBOX\tSent Messages\n"),
+              "1\tOK\tcom.apple.mail.XServer.0b5f6d3e-8f1c-4f8e-9c3a-2d1e0f9a8b7c\n");
+    EXPECT_EQ(serve(mail, "2\tNOTIFY\talice\tSent Messages\tMessageNew\tFlagsSet\n"), "2\tOK\n");
+    ASSERT_EQ(sender_.pushes.size(), 1U);
+    EXPECT_EQ(sender_.pushes[0].device_token,
+              "2a7e5e5b5d6e4a9c8e2b1f9d3c7a6b5e4d3c2b1a0f9e8d7c6b5a4f3e2d1c0b9a");
+    EXPECT_EQ(serve(mail, "3\tNOTIFY\talice\tTab\001there\tMessageNew\n"), "3\tOK\n");
+    EXPECT_EQ(serve(mail, "4\tNOTIFY\talice\tA\0011B\tMessageNew\n"), "4\tOK\n");
+    EXPECT_EQ(serve(mail, "5\tLIST\n"),
+              "5\tFAIL\tforbidden\tLIST is an admin command: it is served on the admin socket "
+              "(xaps-admin, root only; doveadm xaps uses it), not on the mail socket\n");
+    EXPECT_EQ(serve(mail, "6\tFROB\n"), "6\tFAIL\tinvalid\tunknown command 'FROB'\n");
+    EXPECT_EQ(serve(mail, "x\tSTATUS\n"), "0\tFAIL\tinvalid\tinvalid request id 'x'\n");
+}
+
+TEST_F(RequestHandlerTest, TheDocumentedAdminListenerExchange) {
+    now_ = 1700000000;
+    ASSERT_EQ(serve(protocol::PeerRole::mail,
+                    "1\tREGISTER\talice\t0715A26B-CA09-4730-A419-793000CA982E\t"
+                    "2a7e5e5b5d6e4a9c8e2b1f9d3c7a6b5e4d3c2b1a0f9e8d7c6b5a4f3e2d1c0b9a\t"
+                    "com.apple.mobilemail\t2\tINBOX\tSent Messages\n"),
+              "1\tOK\tcom.apple.mail.XServer.0b5f6d3e-8f1c-4f8e-9c3a-2d1e0f9a8b7c\n");
+    const auto admin = protocol::PeerRole::admin;
+    EXPECT_EQ(serve(admin, "1\tLIST\talice\n"),
+              "1\tROW\talice\t0715A26B-CA09-4730-A419-793000CA982E\t"
+              "2a7e5e5b5d6e4a9c8e2b1f9d3c7a6b5e4d3c2b1a0f9e8d7c6b5a4f3e2d1c0b9a\t"
+              "com.apple.mobilemail\t2\t1700000000\t1700000000\tINBOX\tSent Messages\n"
+              "1\tOK\t1\n");
+    EXPECT_EQ(serve(admin, "2\tPURGE\tuser\talice\n"), "2\tOK\t1\n");
+    EXPECT_EQ(serve(admin, "3\tLIST\n"), "3\tOK\t0\n");
 }

@@ -196,3 +196,202 @@ TEST(WorkerProtocol, ForbiddenIsAFailKindOfItsOwn) {
         protocol::Reply::fail(3, xaps::ErrorKind::forbidden, "LIST is an admin command");
     EXPECT_EQ(protocol::encode_reply(reply), "3\tFAIL\tforbidden\tLIST is an admin command\n");
 }
+
+// The literal exchanges of docs/worker-protocol.md ("Examples"), copied from
+// the document: what the plugin and doveadm send must decode to what the
+// document says, and what the worker answers must be those bytes exactly.
+namespace documented {
+
+const std::string handshake = "VERSION\txaps\t1\t1\n";
+const std::string register_line =
+    "1\tREGISTER\talice\t0715A26B-CA09-4730-A419-793000CA982E\t"
+    "2a7e5e5b5d6e4a9c8e2b1f9d3c7a6b5e4d3c2b1a0f9e8d7c6b5a4f3e2d1c0b9a\tcom.apple.mobilemail\t2\t"
+    "INBOX\tSent Messages\n";
+const std::string register_ok =
+    "1\tOK\tcom.apple.mail.XServer.0b5f6d3e-8f1c-4f8e-9c3a-2d1e0f9a8b7c\n";
+const std::string notify_line = "2\tNOTIFY\talice\tSent Messages\tMessageNew\tFlagsSet\n";
+const std::string notify_ok = "2\tOK\n";
+const std::string notify_tab_line = "3\tNOTIFY\talice\tTab\001there\tMessageNew\n";
+const std::string notify_escape_line = "4\tNOTIFY\talice\tA\0011B\tMessageNew\n";
+const std::string forbidden_list_line = "5\tLIST\n";
+const std::string forbidden_list_fail =
+    "5\tFAIL\tforbidden\tLIST is an admin command: it is served on the admin socket "
+    "(xaps-admin, root only; doveadm xaps uses it), not on the mail socket\n";
+const std::string unknown_command_line = "6\tFROB\n";
+const std::string unknown_command_fail = "6\tFAIL\tinvalid\tunknown command 'FROB'\n";
+const std::string unreadable_id_line = "x\tSTATUS\n";
+const std::string unreadable_id_fail = "0\tFAIL\tinvalid\tinvalid request id 'x'\n";
+const std::string list_line = "1\tLIST\talice\n";
+const std::string list_row =
+    "1\tROW\talice\t0715A26B-CA09-4730-A419-793000CA982E\t"
+    "2a7e5e5b5d6e4a9c8e2b1f9d3c7a6b5e4d3c2b1a0f9e8d7c6b5a4f3e2d1c0b9a\tcom.apple.mobilemail\t2\t"
+    "1700000000\t1700000000\tINBOX\tSent Messages\n";
+const std::string list_ok = "1\tOK\t1\n";
+const std::string purge_line = "2\tPURGE\tuser\talice\n";
+const std::string purge_ok = "2\tOK\t1\n";
+const std::string list_all_line = "3\tLIST\n";
+const std::string list_all_ok = "3\tOK\t0\n";
+
+xaps::Registration alices_phone(std::int64_t registered_at) {
+    xaps::Registration phone;
+    phone.user = "alice";
+    phone.account_id = "0715A26B-CA09-4730-A419-793000CA982E";
+    phone.device_token = "2a7e5e5b5d6e4a9c8e2b1f9d3c7a6b5e4d3c2b1a0f9e8d7c6b5a4f3e2d1c0b9a";
+    phone.subtopic = "com.apple.mobilemail";
+    phone.aps_version = 2;
+    phone.mailboxes = {"INBOX", "Sent Messages"};
+    phone.registered_at = registered_at;
+    phone.last_seen = registered_at;
+    return phone;
+}
+
+// How the worker answers a line it cannot decode (worker-connection.cc).
+std::string reply_to_undecodable(const std::string &line) {
+    const std::vector<std::string> fields = fields_of(line);
+    try {
+        protocol::decode_request(fields);
+    } catch (const xaps::Error &error) {
+        return protocol::encode_reply(
+            protocol::Reply::fail(protocol::request_id_of(fields), error));
+    }
+    ADD_FAILURE() << "decoded: " << line;
+    return {};
+}
+
+} // namespace documented
+
+TEST(WorkerProtocolDocument, TheHandshakeLineIsTheDocumentedOne) {
+    const std::vector<std::string> version{"VERSION", protocol::service_name,
+                                           std::to_string(protocol::major_version),
+                                           std::to_string(protocol::minor_version)};
+    EXPECT_EQ(xaps::join_line(version), documented::handshake);
+}
+
+TEST(WorkerProtocolDocument, RegisterDecodesToTheDocumentedFields) {
+    const auto line = protocol::decode_request(fields_of(documented::register_line));
+    EXPECT_EQ(line.id, 1U);
+    const auto &registration = std::get<protocol::Register>(line.request).registration;
+    EXPECT_EQ(registration.user, "alice");
+    EXPECT_EQ(registration.account_id, "0715A26B-CA09-4730-A419-793000CA982E");
+    EXPECT_EQ(registration.device_token,
+              "2a7e5e5b5d6e4a9c8e2b1f9d3c7a6b5e4d3c2b1a0f9e8d7c6b5a4f3e2d1c0b9a");
+    EXPECT_EQ(registration.subtopic, "com.apple.mobilemail");
+    EXPECT_EQ(registration.aps_version, 2U);
+    EXPECT_EQ(registration.mailboxes, (std::vector<std::string>{"INBOX", "Sent Messages"}));
+}
+
+TEST(WorkerProtocolDocument, ThePluginsRegisterIsTheDocumentedLine) {
+    EXPECT_EQ(protocol::encode_request(1, protocol::Register{documented::alices_phone(0)}),
+              documented::register_line);
+}
+
+TEST(WorkerProtocolDocument, NotifyDecodesToTheDocumentedFields) {
+    const auto line = protocol::decode_request(fields_of(documented::notify_line));
+    EXPECT_EQ(line.id, 2U);
+    const auto &notify = std::get<protocol::Notify>(line.request);
+    EXPECT_EQ(notify.user, "alice");
+    EXPECT_EQ(notify.mailbox, "Sent Messages");
+    EXPECT_EQ(notify.events, (std::vector<std::string>{"MessageNew", "FlagsSet"}));
+    EXPECT_EQ(protocol::encode_request(2, notify), documented::notify_line);
+}
+
+TEST(WorkerProtocolDocument, EscapedFieldsDecodeToTheirBytes) {
+    struct Case {
+        const std::string &line;
+        std::uint64_t id;
+        std::string mailbox;
+    };
+    const Case cases[] = {
+        {documented::notify_tab_line, 3, "Tab\there"},
+        {documented::notify_escape_line, 4, "A\001B"},
+    };
+    for (const auto &c : cases) {
+        SCOPED_TRACE(c.line);
+        const auto line = protocol::decode_request(fields_of(c.line));
+        EXPECT_EQ(line.id, c.id);
+        const auto &notify = std::get<protocol::Notify>(line.request);
+        EXPECT_EQ(notify.mailbox, c.mailbox);
+        EXPECT_EQ(notify.events, std::vector<std::string>{"MessageNew"});
+        EXPECT_EQ(protocol::encode_request(c.id, notify), c.line);
+    }
+}
+
+TEST(WorkerProtocolDocument, AdminRequestsDecodeToTheDocumentedFields) {
+    auto line = protocol::decode_request(fields_of(documented::list_line));
+    EXPECT_EQ(line.id, 1U);
+    EXPECT_EQ(std::get<protocol::List>(line.request).user, "alice");
+
+    line = protocol::decode_request(fields_of(documented::purge_line));
+    EXPECT_EQ(line.id, 2U);
+    EXPECT_EQ(std::get<protocol::Purge>(line.request).scope, protocol::PurgeScope::user);
+    EXPECT_EQ(std::get<protocol::Purge>(line.request).value, "alice");
+
+    line = protocol::decode_request(fields_of(documented::list_all_line));
+    EXPECT_EQ(line.id, 3U);
+    EXPECT_EQ(std::get<protocol::List>(line.request).user, "");
+
+    line = protocol::decode_request(fields_of(documented::forbidden_list_line));
+    EXPECT_EQ(line.id, 5U);
+    EXPECT_TRUE(std::holds_alternative<protocol::List>(line.request));
+}
+
+TEST(WorkerProtocolDocument, DoveadmsRequestsAreTheDocumentedLines) {
+    EXPECT_EQ(protocol::encode_request(1, protocol::List{"alice"}), documented::list_line);
+    EXPECT_EQ(protocol::encode_request(2, protocol::Purge{protocol::PurgeScope::user, "alice"}),
+              documented::purge_line);
+    EXPECT_EQ(protocol::encode_request(3, protocol::List{}), documented::list_all_line);
+}
+
+TEST(WorkerProtocolDocument, RepliesEncodeToTheDocumentedLines) {
+    EXPECT_EQ(protocol::encode_reply(protocol::Reply::ok(
+                  1, {"com.apple.mail.XServer.0b5f6d3e-8f1c-4f8e-9c3a-2d1e0f9a8b7c"})),
+              documented::register_ok);
+    EXPECT_EQ(protocol::encode_reply(protocol::Reply::ok(2)), documented::notify_ok);
+    EXPECT_EQ(protocol::encode_reply(protocol::Reply::row(
+                  1, protocol::registration_to_fields(documented::alices_phone(1700000000)))),
+              documented::list_row);
+    EXPECT_EQ(protocol::encode_reply(protocol::Reply::ok(1, {"1"})), documented::list_ok);
+    EXPECT_EQ(protocol::encode_reply(protocol::Reply::ok(2, {"1"})), documented::purge_ok);
+    EXPECT_EQ(protocol::encode_reply(protocol::Reply::ok(3, {"0"})), documented::list_all_ok);
+    EXPECT_EQ(protocol::encode_reply(protocol::Reply::fail(
+                  5, xaps::ErrorKind::forbidden,
+                  "LIST is an admin command: it is served on the admin socket (xaps-admin, root "
+                  "only; doveadm xaps uses it), not on the mail socket")),
+              documented::forbidden_list_fail);
+}
+
+TEST(WorkerProtocolDocument, UndecodableLinesGetTheDocumentedFail) {
+    EXPECT_EQ(documented::reply_to_undecodable(documented::unknown_command_line),
+              documented::unknown_command_fail);
+    EXPECT_EQ(documented::reply_to_undecodable(documented::unreadable_id_line),
+              documented::unreadable_id_fail);
+}
+
+TEST(WorkerProtocolDocument, DocumentedRepliesDecodeToTheirFields) {
+    auto reply = protocol::decode_reply(fields_of(documented::register_ok));
+    EXPECT_EQ(reply.id, 1U);
+    EXPECT_EQ(reply.status, protocol::ReplyStatus::ok);
+    EXPECT_EQ(reply.fields, std::vector<std::string>{
+                                "com.apple.mail.XServer.0b5f6d3e-8f1c-4f8e-9c3a-2d1e0f9a8b7c"});
+
+    reply = protocol::decode_reply(fields_of(documented::list_row));
+    EXPECT_EQ(reply.status, protocol::ReplyStatus::row);
+    EXPECT_EQ(protocol::registration_from_fields(reply.fields),
+              documented::alices_phone(1700000000));
+
+    reply = protocol::decode_reply(fields_of(documented::list_ok));
+    EXPECT_EQ(reply.status, protocol::ReplyStatus::ok);
+    EXPECT_EQ(reply.fields, std::vector<std::string>{"1"});
+
+    reply = protocol::decode_reply(fields_of(documented::forbidden_list_fail));
+    EXPECT_EQ(reply.id, 5U);
+    EXPECT_EQ(reply.error().kind(), xaps::ErrorKind::forbidden);
+    EXPECT_STREQ(reply.error().what(),
+                 "LIST is an admin command: it is served on the admin socket (xaps-admin, root "
+                 "only; doveadm xaps uses it), not on the mail socket");
+
+    reply = protocol::decode_reply(fields_of(documented::unreadable_id_fail));
+    EXPECT_EQ(reply.id, 0U);
+    EXPECT_EQ(reply.error().kind(), xaps::ErrorKind::invalid_input);
+    EXPECT_STREQ(reply.error().what(), "invalid request id 'x'");
+}
