@@ -19,7 +19,9 @@
 # kept in BUILD_DIR/package-upgrade/) and runs the 'package-upgrade' suite,
 # which installs the new .deb over it while Dovecot serves registered phones.
 # XAPS_SKIP_UPGRADE_TEST=1 skips it. It needs the pinned commit in this
-# clone's git history (a shallow clone lacks it).
+# clone's git history (a shallow clone lacks it), or
+# XAPS_PREVIOUS_RELEASE_SOURCE=DIR: that commit's tree, unpacked by the caller
+# (scripts/trixie.sh does so for its Debian 13 root, which has no git).
 #
 # Results: BUILD_DIR/meson-logs/package-testlog.json, the suite's meson log
 # plus one failed entry per step of this script that failed (package-build,
@@ -367,15 +369,20 @@ previous_dir=$(cd "$build_dir" && pwd)/package-upgrade/$previous_release-$abi
 started=$(now)
 set -- "$previous_dir"/"$package"_*_"$(dpkg --print-architecture)".deb
 if [ ! -f "$1" ]; then
-  if ! git -C "$repo" cat-file -e "$previous_release^{commit}" 2>/dev/null; then
+  if [ -z "${XAPS_PREVIOUS_RELEASE_SOURCE:-}" ] &&
+    ! git -C "$repo" cat-file -e "$previous_release^{commit}" 2>/dev/null; then
     step_failed package-upgrade "commit $previous_release (the previous release) is not in\
  this clone's history: clone the whole repository (or git fetch --unshallow)"
     exit 1
   fi
   rm -rf "$previous_dir"
   mkdir -p "$previous_dir/src"
-  if ! git -C "$repo" archive "$previous_release" | tar -C "$previous_dir/src" -xf - ||
-    ! debian_build "$previous_dir/src" >"$tmp/build-previous.log" 2>&1; then
+  if [ -n "${XAPS_PREVIOUS_RELEASE_SOURCE:-}" ]; then
+    unpack_previous() { tar -C "$XAPS_PREVIOUS_RELEASE_SOURCE" -cf - . | tar -C "$previous_dir/src" -xf -; }
+  else
+    unpack_previous() { git -C "$repo" archive "$previous_release" | tar -C "$previous_dir/src" -xf -; }
+  fi
+  if ! unpack_previous || ! debian_build "$previous_dir/src" >"$tmp/build-previous.log" 2>&1; then
     tail -n 60 "$tmp/build-previous.log" >&2
     step_failed package-upgrade "building the previous release's package ($previous_release)"
     exit 1
