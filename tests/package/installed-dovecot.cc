@@ -3,6 +3,7 @@
 #include "test-files.h"
 
 #include "free-ports.h"
+#include "test-pki.h"
 #include "xaps-error.h"
 
 #include <chrono>
@@ -97,6 +98,16 @@ void InstalledDovecot::copy_installed_config() {
 
 void InstalledDovecot::set_plugin_settings(std::map<std::string, std::string> settings) {
     plugin_settings_ = std::move(settings);
+}
+
+std::map<std::string, std::string> InstalledDovecot::mock_apns_settings(std::uint16_t port) {
+    return {
+        {"xaps_apns_cert_file", install_private_file(test_pki_file("client.pem"))},
+        {"xaps_apns_key_file", install_private_file(test_pki_file("client.key"))},
+        {"xaps_apns_ca_file", test_pki_file("ca.pem")},
+        {"xaps_apns_host", "127.0.0.1"},
+        {"xaps_apns_port", std::to_string(port)},
+    };
 }
 
 std::string InstalledDovecot::install_private_file(const std::string &from) {

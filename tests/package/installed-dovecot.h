@@ -44,6 +44,10 @@ public:
     // owned by root, as 95-xaps.conf tells admins to keep key files, and
     // returns the copy's path.
     std::string install_private_file(const std::string &from);
+    // The xaps_apns_* settings for a mock APNs on loopback `port`, with the
+    // test PKI's key files installed as 95-xaps.conf tells the admin:
+    // root-only, read by the worker before it becomes the xaps user.
+    std::map<std::string, std::string> mock_apns_settings(std::uint16_t port);
     // The same for a file holding `content` exactly, e.g. a password.
     std::string install_private_text(const std::string &name, const std::string &content);
     // Lines in Dovecot's own syntax for the file that start() includes last,

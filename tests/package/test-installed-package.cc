@@ -117,16 +117,8 @@ protected:
         return reply;
     }
 
-    // Credentials for `apns` as 95-xaps.conf tells the admin: root-only key
-    // files, read by the worker before it becomes the xaps user.
     void use_mock_apns(const MockApnsServer &apns) {
-        dovecot_->set_plugin_settings({
-            {"xaps_apns_cert_file", dovecot_->install_private_file(test_pki_file("client.pem"))},
-            {"xaps_apns_key_file", dovecot_->install_private_file(test_pki_file("client.key"))},
-            {"xaps_apns_ca_file", test_pki_file("ca.pem")},
-            {"xaps_apns_host", "127.0.0.1"},
-            {"xaps_apns_port", std::to_string(apns.port())},
-        });
+        dovecot_->set_plugin_settings(dovecot_->mock_apns_settings(apns.port()));
     }
 
     // No error of any kind: a missing credential is a setting the admin has

@@ -188,14 +188,9 @@ TEST_F(PackageUpgrade, FromThePreviousReleaseKeepsRegistrationsAndRestartsTheWor
 
     MockApnsServer apns(apple_like_mock_config());
     apns.start();
-    dovecot_->set_plugin_settings({
-        {"xaps_apns_cert_file", dovecot_->install_private_file(test_pki_file("client.pem"))},
-        {"xaps_apns_key_file", dovecot_->install_private_file(test_pki_file("client.key"))},
-        {"xaps_apns_ca_file", test_pki_file("ca.pem")},
-        {"xaps_apns_host", "127.0.0.1"},
-        {"xaps_apns_port", std::to_string(apns.port())},
-        {"xaps_db_path", state_dir},
-    });
+    std::map<std::string, std::string> settings = dovecot_->mock_apns_settings(apns.port());
+    settings["xaps_db_path"] = state_dir;
+    dovecot_->set_plugin_settings(std::move(settings));
     ASSERT_NO_THROW(dovecot_->start());
 
     for (const Device &device : devices) {
