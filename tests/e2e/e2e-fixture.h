@@ -5,6 +5,7 @@
 
 #include "e2e-environment.h"
 #include "e2e-refusals.h"
+#include "eventually.h"
 #include "imap-client.h"
 #include "lmtp-client.h"
 #include "worker-client.h"
@@ -203,14 +204,7 @@ protected:
 
     // Waits until the mock accepted `count` pushes besides the marker's.
     bool wait_for_pushes(std::size_t count, std::chrono::milliseconds timeout = push_timeout) {
-        const auto deadline = std::chrono::steady_clock::now() + timeout;
-        while (pushes().size() < count) {
-            if (std::chrono::steady_clock::now() >= deadline) {
-                return false;
-            }
-            std::this_thread::sleep_for(10ms);
-        }
-        return true;
+        return eventually([&] { return pushes().size() >= count; }, timeout);
     }
 
     // Proves that every push caused by what the test did so far has reached

@@ -36,24 +36,40 @@ inline pid_t parent_pid_of(const std::string &pid) {
     return parent;
 }
 
-// The instance's xaps-worker process (the master's child running the built
-// worker), or -1.
-inline pid_t worker_pid(const DovecotInstance &dovecot) {
+// True while `pid` is a live process running the built worker: not once it
+// exited (a zombie has no executable) nor when the pid runs something else.
+inline bool runs_worker(pid_t pid) {
     namespace fs = std::filesystem;
-    const fs::path worker = fs::canonical(worker_path);
+    std::error_code error;
+    const fs::path exe = fs::read_symlink("/proc/" + std::to_string(pid) + "/exe", error);
+    return !error && exe == fs::canonical(worker_path);
+}
+
+// Every xaps-worker process the instance's master runs, in pid order: more
+// than one only while a worker of an older configuration still finishes.
+inline std::vector<pid_t> worker_pids(const DovecotInstance &dovecot) {
+    namespace fs = std::filesystem;
+    std::vector<pid_t> pids;
     std::error_code error;
     for (const auto &entry : fs::directory_iterator("/proc", error)) {
         const std::string name = entry.path().filename().string();
         if (name.find_first_not_of("0123456789") != std::string::npos) {
             continue;
         }
-        std::error_code link_error;
-        if (parent_pid_of(name) == dovecot.master_pid() &&
-            fs::read_symlink(entry.path() / "exe", link_error) == worker) {
-            return static_cast<pid_t>(std::stol(name));
+        const auto pid = static_cast<pid_t>(std::stol(name));
+        if (parent_pid_of(name) == dovecot.master_pid() && runs_worker(pid)) {
+            pids.push_back(pid);
         }
     }
-    return -1;
+    std::sort(pids.begin(), pids.end());
+    return pids;
+}
+
+// The instance's xaps-worker process (the master's child running the built
+// worker), or -1; the oldest pid while an older one still finishes.
+inline pid_t worker_pid(const DovecotInstance &dovecot) {
+    const std::vector<pid_t> pids = worker_pids(dovecot);
+    return pids.empty() ? -1 : pids.front();
 }
 
 // The "Key:" line of /proc/<pid>/status without the key, or nullopt.
@@ -112,35 +128,6 @@ inline pid_t wait_for_serving_worker(const DovecotInstance &dovecot, pid_t old_p
         std::this_thread::sleep_for(std::chrono::milliseconds(20));
     }
     return -1;
-}
-
-// True while `pid` is a live process running the built worker: not once it
-// exited (a zombie has no executable) nor when the pid runs something else.
-inline bool runs_worker(pid_t pid) {
-    namespace fs = std::filesystem;
-    std::error_code error;
-    const fs::path exe = fs::read_symlink("/proc/" + std::to_string(pid) + "/exe", error);
-    return !error && exe == fs::canonical(worker_path);
-}
-
-// Every xaps-worker process the instance's master runs, in pid order: more
-// than one only while a worker of an older configuration still finishes.
-inline std::vector<pid_t> worker_pids(const DovecotInstance &dovecot) {
-    namespace fs = std::filesystem;
-    std::vector<pid_t> pids;
-    std::error_code error;
-    for (const auto &entry : fs::directory_iterator("/proc", error)) {
-        const std::string name = entry.path().filename().string();
-        if (name.find_first_not_of("0123456789") != std::string::npos) {
-            continue;
-        }
-        const auto pid = static_cast<pid_t>(std::stol(name));
-        if (parent_pid_of(name) == dovecot.master_pid() && runs_worker(pid)) {
-            pids.push_back(pid);
-        }
-    }
-    std::sort(pids.begin(), pids.end());
-    return pids;
 }
 
 } // namespace xaps::test::e2e

@@ -10,6 +10,7 @@
 // dovecot, is covered by test-e2e-least-privilege (LdaWithGroupDovecotPushes).
 #include "e2e-fixture.h"
 #include "e2e-processes.h"
+#include "eventually.h"
 #include "test-files.h"
 
 #include <gtest/gtest.h>
@@ -36,17 +37,6 @@ using Clock = std::chrono::steady_clock;
 constexpr auto condition_deadline = 30s;
 
 constexpr const char *doveadm_binary = "/usr/bin/doveadm";
-
-bool eventually(const std::function<bool()> &condition, std::chrono::milliseconds deadline) {
-    const auto give_up = Clock::now() + deadline;
-    while (!condition()) {
-        if (Clock::now() >= give_up) {
-            return condition();
-        }
-        std::this_thread::sleep_for(50ms);
-    }
-    return true;
-}
 
 std::string pid_list(const std::vector<pid_t> &pids) {
     std::string text;

@@ -4,6 +4,7 @@
 // scripts/package-test.sh installs the previous release (built from the
 // commit it pins) and runs this suite with XAPS_UPGRADE_TO_DEB naming the new
 // .deb; without it the case skips.
+#include "eventually.h"
 #include "installed-dovecot.h"
 #include "test-files.h"
 
@@ -78,17 +79,6 @@ std::string joined(const std::vector<std::string> &lines) {
 CommandResult run_command(const std::vector<std::string> &argv, const std::string &scratch_dir) {
     const std::string output_path = scratch_dir + "/command.txt";
     return xaps::test::run_command(argv, output_path, output_path, deadline);
-}
-
-bool wait_until(const std::function<bool()> &condition) {
-    const auto until = Clock::now() + deadline;
-    while (!condition()) {
-        if (Clock::now() >= until) {
-            return false;
-        }
-        std::this_thread::sleep_for(50ms);
-    }
-    return true;
 }
 
 // Not once it exited: a zombie has no executable any more.
@@ -243,7 +233,7 @@ TEST_F(PackageUpgrade, FromThePreviousReleaseKeepsRegistrationsAndRestartsTheWor
 
     ASSERT_TRUE(dovecot_->wait_for_log("SIGHUP received - reloading configuration", deadline))
         << dovecot_->log();
-    EXPECT_TRUE(wait_until([&] { return !is_running(old_worker->pid); }))
+    EXPECT_TRUE(eventually([&] { return !is_running(old_worker->pid); }, deadline))
         << "the old worker (pid " << old_worker->pid << ") still runs";
 
     // Everything registered before is listed as it was, byte for byte. The

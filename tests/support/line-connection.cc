@@ -164,22 +164,12 @@ bool LineConnection::fill_buffer(Clock::time_point deadline) {
 }
 
 std::string LineConnection::read_line() {
-    auto deadline = Clock::now() + timeout_;
-    for (;;) {
-        auto newline = buffer_.find('\n');
-        if (newline != std::string::npos) {
-            std::string line = buffer_.substr(0, newline);
-            buffer_.erase(0, newline + 1);
-            if (!line.empty() && line.back() == '\r') {
-                line.pop_back();
-            }
-            return line;
-        }
-        if (!fill_buffer(deadline)) {
-            fail_unavailable("the server closed the connection; unterminated data: '" + buffer_ +
-                             "'");
-        }
+    std::string line = read_line_as_sent();
+    line.pop_back(); // the "\n"
+    if (!line.empty() && line.back() == '\r') {
+        line.pop_back();
     }
+    return line;
 }
 
 std::string LineConnection::read_line_as_sent() {

@@ -1,4 +1,5 @@
 // The mock APNs server, driven by a real TLS + HTTP/2 client over loopback.
+#include "eventually.h"
 #include "mock-apns-answers.h"
 #include "mock-apns-server.h"
 #include "test-keys.h"
@@ -36,6 +37,7 @@ namespace {
 using namespace std::chrono_literals;
 using xaps::test::answer_after;
 using xaps::test::apple_like_mock_config;
+using xaps::test::eventually;
 using xaps::test::MockApnsConfig;
 using xaps::test::MockApnsRequest;
 using xaps::test::MockApnsResponse;
@@ -46,16 +48,6 @@ using xaps::test::test_pki_topic;
 // How long to wait for something that takes milliseconds, even under valgrind
 // on a busy machine.
 constexpr std::chrono::milliseconds patience = 10s;
-
-bool eventually(const std::function<bool()> &condition, std::chrono::milliseconds timeout) {
-    const auto deadline = std::chrono::steady_clock::now() + timeout;
-    while (!condition()) {
-        if (std::chrono::steady_clock::now() >= deadline)
-            return false;
-        std::this_thread::sleep_for(5ms);
-    }
-    return true;
-}
 
 // APNs writes apns-id as an upper-case UUID, e.g. 123E4567-E89B-12D3-A456-4266554400A0.
 bool is_upper_case_uuid(const std::string &text) {
