@@ -13,7 +13,7 @@
 #    lmtp and dovecot-lda processes, and the doveadm plugin inside doveadm.
 #    Those are Dovecot's own uninstrumented binaries: the ASan runtime is
 #    preloaded into them (LD_PRELOAD; the master hands it to its children
-#    through import_environment, which tests/support/dovecot-instance.cc sets
+#    through import_environment, which tests/support/test-machine-overrides.cc sets
 #    when XAPS_TEST_SANITIZER=1, together with vsz_limit 0 because ASan's
 #    shadow memory needs an unlimited address space). Our code there is
 #    fully checked; Dovecot's own code is not instrumented, and leak checking
