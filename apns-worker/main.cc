@@ -30,6 +30,7 @@
 #include <string>
 #include <vector>
 
+#include <malloc.h>
 #include <sys/prctl.h>
 #include <unistd.h>
 #include <sys/stat.h>
@@ -251,7 +252,9 @@ void warn_about_readable_keys(const Worker &w) {
 }
 
 void start_worker(Worker &w) {
-    w.store = xaps::open_lmdb_store(xaps::LmdbStoreOptions::from(w.settings));
+    xaps::LmdbStoreOptions store_options = xaps::LmdbStoreOptions::from(w.settings);
+    store_options.log = xaps::log_from_core;
+    w.store = xaps::open_lmdb_store(store_options);
     w.group_commit =
         std::make_unique<xaps::GroupCommit>(w.loop, *w.store, xaps::system_unix_seconds);
 
@@ -296,6 +299,12 @@ extern "C" void client_connected(struct master_service_connection *conn) noexcep
 } // namespace
 
 int main(int argc, char *argv[]) {
+#ifdef M_ARENA_MAX
+    // One malloc arena: glibc gives each thread that allocates its own, and
+    // each reserves 64 MiB of address space, which counts toward vsz_limit
+    // as the store's map does. Only name resolution runs on other threads.
+    mallopt(M_ARENA_MAX, 1);
+#endif
     master_service = master_service_init(
         "xaps",
         static_cast<enum master_service_flags>(MASTER_SERVICE_FLAG_UPDATE_PROCTITLE |

@@ -23,6 +23,7 @@ enum class SettingType {
     text,     // taken as written
     number,   // an unsigned decimal from minimum to maximum
     duration, // Dovecot's units: "250ms", "30s", "10min", "24h", "30d"
+    size,     // bytes in Dovecot's units: "512k", "256M", "4G"
     words,    // a list separated by spaces or commas
     boolean,  // "yes" or "no"
 };
@@ -30,8 +31,9 @@ enum class SettingType {
 // The XapsSettings field a row fills; its C++ type follows from the row's type.
 using SettingField =
     std::variant<std::string XapsSettings::*, std::uint16_t XapsSettings::*,
-                 unsigned XapsSettings::*, std::optional<int> XapsSettings::*,
-                 std::chrono::seconds XapsSettings::*, std::chrono::milliseconds XapsSettings::*,
+                 unsigned XapsSettings::*, std::uint64_t XapsSettings::*,
+                 std::optional<int> XapsSettings::*, std::chrono::seconds XapsSettings::*,
+                 std::chrono::milliseconds XapsSettings::*,
                  std::vector<std::string> XapsSettings::*, bool XapsSettings::*>;
 
 struct SettingRow {
@@ -41,7 +43,7 @@ struct SettingRow {
     // empty value (no file, no apns-priority header, ...).
     const char *default_value;
     // number: the accepted range. duration: in milliseconds, after the value
-    // is truncated to the field's unit.
+    // is truncated to the field's unit. size: in bytes.
     std::uint64_t minimum;
     std::uint64_t maximum;
     const char *help; // one line, for the documentation
@@ -85,6 +87,15 @@ constexpr SettingRow duration(const char *name, Duration XapsSettings::*field,
             field};
 }
 
+constexpr SettingRow size(const char *name, std::uint64_t XapsSettings::*field,
+                          const char *default_value, std::uint64_t minimum_bytes,
+                          std::uint64_t maximum_bytes, const char *help) {
+    if (minimum_bytes > maximum_bytes) {
+        throw "the range is empty";
+    }
+    return {name, SettingType::size, default_value, minimum_bytes, maximum_bytes, help, field};
+}
+
 constexpr SettingRow words(const char *name, std::vector<std::string> XapsSettings::*field,
                            const char *default_value, const char *help) {
     return {name, SettingType::words, default_value, 0, 0, help, field};
@@ -107,6 +118,11 @@ inline constexpr std::array xaps_setting_table = {
                       "userdb field to use as push user name; unset: the Dovecot username"),
     setting_row::text("xaps_db_path", &XapsSettings::db_path, "/var/lib/dovecot-xaps",
                       "LMDB registration store directory"),
+    // At least a map LMDB can start with; at most what a 64-bit address
+    // space could hold several times over.
+    setting_row::size("xaps_db_max_size", &XapsSettings::db_max_size, "16G", 1ULL << 20, 1ULL << 44,
+                      "largest memory map of the store; never more than the address space "
+                      "(service xaps { vsz_limit }) leaves"),
 
     setting_row::text("xaps_apns_host", &XapsSettings::apns_host, "api.push.apple.com",
                       "APNs host"),

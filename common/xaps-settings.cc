@@ -6,6 +6,7 @@
 
 #include <algorithm>
 #include <charconv>
+#include <limits>
 #include <type_traits>
 #include <variant>
 
@@ -63,6 +64,57 @@ Duration parse_duration_of(const SettingRow &row, std::string_view text) {
     return value;
 }
 
+// As Dovecot reads sizes: a number, then B, k, M, G or T in either case,
+// optionally followed by "i" and "B" ("4G", "4 GB", "4GiB"); a bare number
+// is bytes. The units are powers of 1024.
+std::uint64_t parse_size(const SettingRow &row, std::string_view text) {
+    auto refuse = [&]() -> Error {
+        return invalid(row, "'" + std::string(text.substr(0, 64)) +
+                                "' is not a size (use e.g. 512M, 4G) from " +
+                                std::to_string(row.minimum) + " to " + std::to_string(row.maximum) +
+                                " bytes");
+    };
+    std::uint64_t value = 0;
+    const char *end = text.data() + text.size();
+    auto [ptr, ec] = std::from_chars(text.data(), end, value);
+    if (ec != std::errc{}) {
+        throw refuse();
+    }
+    std::string_view unit(ptr, static_cast<std::size_t>(end - ptr));
+    while (unit.starts_with(' ')) {
+        unit.remove_prefix(1);
+    }
+    auto take = [&unit](char upper) {
+        if (!unit.empty() && (unit.front() == upper || unit.front() == upper - 'A' + 'a')) {
+            unit.remove_prefix(1);
+            return true;
+        }
+        return false;
+    };
+    unsigned shift = 0;
+    if (take('K')) {
+        shift = 10;
+    } else if (take('M')) {
+        shift = 20;
+    } else if (take('G')) {
+        shift = 30;
+    } else if (take('T')) {
+        shift = 40;
+    }
+    if (shift > 0) {
+        take('I');
+    }
+    take('B');
+    if (!unit.empty() || value > (std::numeric_limits<std::uint64_t>::max() >> shift)) {
+        throw refuse();
+    }
+    value <<= shift;
+    if (value < row.minimum || value > row.maximum) {
+        throw refuse();
+    }
+    return value;
+}
+
 std::vector<std::string> parse_words(std::string_view text) {
     std::vector<std::string> words;
     std::size_t start = 0;
@@ -93,6 +145,9 @@ void read_setting(const SettingRow &row, std::string_view text, XapsSettings &se
                 out = parse_boolean(row, text);
             } else if constexpr (std::is_same_v<Value, std::optional<int>>) {
                 out = static_cast<int>(parse_number(row, text));
+            } else if constexpr (std::is_same_v<Value, std::uint64_t>) {
+                out =
+                    row.type == SettingType::size ? parse_size(row, text) : parse_number(row, text);
             } else if constexpr (std::is_integral_v<Value>) {
                 out = static_cast<Value>(parse_number(row, text));
             } else {

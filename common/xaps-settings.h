@@ -25,6 +25,7 @@ struct XapsSettings {
     std::string admin_socket_path; // admin listener: LIST, PURGE, STATUS, TEST, IMPORT
     std::string user_lookup;
     std::string db_path;
+    std::uint64_t db_max_size{}; // bytes
 
     std::string apns_host;
     std::uint16_t apns_port{};

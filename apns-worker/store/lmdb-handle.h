@@ -47,9 +47,19 @@ inline ErrorKind error_kind_of(int rc) noexcept {
     }
 }
 
+// MDB_MAP_FULL, apart from the other failures: the store may grow its map
+// and write again.
+class MapFull : public Error {
+public:
+    explicit MapFull(const std::string &message) : Error(ErrorKind::unavailable, message) {}
+};
+
 [[noreturn]] inline void throw_error(int rc, std::string_view path, std::string_view operation) {
     std::string message = "LMDB store ";
     message.append(path).append(": ").append(operation).append(": ").append(mdb_strerror(rc));
+    if (rc == MDB_MAP_FULL) {
+        throw MapFull(message);
+    }
     throw Error(error_kind_of(rc), message);
 }
 

@@ -53,10 +53,18 @@
 // robust writer mutex let the store open cleanly after a crash at any moment.
 // MDB_NOTLS is not set: the worker is single-threaded and never holds two read
 // transactions at once. Stale reader slots of a killed process are cleared
-// with mdb_reader_check() at open. The map size is address space (it counts
-// toward Dovecot's vsz_limit), fixed at open from LmdbStoreOptions::map_size;
-// when it is full, writes (even removals: copy-on-write needs free pages) fail
-// with Error(unavailable) until map_size is raised; reads keep working.
+// with mdb_reader_check() at open.
+//
+// Map size: the map is address space and counts toward Dovecot's vsz_limit
+// (RLIMIT_AS), so it starts small and grows on demand: a write that finds it
+// full (MDB_MAP_FULL) is aborted, the map doubled and the write run again.
+// Growth stops at the map limit: max_map_size, or half of the address space
+// RLIMIT_AS leaves at open (the other half is for the heap, threads and TLS),
+// whichever is smaller. A full map would refuse even removals (copy-on-write
+// needs free pages), so new registrations are refused once the pages in use
+// come within a reserve of the limit; renewals, removals and expiry use the
+// reserve. The first refusal, or growth stopping, is told once through
+// LmdbStoreOptions::log.
 // Measured: 1,000,000 registrations with 5 mailboxes each take ~780 MiB of
 // map, and find_user costs ~4 us whatever the store size.
 
@@ -64,15 +72,20 @@
 #include "registration-rules.h"
 #include "registration-store.h"
 
+#include <sys/resource.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <array>
 #include <cerrno>
 #include <cstring>
+#include <fstream>
+#include <limits>
 #include <optional>
 #include <span>
 #include <tuple>
+#include <type_traits>
 #include <utility>
 
 namespace xaps {
@@ -88,6 +101,61 @@ constexpr std::size_t expire_batch_size = 1000;
 // iOS registers each account again once 23 hours (82,800 s) have passed since
 // its last registration, at its next chance to.
 constexpr std::int64_t ios_reregistration_interval = 82800;
+
+constexpr std::uint64_t mebibyte = std::uint64_t{1} << 20;
+// What new registrations leave free below the map limit, for renewals and
+// removals: 5% of the limit, at least 8 MiB (one expiry batch rewrites a few
+// thousand pages), but at most a quarter of a small limit.
+constexpr std::size_t reserve_floor = std::size_t{8} << 20;
+// Address space a store too large for its limit must still leave the process
+// to open anyway.
+constexpr std::uint64_t heap_headroom = std::uint64_t{64} << 20;
+
+// Rounded up; small sizes that are not whole mebibytes in KiB.
+std::string mebibytes(std::uint64_t bytes) {
+    if (bytes % mebibyte != 0 && bytes < 16 * mebibyte) {
+        return std::to_string((bytes + 1023) / 1024) + " KiB";
+    }
+    return std::to_string((bytes + mebibyte - 1) / mebibyte) + " MiB";
+}
+
+std::size_t page_size() {
+    return static_cast<std::size_t>(::sysconf(_SC_PAGESIZE));
+}
+
+std::size_t round_up(std::size_t bytes, std::size_t unit) {
+    return (bytes + unit - 1) / unit * unit;
+}
+
+std::size_t round_down(std::uint64_t bytes, std::size_t unit) {
+    const std::uint64_t largest = std::numeric_limits<std::size_t>::max();
+    return static_cast<std::size_t>(std::min(bytes, largest) / unit * unit);
+}
+
+// The process's RLIMIT_AS (soft); nullopt when unlimited.
+std::optional<std::uint64_t> address_space_limit() {
+    struct rlimit limit {};
+    if (::getrlimit(RLIMIT_AS, &limit) != 0 || limit.rlim_cur == RLIM_INFINITY) {
+        return std::nullopt;
+    }
+    return limit.rlim_cur;
+}
+
+// The address space the process maps now (VmSize); 0 when /proc cannot say.
+std::uint64_t mapped_address_space() {
+    std::ifstream statm("/proc/self/statm");
+    std::uint64_t pages = 0;
+    statm >> pages;
+    return statm ? pages * page_size() : 0;
+}
+
+// A write that needed more pages than the map, at its limit, has free. A
+// removal that large is done in smaller transactions: each frees pages for
+// the next.
+class MapAtLimit : public Error {
+public:
+    explicit MapAtLimit(const std::string &message) : Error(ErrorKind::unavailable, message) {}
+};
 
 std::string user_prefix(std::string_view lower_user) {
     std::string prefix(lower_user);
@@ -336,31 +404,60 @@ class LmdbRegistrationStore final : public RegistrationStore {
 public:
     explicit LmdbRegistrationStore(const LmdbStoreOptions &options)
         : path_(options.path), ttl_(options.ttl.count()),
-          max_devices_per_user_(options.max_devices_per_user) {
+          max_devices_per_user_(options.max_devices_per_user), log_(options.log) {
         make_directory(path_);
-        env_ = lmdb::Env::create(path_);
-        lmdb::check(mdb_env_set_maxdbs(env_.get(), 4), path_, "mdb_env_set_maxdbs");
-        lmdb::check(mdb_env_set_mapsize(env_.get(), options.map_size), path_,
-                    "mdb_env_set_mapsize");
-        lmdb::check(mdb_env_open(env_.get(), path_.c_str(), 0, 0600), path_, "mdb_env_open");
-        int dead_readers = 0;
-        lmdb::check(mdb_reader_check(env_.get(), &dead_readers), path_, "mdb_reader_check");
-        max_key_size_ = static_cast<std::size_t>(mdb_env_get_maxkeysize(env_.get()));
+        const std::size_t page = page_size();
+        const std::size_t data_size = round_up(data_file_size(), page);
+        const std::optional<std::uint64_t> limit = address_space_limit();
+        const std::uint64_t in_use = mapped_address_space();
+        const std::uint64_t left = limit && *limit > in_use ? *limit - in_use : 0;
 
-        auto txn = lmdb::Txn::begin(env_.get(), 0, path_);
-        meta_ = open_db(txn, "meta", 0);
-        registrations_ = open_db(txn, "registrations", 0);
-        by_token_ = open_db(txn, "by_token", MDB_DUPSORT);
-        by_last_seen_ = open_db(txn, "by_last_seen", MDB_DUPSORT);
-        check_schema(txn);
-        txn.commit(path_);
+        std::size_t map_limit = std::max(round_down(options.max_map_size, page), page);
+        std::string reason = "set by xaps_db_max_size: raise it";
+        if (limit && left / 2 < map_limit) {
+            map_limit = round_down(left / 2, page);
+            reason = "half of the address space the process's limit of " + mebibytes(*limit) +
+                     " left at start: raise service xaps { vsz_limit }";
+        }
+        if (data_size > map_limit) {
+            // Written under a larger limit: it opens, without room to grow,
+            // as long as the address space holds it and a heap.
+            if (limit && data_size + heap_headroom > left) {
+                const std::uint64_t needed = in_use + 2 * std::uint64_t{data_size};
+                throw Error(
+                    ErrorKind::config,
+                    "LMDB store " + path_ + ": its data file needs " + mebibytes(data_size) +
+                        " of address space and the process's limit of " + mebibytes(*limit) +
+                        " leaves " + mebibytes(left) +
+                        ": raise service xaps { vsz_limit } to at least " +
+                        std::to_string((needed + 64 * mebibyte - 1) / (64 * mebibyte) * 64) + "M");
+            }
+            map_limit = data_size;
+        }
+        if (map_limit < page * 16) {
+            throw Error(ErrorKind::config, "LMDB store " + path_ +
+                                               ": the process's address-space limit of " +
+                                               mebibytes(limit.value_or(0)) +
+                                               " leaves no room for its map: raise "
+                                               "service xaps { vsz_limit }");
+        }
+        set_map_limit(map_limit, std::move(reason));
+        map_size_ =
+            std::min(std::max(round_up(options.initial_map_size, page), data_size), map_limit_);
+        open_environment();
     }
 
     void put(const Registration &registration, std::int64_t now) override {
         PreparedPut prepared = prepare_put(registration);
-        auto txn = lmdb::Txn::begin(env_.get(), 0, path_);
-        put_in(txn, registration, prepared, now);
-        txn.commit(path_);
+        with_growth([&] {
+            const bool room = room_for_new_registrations();
+            auto txn = lmdb::Txn::begin(env_.get(), 0, path_);
+            if (!room && !lmdb::get(txn, registrations_, prepared.key, path_)) {
+                throw store_full_error();
+            }
+            put_in(txn, registration, prepared, now);
+            txn.commit(path_);
+        });
     }
 
     std::vector<std::optional<Error>> put_batch(std::span<const Registration> registrations,
@@ -379,11 +476,19 @@ public:
             return results;
         }
         try {
-            auto txn = lmdb::Txn::begin(env_.get(), 0, path_);
-            for (const auto &[index, prepared] : valid) {
-                put_in(txn, registrations[index], prepared, now);
-            }
-            txn.commit(path_);
+            with_growth([&] {
+                const bool room = room_for_new_registrations();
+                auto txn = lmdb::Txn::begin(env_.get(), 0, path_);
+                for (const auto &[index, prepared] : valid) {
+                    if (!room && !lmdb::get(txn, registrations_, prepared.key, path_)) {
+                        results[index] = store_full_error();
+                        continue;
+                    }
+                    results[index].reset();
+                    put_in(txn, registrations[index], prepared, now);
+                }
+                txn.commit(path_);
+            });
         } catch (const Error &error) {
             for (const auto &entry : valid) {
                 results[entry.first] = error;
@@ -449,16 +554,22 @@ public:
             primary_key(lower_user, registration.account_id, registration.device_token);
         check_key_size(key);
 
-        auto txn = lmdb::Txn::begin(env_.get(), 0, path_);
-        if (lmdb::get(txn, registrations_, key, path_)) {
-            return false;
-        }
-        lmdb::put(txn, registrations_, key, encode_record(registration, lower_user), 0, path_);
-        lmdb::put(txn, by_token_, registration.device_token, token_owner(key, path_), 0, path_);
-        lmdb::put(txn, by_last_seen_, time_key(registration.last_seen), key, 0, path_);
-        evict_beyond_cap(txn, lower_user, key);
-        txn.commit(path_);
-        return true;
+        return with_growth([&] {
+            const bool room = room_for_new_registrations();
+            auto txn = lmdb::Txn::begin(env_.get(), 0, path_);
+            if (lmdb::get(txn, registrations_, key, path_)) {
+                return false;
+            }
+            if (!room) {
+                throw store_full_error();
+            }
+            lmdb::put(txn, registrations_, key, encode_record(registration, lower_user), 0, path_);
+            lmdb::put(txn, by_token_, registration.device_token, token_owner(key, path_), 0, path_);
+            lmdb::put(txn, by_last_seen_, time_key(registration.last_seen), key, 0, path_);
+            evict_beyond_cap(txn, lower_user, key);
+            txn.commit(path_);
+            return true;
+        });
     }
 
     std::vector<Registration> find_user(std::string_view user, std::int64_t now) override {
@@ -515,32 +626,50 @@ public:
     }
 
     std::size_t remove_user(std::string_view user) override {
-        auto txn = lmdb::Txn::begin(env_.get(), 0, path_);
-        std::vector<std::pair<std::string, std::int64_t>> doomed;
-        for_each_of_user(txn, lower_ascii(user), [&](std::string_view key, std::string_view value) {
-            doomed.emplace_back(key, record_last_seen(value, path_));
+        return with_growth([&] {
+            auto txn = lmdb::Txn::begin(env_.get(), 0, path_);
+            std::vector<std::pair<std::string, std::int64_t>> doomed;
+            for_each_of_user(txn, lower_ascii(user),
+                             [&](std::string_view key, std::string_view value) {
+                                 doomed.emplace_back(key, record_last_seen(value, path_));
+                             });
+            for (const auto &[key, last_seen] : doomed) {
+                remove_entries(txn, key, last_seen);
+            }
+            txn.commit(path_);
+            return doomed.size();
         });
-        for (const auto &[key, last_seen] : doomed) {
-            remove_entries(txn, key, last_seen);
-        }
-        txn.commit(path_);
-        return doomed.size();
     }
 
     std::size_t remove_gone_tokens(std::span<const GoneToken> tokens) override {
         if (tokens.empty()) {
             return 0;
         }
-        auto txn = lmdb::Txn::begin(env_.get(), 0, path_);
-        std::size_t removed = 0;
-        for (const GoneToken &gone : tokens) {
-            removed += remove_token_in(txn, gone.device_token,
-                                       [&gone](std::string_view, std::int64_t last_seen) {
-                                           return !gone.since || last_seen <= *gone.since;
-                                       });
+        try {
+            return remove_gone_tokens_at_once(tokens);
+        } catch (const MapAtLimit &) {
+            if (tokens.size() == 1) {
+                throw;
+            }
+            const std::size_t half = tokens.size() / 2;
+            return remove_gone_tokens(tokens.first(half)) +
+                   remove_gone_tokens(tokens.subspan(half));
         }
-        txn.commit(path_);
-        return removed;
+    }
+
+    std::size_t remove_gone_tokens_at_once(std::span<const GoneToken> tokens) {
+        return with_growth([&] {
+            auto txn = lmdb::Txn::begin(env_.get(), 0, path_);
+            std::size_t removed = 0;
+            for (const GoneToken &gone : tokens) {
+                removed += remove_token_in(txn, gone.device_token,
+                                           [&gone](std::string_view, std::int64_t last_seen) {
+                                               return !gone.since || last_seen <= *gone.since;
+                                           });
+            }
+            txn.commit(path_);
+            return removed;
+        });
     }
 
     std::size_t remove_token(std::string_view device_token) override {
@@ -555,47 +684,216 @@ public:
     }
 
     std::size_t remove_all() override {
-        auto txn = lmdb::Txn::begin(env_.get(), 0, path_);
-        MDB_stat stat{};
-        lmdb::check(mdb_stat(txn.get(), registrations_, &stat), path_, "mdb_stat");
-        for (MDB_dbi dbi : {registrations_, by_token_, by_last_seen_}) {
-            lmdb::check(mdb_drop(txn.get(), dbi, 0), path_, "mdb_drop");
-        }
-        txn.commit(path_);
-        return stat.ms_entries;
+        return with_growth([&] {
+            auto txn = lmdb::Txn::begin(env_.get(), 0, path_);
+            MDB_stat stat{};
+            lmdb::check(mdb_stat(txn.get(), registrations_, &stat), path_, "mdb_stat");
+            for (MDB_dbi dbi : {registrations_, by_token_, by_last_seen_}) {
+                lmdb::check(mdb_drop(txn.get(), dbi, 0), path_, "mdb_drop");
+            }
+            txn.commit(path_);
+            return static_cast<std::size_t>(stat.ms_entries);
+        });
     }
 
     std::size_t expire(std::int64_t now) override {
         std::size_t removed = 0;
+        std::size_t batch_size = expire_batch_size;
         for (;;) {
-            auto txn = lmdb::Txn::begin(env_.get(), 0, path_);
-            std::vector<std::pair<std::string, std::int64_t>> doomed;
-            {
-                auto cursor = lmdb::Cursor::open(txn, by_last_seen_, path_);
-                MDB_val time{};
-                MDB_val key{};
-                for (bool more = cursor.get(time, key, MDB_FIRST, path_);
-                     more && doomed.size() < expire_batch_size;
-                     more = cursor.get(time, key, MDB_NEXT, path_)) {
-                    std::int64_t last_seen = time_from_key(lmdb::to_view(time));
-                    if (!expired(last_seen, now)) {
-                        break;
-                    }
-                    doomed.emplace_back(lmdb::to_view(key), last_seen);
+            std::size_t batch = 0;
+            try {
+                batch = with_growth([&] { return expire_batch(now, batch_size); });
+            } catch (const MapAtLimit &) {
+                if (batch_size == 1) {
+                    throw;
                 }
+                batch_size /= 2;
+                continue;
             }
-            for (const auto &[key, last_seen] : doomed) {
-                remove_entries(txn, key, last_seen);
-            }
-            txn.commit(path_);
-            removed += doomed.size();
-            if (doomed.size() < expire_batch_size) {
+            removed += batch;
+            if (batch < batch_size) {
                 return removed;
             }
         }
     }
 
 private:
+    // Removes up to batch_size expired registrations in one commit.
+    std::size_t expire_batch(std::int64_t now, std::size_t batch_size) {
+        auto txn = lmdb::Txn::begin(env_.get(), 0, path_);
+        std::vector<std::pair<std::string, std::int64_t>> doomed;
+        {
+            auto cursor = lmdb::Cursor::open(txn, by_last_seen_, path_);
+            MDB_val time{};
+            MDB_val key{};
+            for (bool more = cursor.get(time, key, MDB_FIRST, path_);
+                 more && doomed.size() < batch_size;
+                 more = cursor.get(time, key, MDB_NEXT, path_)) {
+                std::int64_t last_seen = time_from_key(lmdb::to_view(time));
+                if (!expired(last_seen, now)) {
+                    break;
+                }
+                doomed.emplace_back(lmdb::to_view(key), last_seen);
+            }
+        }
+        for (const auto &[key, last_seen] : doomed) {
+            remove_entries(txn, key, last_seen);
+        }
+        txn.commit(path_);
+        return doomed.size();
+    }
+
+    std::size_t data_file_size() const {
+        struct stat data {};
+        if (::stat((path_ + "/data.mdb").c_str(), &data) != 0) {
+            return 0; // a new store
+        }
+        return static_cast<std::size_t>(data.st_size);
+    }
+
+    void set_map_limit(std::size_t bytes, std::string reason) {
+        map_limit_ = bytes;
+        limit_reason_ = std::move(reason);
+        const std::size_t reserve = std::min(std::max(bytes / 20, reserve_floor), bytes / 4);
+        insert_limit_ = bytes - reserve;
+    }
+
+    // At map_size_. Also after a failed resize, which leaves LMDB's
+    // environment without a map.
+    void open_environment() {
+        env_ = lmdb::Env(); // closed before it is opened again: one per process
+        env_ = lmdb::Env::create(path_);
+        lmdb::check(mdb_env_set_maxdbs(env_.get(), 4), path_, "mdb_env_set_maxdbs");
+        lmdb::check(mdb_env_set_mapsize(env_.get(), map_size_), path_, "mdb_env_set_mapsize");
+        if (int rc = mdb_env_open(env_.get(), path_.c_str(), 0, 0600); rc == ENOMEM) {
+            throw Error(ErrorKind::config, "LMDB store " + path_ + ": cannot map " +
+                                               mebibytes(map_size_) +
+                                               " of address space: raise service xaps { "
+                                               "vsz_limit }");
+        } else {
+            lmdb::check(rc, path_, "mdb_env_open");
+        }
+        int dead_readers = 0;
+        lmdb::check(mdb_reader_check(env_.get(), &dead_readers), path_, "mdb_reader_check");
+        max_key_size_ = static_cast<std::size_t>(mdb_env_get_maxkeysize(env_.get()));
+
+        auto txn = lmdb::Txn::begin(env_.get(), 0, path_);
+        meta_ = open_db(txn, "meta", 0);
+        registrations_ = open_db(txn, "registrations", 0);
+        by_token_ = open_db(txn, "by_token", MDB_DUPSORT);
+        by_last_seen_ = open_db(txn, "by_last_seen", MDB_DUPSORT);
+        check_schema(txn);
+        txn.commit(path_);
+    }
+
+    // Runs `write`, which begins and commits its own transaction, again each
+    // time the map was full and could grow. LMDB resizes the map only while
+    // the process has no transaction: `write`'s was aborted as it threw.
+    template <typename Write> std::invoke_result_t<Write &> with_growth(Write write) {
+        for (;;) {
+            try {
+                return write();
+            } catch (const lmdb::MapFull &full) {
+                if (!grow()) {
+                    warn_full();
+                    throw MapAtLimit(std::string(full.what()) + " at the map's limit of " +
+                                     mebibytes(map_limit_) + " (" + limit_reason_ + ")");
+                }
+            }
+        }
+    }
+
+    // Doubles the map, up to its limit. False when it cannot grow.
+    bool grow() {
+        if (map_size_ >= map_limit_) {
+            return false;
+        }
+        const std::size_t page = page_size();
+        std::size_t next = std::min(map_limit_, map_size_ * 2);
+        if (const std::optional<std::uint64_t> limit = address_space_limit()) {
+            // Heap and threads may have taken more since the open. LMDB
+            // unmaps the old map before it maps the new one.
+            const std::uint64_t mapped = mapped_address_space();
+            const std::uint64_t others = mapped > map_size_ ? mapped - map_size_ : 0;
+            const std::size_t room = *limit > others ? round_down(*limit - others, page) : 0;
+            if (room / 2 < next) {
+                next = std::max(round_down(room / 2, page), map_size_);
+                if (next == map_size_) {
+                    set_map_limit(map_size_, "half of the address space the process's limit of " +
+                                                 mebibytes(*limit) +
+                                                 " leaves: raise service xaps { vsz_limit }");
+                    return false;
+                }
+            }
+        }
+        if (int rc = mdb_env_set_mapsize(env_.get(), next); rc != MDB_SUCCESS) {
+            set_map_limit(map_size_, "mapping " + mebibytes(next) + " failed: " + mdb_strerror(rc) +
+                                         "; raise service xaps { vsz_limit }");
+            open_environment();
+            return false;
+        }
+        map_size_ = next;
+        return true;
+    }
+
+    // Whether new registrations may take pages: those in use (up to the
+    // high-water mark, less the free list) are below the limit less the
+    // reserve.
+    bool room_for_new_registrations() {
+        MDB_envinfo info{};
+        lmdb::check(mdb_env_info(env_.get(), &info), path_, "mdb_env_info");
+        MDB_stat stat{};
+        lmdb::check(mdb_env_stat(env_.get(), &stat), path_, "mdb_env_stat");
+        std::size_t used = (static_cast<std::size_t>(info.me_last_pgno) + 1) * stat.ms_psize;
+        if (used <= insert_limit_) {
+            return true;
+        }
+        used -= std::min(used, free_pages() * stat.ms_psize);
+        if (used <= insert_limit_) {
+            return true;
+        }
+        warn_full();
+        return false;
+    }
+
+    // Pages on LMDB's free list (database 0): each record holds a count and
+    // that many page numbers.
+    std::size_t free_pages() {
+        auto txn = lmdb::Txn::begin(env_.get(), MDB_RDONLY, path_);
+        auto cursor = lmdb::Cursor::open(txn, 0, path_);
+        MDB_val key{};
+        MDB_val value{};
+        std::size_t pages = 0;
+        for (bool more = cursor.get(key, value, MDB_FIRST, path_); more;
+             more = cursor.get(key, value, MDB_NEXT, path_)) {
+            std::size_t count = 0;
+            if (value.mv_size >= sizeof count) {
+                std::memcpy(&count, value.mv_data, sizeof count);
+            }
+            pages += count;
+        }
+        return pages;
+    }
+
+    Error store_full_error() const {
+        return Error(ErrorKind::unavailable,
+                     "registration store full: " + path_ + " is within " +
+                         mebibytes(map_limit_ - insert_limit_) + " of its limit of " +
+                         mebibytes(map_limit_) + " (" + limit_reason_ +
+                         "); new devices are refused to keep room for renewals and removals");
+    }
+
+    void warn_full() {
+        if (warned_full_ || !log_) {
+            return;
+        }
+        warned_full_ = true;
+        log_(LogLevel::warning,
+             "registration store " + path_ + " is full at its limit of " + mebibytes(map_limit_) +
+                 " (" + limit_reason_ +
+                 "): new devices are refused from now on; registered ones keep working");
+    }
+
     MDB_dbi open_db(const lmdb::Txn &txn, const char *name, unsigned flags) {
         MDB_dbi dbi = 0;
         lmdb::check(mdb_dbi_open(txn.get(), name, flags | MDB_CREATE, &dbi), path_,
@@ -669,10 +967,12 @@ private:
 
     template <typename ShouldRemove>
     std::size_t remove_token_if(std::string_view device_token, ShouldRemove should_remove) {
-        auto txn = lmdb::Txn::begin(env_.get(), 0, path_);
-        std::size_t removed = remove_token_in(txn, device_token, should_remove);
-        txn.commit(path_);
-        return removed;
+        return with_growth([&] {
+            auto txn = lmdb::Txn::begin(env_.get(), 0, path_);
+            std::size_t removed = remove_token_in(txn, device_token, should_remove);
+            txn.commit(path_);
+            return removed;
+        });
     }
 
     // Removes the token's registrations for which should_remove(owner,
@@ -749,6 +1049,13 @@ private:
     std::string path_;
     std::int64_t ttl_;
     std::size_t max_devices_per_user_;
+    LogSink log_;
+    std::size_t map_size_ = 0;  // bytes mapped now
+    std::size_t map_limit_ = 0; // bytes the map may grow to
+    std::string limit_reason_;  // what sets map_limit_ and how to raise it
+    // New registrations are refused when more than this is in use.
+    std::size_t insert_limit_ = 0;
+    bool warned_full_ = false;
     lmdb::Env env_;
     std::size_t max_key_size_ = 0;
     MDB_dbi meta_ = 0;

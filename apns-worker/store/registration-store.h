@@ -3,6 +3,7 @@
 // be added behind this interface without touching the rest.
 #pragma once
 
+#include "log-sink.h"
 #include "registration.h"
 #include "xaps-error.h"
 #include "xaps-settings.h"
@@ -28,7 +29,9 @@ public:
     // its registered_at; last_seen becomes `now`, and registered_at too when
     // new. Evicts the user's least recently seen registration beyond the
     // per-user cap. Durable (synced to disk) when it returns; throws
-    // Error(unavailable) when it cannot be made durable.
+    // Error(unavailable) when it cannot be made durable, and for a new
+    // registration (not a renewal) when the store is nearly full: the space
+    // left is kept for renewals and removals.
     //
     // Retires the user's rows for the same device token under another
     // account id that were last seen 23 h (82,800 s) or more before `now`.
@@ -117,19 +120,28 @@ public:
 };
 
 struct LmdbStoreOptions {
-    // The settings' values for the store; map_size keeps its default.
+    // The settings' values for the store.
     static LmdbStoreOptions from(const XapsSettings &settings) {
         LmdbStoreOptions options;
         options.path = settings.db_path;
+        options.max_map_size = static_cast<std::size_t>(settings.db_max_size);
         options.ttl = settings.registration_ttl;
         options.max_devices_per_user = settings.max_devices_per_user;
         return options;
     }
 
-    std::string path;                            // a directory; xaps_db_path
-    std::size_t map_size = std::size_t{1} << 30; // bytes of address space
-    std::chrono::seconds ttl{};                  // xaps_registration_ttl
-    std::size_t max_devices_per_user{};          // xaps_max_devices_per_user; 0: no cap
+    std::string path; // a directory; xaps_db_path
+    // The memory map is address space: it counts toward the process's
+    // RLIMIT_AS (Dovecot's vsz_limit). It starts at initial_map_size, or at
+    // the data file's size when that is larger, and doubles whenever a write
+    // finds it full, up to max_map_size or half of the address space the
+    // limit leaves at open, whichever is smaller.
+    std::size_t initial_map_size = std::size_t{64} << 20;
+    std::size_t max_map_size = std::size_t{16} << 30; // xaps_db_max_size
+    std::chrono::seconds ttl{};                       // xaps_registration_ttl
+    std::size_t max_devices_per_user{};               // xaps_max_devices_per_user; 0: no cap
+    // Hears, once, a warning naming the limit when the map stops growing.
+    LogSink log;
 };
 
 // Opens (creating if needed) the store at options.path. Throws Error(config)

@@ -6,10 +6,12 @@
 #include <gtest/gtest.h>
 
 #include <signal.h>
+#include <sys/resource.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
 #include <algorithm>
+#include <cstdio>
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
@@ -462,7 +464,8 @@ TEST(LmdbStore, PutBatchIsAllOrNothingWhenTheCommitFails) {
     LmdbStoreOptions opts = LmdbStoreOptions::from(xaps::default_xaps_settings());
     opts.path = dir.path();
     opts.max_devices_per_user = 0;
-    opts.map_size = 256 * 1024;
+    opts.initial_map_size = 256 * 1024;
+    opts.max_map_size = 256 * 1024;
     auto store = xaps::open_lmdb_store(opts);
     store->put(make_registration("before", "a", "t"), 1);
     std::vector<Registration> batch;
@@ -486,12 +489,13 @@ TEST(LmdbStore, PutBatchIsAllOrNothingWhenTheCommitFails) {
     EXPECT_EQ(store->size(), 2u);
 }
 
-TEST(LmdbStore, FullMapIsUnavailableAndKeepsWhatWasStored) {
+TEST(LmdbStore, AFullStoreRefusesNewDevicesAndKeepsWhatWasStored) {
     TempDir dir(TempDir::memory_base());
     LmdbStoreOptions opts = LmdbStoreOptions::from(xaps::default_xaps_settings());
     opts.path = dir.path();
     opts.max_devices_per_user = 0;
-    opts.map_size = 256 * 1024;
+    opts.initial_map_size = 1024 * 1024;
+    opts.max_map_size = 1024 * 1024;
     auto store = xaps::open_lmdb_store(opts);
     std::size_t stored = 0;
     try {
@@ -504,20 +508,326 @@ TEST(LmdbStore, FullMapIsUnavailableAndKeepsWhatWasStored) {
     } catch (const xaps::Error &error) {
         EXPECT_EQ(error.kind(), ErrorKind::unavailable);
         EXPECT_NE(std::string(error.what()).find(opts.path), std::string::npos) << error.what();
-        EXPECT_NE(std::string(error.what()).find("MDB_MAP_FULL"), std::string::npos)
+        EXPECT_NE(std::string(error.what()).find("registration store full"), std::string::npos)
             << error.what();
     }
     EXPECT_GT(stored, 0u);
     EXPECT_EQ(store->size(), stored);
     EXPECT_EQ(store->find_user("user0", 1).size(), 1u);
-    // A full map may refuse even removals (copy-on-write needs free pages);
-    // the remedy is a larger map_size, which an existing store accepts.
+    // The reserve is for renewals and removals.
+    store->put(make_registration("user0", "a", std::string(64, 'f'),
+                                 std::vector<std::string>(20, "mailbox")),
+               2);
+    EXPECT_EQ(store->find_user("user0", 2).at(0).last_seen, 2);
+    EXPECT_EQ(store->remove_user("user1"), 1u);
+    // A larger limit takes effect on an existing store.
     store.reset();
-    opts.map_size *= 4;
+    opts.max_map_size *= 4;
     store = xaps::open_lmdb_store(opts);
-    EXPECT_EQ(store->size(), stored);
+    EXPECT_EQ(store->size(), stored - 1);
     store->put(make_registration("again", "a", "t"), 2);
+    EXPECT_EQ(store->size(), stored);
+}
+
+// 64 hex digits, distinct for each id.
+std::string token_of(std::size_t id) {
+    std::string digits = std::to_string(id);
+    return std::string(64 - digits.size(), '0') + digits;
+}
+
+Registration numbered_registration(std::size_t id, std::size_t mailboxes = 20,
+                                   std::size_t mailbox_length = 7) {
+    return make_registration("user" + std::to_string(id), "acct", token_of(id),
+                             std::vector<std::string>(mailboxes, std::string(mailbox_length, 'm')));
+}
+
+std::size_t data_file_size(const std::string &store_path) {
+    return static_cast<std::size_t>(std::filesystem::file_size(store_path + "/data.mdb"));
+}
+
+struct RecordedLog {
+    std::vector<std::pair<xaps::LogLevel, std::string>> lines;
+    xaps::LogSink sink() {
+        return [this](xaps::LogLevel level, std::string_view message) {
+            lines.emplace_back(level, message);
+        };
+    }
+};
+
+constexpr std::size_t mebibyte = 1024 * 1024;
+
+TEST(LmdbStore, TheMapGrowsOnDemandAndAReopenKeepsEveryRegistration) {
+    TempDir dir(TempDir::memory_base());
+    LmdbStoreOptions opts = LmdbStoreOptions::from(xaps::default_xaps_settings());
+    opts.path = dir.path();
+    opts.max_devices_per_user = 0;
+    opts.initial_map_size = 1 * mebibyte;
+    opts.max_map_size = 16 * mebibyte;
+    RecordedLog log;
+    opts.log = log.sink();
+    std::size_t stored = 0;
+    {
+        auto store = xaps::open_lmdb_store(opts);
+        // Four times the first map: it has doubled at least twice.
+        while (data_file_size(opts.path) < 4 * mebibyte) {
+            std::vector<Registration> batch;
+            for (std::size_t i = 0; i < 200; ++i) {
+                batch.push_back(numbered_registration(stored + i));
+            }
+            for (const auto &result : store->put_batch(batch, 1)) {
+                ASSERT_FALSE(result.has_value()) << result->what();
+            }
+            stored += batch.size();
+            ASSERT_LT(stored, 100000u) << "the data file does not grow";
+        }
+        store->put(numbered_registration(stored), 1);
+        ++stored;
+        EXPECT_EQ(store->size(), stored);
+    }
+    EXPECT_TRUE(log.lines.empty());
+    auto store = xaps::open_lmdb_store(opts);
+    ASSERT_EQ(store->size(), stored);
+    for (std::size_t id = 0; id < stored; ++id) {
+        auto found = store->find_user("user" + std::to_string(id), 1);
+        ASSERT_EQ(found.size(), 1u) << id;
+        ASSERT_EQ(found[0].device_token, token_of(id));
+    }
+    store->put(numbered_registration(stored), 2);
     EXPECT_EQ(store->size(), stored + 1);
+}
+
+TEST(LmdbStore, NearItsLimitTheStoreRefusesNewDevicesOnlyAndWarnsOnce) {
+    TempDir dir(TempDir::memory_base());
+    LmdbStoreOptions opts = LmdbStoreOptions::from(xaps::default_xaps_settings());
+    opts.path = dir.path();
+    opts.max_devices_per_user = 0;
+    opts.ttl = std::chrono::seconds(100);
+    opts.initial_map_size = 1 * mebibyte;
+    opts.max_map_size = 8 * mebibyte;
+    RecordedLog log;
+    opts.log = log.sink();
+    auto store = xaps::open_lmdb_store(opts);
+
+    std::size_t stored = 0;
+    std::optional<xaps::Error> refusal;
+    while (!refusal) {
+        std::vector<Registration> batch;
+        for (std::size_t i = 0; i < 100; ++i) {
+            batch.push_back(numbered_registration(stored + i));
+        }
+        const auto results = store->put_batch(batch, 1000);
+        for (const auto &result : results) {
+            if (result) {
+                refusal = result;
+                break;
+            }
+            ++stored;
+        }
+        ASSERT_LT(stored, 100000u) << "never refused";
+    }
+    EXPECT_EQ(refusal->kind(), ErrorKind::unavailable);
+    const std::string refused = refusal->what();
+    EXPECT_NE(refused.find("registration store full"), std::string::npos) << refused;
+    EXPECT_NE(refused.find("xaps_db_max_size"), std::string::npos) << refused;
+    EXPECT_EQ(store->size(), stored);
+    // The refusal leaves room: the map never reached its limit.
+    EXPECT_LE(data_file_size(opts.path), 8 * mebibyte);
+
+    for (int attempt = 0; attempt < 3; ++attempt) {
+        EXPECT_EQ(error_kind_of([&] { store->put(numbered_registration(stored + 1), 1001); }),
+                  ErrorKind::unavailable);
+        EXPECT_FALSE(store->import(numbered_registration(0)));
+        EXPECT_EQ(error_kind_of([&] { store->import(numbered_registration(stored + 2)); }),
+                  ErrorKind::unavailable);
+    }
+    // Renewals of every stored registration, in batches as the worker
+    // commits them.
+    for (std::size_t first = 0; first < stored; first += 100) {
+        std::vector<Registration> batch;
+        for (std::size_t id = first; id < std::min(first + 100, stored); ++id) {
+            batch.push_back(numbered_registration(id));
+        }
+        for (const auto &result : store->put_batch(batch, 1050)) {
+            ASSERT_FALSE(result.has_value()) << result->what();
+        }
+    }
+    EXPECT_EQ(store->find_user("user0", 1050).at(0).last_seen, 1050);
+    EXPECT_EQ(store->remove_token(token_of(1)), 1u);
+    EXPECT_EQ(store->remove_user("user2"), 1u);
+    std::vector<xaps::RegistrationStore::GoneToken> gone;
+    for (std::size_t id = 3; id < stored / 2; ++id) {
+        gone.push_back({token_of(id), std::nullopt});
+    }
+    EXPECT_EQ(store->remove_gone_tokens(gone), gone.size());
+
+    ASSERT_EQ(log.lines.size(), 1u);
+    EXPECT_EQ(log.lines[0].first, xaps::LogLevel::warning);
+    EXPECT_NE(log.lines[0].second.find("xaps_db_max_size"), std::string::npos)
+        << log.lines[0].second;
+    EXPECT_NE(log.lines[0].second.find("8 MiB"), std::string::npos) << log.lines[0].second;
+
+    // What the removals freed takes new devices again.
+    store->put(numbered_registration(stored + 1), 1100);
+    EXPECT_EQ(store->size(), stored - 2 - gone.size() + 1);
+    // Expiry needs pages too.
+    const std::size_t before_expiry = store->size();
+    EXPECT_EQ(store->expire(1100 + 100 - 1), before_expiry - 1);
+    EXPECT_EQ(store->size(), 1u);
+}
+
+TEST(LmdbStore, AStoreLargerThanItsLimitOpensAndRefusesOnlyNewDevices) {
+    TempDir dir(TempDir::memory_base());
+    LmdbStoreOptions opts = LmdbStoreOptions::from(xaps::default_xaps_settings());
+    opts.path = dir.path();
+    opts.max_devices_per_user = 0;
+    opts.initial_map_size = 1 * mebibyte;
+    std::size_t stored = 0;
+    {
+        auto store = xaps::open_lmdb_store(opts);
+        while (data_file_size(opts.path) < 3 * mebibyte) {
+            std::vector<Registration> batch;
+            for (std::size_t i = 0; i < 200; ++i) {
+                batch.push_back(numbered_registration(stored + i));
+            }
+            for (const auto &result : store->put_batch(batch, 1)) {
+                ASSERT_FALSE(result.has_value()) << result->what();
+            }
+            stored += batch.size();
+        }
+    }
+    opts.max_map_size = 1 * mebibyte;
+    auto store = xaps::open_lmdb_store(opts);
+    EXPECT_EQ(store->size(), stored);
+    EXPECT_EQ(error_kind_of([&] { store->put(numbered_registration(stored), 2); }),
+              ErrorKind::unavailable);
+    store->put(numbered_registration(0), 2);
+    EXPECT_EQ(store->find_user("user0", 2).at(0).last_seen, 2);
+    EXPECT_EQ(store->remove_token(token_of(1)), 1u);
+    EXPECT_EQ(store->size(), stored - 1);
+}
+
+#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
+#define XAPS_TEST_UNDER_SANITIZER 1
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer) || __has_feature(thread_sanitizer)
+#define XAPS_TEST_UNDER_SANITIZER 1
+#endif
+#endif
+
+// Runs `body` in a child process whose address space is limited to
+// `limit` bytes, as Dovecot's vsz_limit limits the worker's; the child's
+// failures come back as its stderr and exit status.
+void in_child_limited_to(std::uint64_t limit, const std::function<void()> &body) {
+#ifdef XAPS_TEST_UNDER_SANITIZER
+    GTEST_SKIP() << "a sanitizer reserves terabytes of address space: no RLIMIT_AS fits it";
+#endif
+    pid_t pid = ::fork();
+    ASSERT_GE(pid, 0);
+    if (pid == 0) {
+        struct rlimit rlimit {
+            limit, limit
+        };
+        if (::setrlimit(RLIMIT_AS, &rlimit) != 0) {
+            std::perror("setrlimit");
+            ::_exit(2);
+        }
+        try {
+            body();
+        } catch (const std::exception &e) {
+            std::fprintf(stderr, "child: %s\n", e.what());
+            ::_exit(1);
+        }
+        ::_exit(::testing::Test::HasFailure() ? 1 : 0);
+    }
+    int status = 0;
+    ASSERT_EQ(::waitpid(pid, &status, 0), pid);
+    ASSERT_TRUE(WIFEXITED(status)) << "child killed by signal " << WTERMSIG(status);
+    EXPECT_EQ(WEXITSTATUS(status), 0) << "see the child's output above";
+}
+
+// Dovecot's default vsz_limit.
+constexpr std::uint64_t default_vsz_limit = 256 * mebibyte;
+
+TEST(LmdbStore, OpensAndFillsUpUnderTheDefaultVszLimit) {
+    TempDir dir(TempDir::memory_base());
+    in_child_limited_to(default_vsz_limit, [&] {
+        LmdbStoreOptions opts = LmdbStoreOptions::from(xaps::default_xaps_settings());
+        opts.path = dir.path();
+        opts.max_devices_per_user = 0;
+        RecordedLog log;
+        opts.log = log.sink();
+        auto store = xaps::open_lmdb_store(opts);
+        // ~10 KiB each: a few overflow pages, so the map fills fast.
+        std::size_t stored = 0;
+        std::optional<xaps::Error> refusal;
+        while (!refusal && stored < 100000) {
+            std::vector<Registration> batch;
+            for (std::size_t i = 0; i < 100; ++i) {
+                batch.push_back(numbered_registration(stored + i, 40, 240));
+            }
+            for (const auto &result : store->put_batch(batch, 1)) {
+                if (result) {
+                    refusal = result;
+                    break;
+                }
+                ++stored;
+            }
+        }
+        ASSERT_TRUE(refusal.has_value()) << "never refused";
+        const std::string refused = refusal->what();
+        EXPECT_NE(refused.find("registration store full"), std::string::npos) << refused;
+        EXPECT_NE(refused.find("vsz_limit"), std::string::npos) << refused;
+        // More than the first map (64 MiB): it grew.
+        EXPECT_GT(data_file_size(opts.path), 64 * mebibyte);
+        EXPECT_LT(data_file_size(opts.path), default_vsz_limit / 2);
+        EXPECT_EQ(store->size(), stored);
+        store->put(numbered_registration(0, 40, 240), 2);
+        EXPECT_EQ(store->remove_token(token_of(1)), 1u);
+        EXPECT_EQ(store->expire(2 + 30 * 86400), stored - 2);
+        ASSERT_EQ(log.lines.size(), 1u);
+        EXPECT_NE(log.lines[0].second.find("vsz_limit"), std::string::npos) << log.lines[0].second;
+        std::fprintf(stderr, "child: %zu registrations of ~10 KiB, data file %zu MiB\n", stored,
+                     data_file_size(opts.path) / mebibyte);
+    });
+}
+
+TEST(LmdbStore, AStoreTheAddressSpaceCannotHoldIsAConfigErrorNamingVszLimit) {
+    TempDir dir(TempDir::memory_base());
+    LmdbStoreOptions opts = LmdbStoreOptions::from(xaps::default_xaps_settings());
+    opts.path = dir.path();
+    opts.max_devices_per_user = 0;
+    std::size_t stored = 0;
+    {
+        auto store = xaps::open_lmdb_store(opts);
+        while (data_file_size(opts.path) < 100 * mebibyte) {
+            std::vector<Registration> batch;
+            for (std::size_t i = 0; i < 100; ++i) {
+                batch.push_back(numbered_registration(stored + i, 40, 240));
+            }
+            for (const auto &result : store->put_batch(batch, 1)) {
+                ASSERT_FALSE(result.has_value()) << result->what();
+            }
+            stored += batch.size();
+        }
+    }
+    in_child_limited_to(128 * mebibyte, [&] {
+        try {
+            xaps::open_lmdb_store(opts);
+            ADD_FAILURE() << "opened a 100 MiB store under a 128 MiB address-space limit";
+        } catch (const xaps::Error &error) {
+            EXPECT_EQ(error.kind(), ErrorKind::config);
+            const std::string message = error.what();
+            EXPECT_NE(message.find(opts.path), std::string::npos) << message;
+            const std::string advice = "raise service xaps { vsz_limit } to at least ";
+            const std::size_t at = message.find(advice);
+            ASSERT_NE(at, std::string::npos) << message;
+            // Room for the file twice over (to grow), in a unit Dovecot reads.
+            const std::string value = message.substr(at + advice.size());
+            EXPECT_GE(std::stoul(value), 200u) << message;
+            EXPECT_EQ(std::stoul(value) % 64, 0u) << message;
+            EXPECT_TRUE(value.ends_with("M")) << message;
+        }
+    });
 }
 
 TEST_F(LmdbStoreTest, OpenErrorsNameThePath) {

@@ -46,7 +46,7 @@ protected:
         dir_ = mkdtemp(pattern);
         auto options = xaps::LmdbStoreOptions::from(xaps::default_xaps_settings());
         options.path = dir_;
-        options.map_size = 64 << 20;
+        options.max_map_size = 64 << 20;
         store_ = xaps::open_lmdb_store(options);
         gate_.open(sender_, topic);
         scheduler_ = std::make_unique<xaps::PushScheduler>(

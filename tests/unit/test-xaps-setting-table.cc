@@ -188,6 +188,7 @@ TEST(XapsSettingTable, TypesAndLimits) {
             {"xaps_apns_priority", {xaps::SettingType::number, 1, 10}},
             {"xaps_apns_connections", {xaps::SettingType::number, 1, 64}},
             {"xaps_max_devices_per_user", {xaps::SettingType::number, 1, 1000}},
+            {"xaps_db_max_size", {xaps::SettingType::size, 1048576, 17592186044416}},
         };
     for (const xaps::SettingRow &row : xaps::xaps_setting_table) {
         SCOPED_TRACE(row.name);

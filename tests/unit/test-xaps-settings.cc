@@ -22,6 +22,7 @@ TEST(XapsSettings, DefaultsMatchTheDesign) {
     EXPECT_EQ(s.socket_path, "xaps");
     EXPECT_EQ(s.admin_socket_path, "xaps-admin");
     EXPECT_EQ(s.db_path, "/var/lib/dovecot-xaps");
+    EXPECT_EQ(s.db_max_size, 17179869184U); // 16 GiB
     EXPECT_EQ(s.apns_host, "api.push.apple.com");
     EXPECT_EQ(s.apns_port, 443);
     EXPECT_EQ(s.apns_push_type, "background");
@@ -95,6 +96,34 @@ TEST(XapsSettings, NumberErrorShowsTheRange) {
     }
 }
 
+// As Dovecot reads sizes (vsz_limit = 256M): powers of 1024.
+TEST(XapsSettings, SizesInDovecotsUnits) {
+    const std::pair<const char *, std::uint64_t> cases[] = {
+        {"1048576", 1048576U},  {"2048k", 2097152U},      {"2048K", 2097152U},
+        {"256M", 268435456U},   {"256m", 268435456U},     {"256 MB", 268435456U},
+        {"256MiB", 268435456U}, {"4G", 4294967296U},      {"4gb", 4294967296U},
+        {"1T", 1099511627776U}, {"16T", 17592186044416U}, {"3145728B", 3145728U},
+    };
+    for (const auto &[text, bytes] : cases) {
+        SCOPED_TRACE(text);
+        EXPECT_EQ(read({{"xaps_db_max_size", text}}).db_max_size, bytes);
+    }
+}
+
+TEST(XapsSettings, SizeErrorShowsTheRange) {
+    for (const char *text : {"1023k", "17T", "4Q", "4GBB", "18446744073709551615G"}) {
+        SCOPED_TRACE(text);
+        try {
+            read({{"xaps_db_max_size", text}});
+            ADD_FAILURE() << "accepted";
+        } catch (const xaps::Error &e) {
+            EXPECT_EQ(e.what(), "xaps_db_max_size: '" + std::string(text) +
+                                    "' is not a size (use e.g. 512M, 4G) from 1048576 to "
+                                    "17592186044416 bytes");
+        }
+    }
+}
+
 TEST(XapsSettings, EmptyValueMeansDefault) {
     EXPECT_EQ(read({{"xaps_apns_host", ""}}).apns_host, "api.push.apple.com");
 }
@@ -114,7 +143,9 @@ TEST(XapsSettings, BadValuesNameTheSetting) {
         {"xaps_apns_port", "https"},    {"xaps_apns_priority", "11"},
         {"xaps_apns_priority", "7"},    {"xaps_delay", "soon"},
         {"xaps_registration_ttl", "0"}, {"xaps_max_devices_per_user", "-1"},
-        {"xaps_apns_connections", "0"},
+        {"xaps_apns_connections", "0"}, {"xaps_db_max_size", "512k"},
+        {"xaps_db_max_size", "4X"},     {"xaps_db_max_size", "-4G"},
+        {"xaps_db_max_size", "G"},
     };
     for (const auto &[name, value] : cases) {
         SCOPED_TRACE(std::string(name) + "=" + value);
