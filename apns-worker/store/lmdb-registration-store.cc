@@ -416,12 +416,21 @@ public:
         std::string reason = "set by xaps_db_max_size: raise it";
         if (limit && left / 2 < map_limit) {
             map_limit = round_down(left / 2, page);
-            reason = "half of the address space the process's limit of " + mebibytes(*limit) +
-                     " left at start: raise service xaps { vsz_limit }";
+            reason = "set by half of the address space the process's limit of " +
+                     mebibytes(*limit) + " left at start: raise service xaps { vsz_limit }";
         }
+        if (map_limit < page * 16) {
+            throw Error(ErrorKind::config, "LMDB store " + path_ +
+                                               ": the process's address-space limit of " +
+                                               mebibytes(limit.value_or(0)) +
+                                               " leaves no room for its map: raise "
+                                               "service xaps { vsz_limit }");
+        }
+        insert_limit_ = insert_limit_for(map_limit);
         if (data_size > map_limit) {
-            // Written under a larger limit: it opens, without room to grow,
-            // as long as the address space holds it and a heap.
+            // Written under a larger limit: it opens as long as the address
+            // space holds it and a heap, takes no new registrations, and has
+            // a reserve's room to grow for renewals and removals.
             if (limit && data_size + heap_headroom > left) {
                 const std::uint64_t needed = in_use + 2 * std::uint64_t{data_size};
                 throw Error(
@@ -432,14 +441,13 @@ public:
                         ": raise service xaps { vsz_limit } to at least " +
                         std::to_string((needed + 64 * mebibyte - 1) / (64 * mebibyte) * 64) + "M");
             }
-            map_limit = data_size;
-        }
-        if (map_limit < page * 16) {
-            throw Error(ErrorKind::config, "LMDB store " + path_ +
-                                               ": the process's address-space limit of " +
-                                               mebibytes(limit.value_or(0)) +
-                                               " leaves no room for its map: raise "
-                                               "service xaps { vsz_limit }");
+            reason = "the data file's size and a reserve, beyond the " + mebibytes(map_limit) +
+                     " " + reason;
+            map_limit = data_size + std::max(data_size / 20, reserve_floor);
+            if (limit) {
+                map_limit = std::max(std::min(map_limit, round_down(left - heap_headroom, page)),
+                                     data_size);
+            }
         }
         set_map_limit(map_limit, std::move(reason));
         map_size_ =
@@ -751,11 +759,15 @@ private:
         return static_cast<std::size_t>(data.st_size);
     }
 
+    static std::size_t insert_limit_for(std::size_t map_limit) {
+        return map_limit - std::min(std::max(map_limit / 20, reserve_floor), map_limit / 4);
+    }
+
+    // A limit only ever comes down, and new registrations with it.
     void set_map_limit(std::size_t bytes, std::string reason) {
         map_limit_ = bytes;
         limit_reason_ = std::move(reason);
-        const std::size_t reserve = std::min(std::max(bytes / 20, reserve_floor), bytes / 4);
-        insert_limit_ = bytes - reserve;
+        insert_limit_ = std::min(insert_limit_, insert_limit_for(bytes));
     }
 
     // At map_size_. Also after a failed resize, which leaves LMDB's
@@ -1054,7 +1066,7 @@ private:
     std::size_t map_limit_ = 0; // bytes the map may grow to
     std::string limit_reason_;  // what sets map_limit_ and how to raise it
     // New registrations are refused when more than this is in use.
-    std::size_t insert_limit_ = 0;
+    std::size_t insert_limit_ = std::numeric_limits<std::size_t>::max();
     bool warned_full_ = false;
     lmdb::Env env_;
     std::size_t max_key_size_ = 0;

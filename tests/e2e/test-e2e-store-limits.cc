@@ -4,10 +4,14 @@
 // must still start, register phones and push.
 #include "e2e-fixture.h"
 #include "e2e-processes.h"
+#include "registration-store.h"
 
 #include <gtest/gtest.h>
 
+#include <unistd.h>
+
 #include <cstdlib>
+#include <filesystem>
 #include <fstream>
 #include <optional>
 #include <sstream>
@@ -70,6 +74,87 @@ TEST_F(E2eStoreLimits, WorkerStartsAndPushesUnderDovecotsDefaultVszLimit) {
     const std::optional<std::string> size = e2e::process_status_field(worker, "VmSize");
     RecordProperty("worker_vm_size", size.value_or("unknown"));
     EXPECT_EQ(dovecot_->log().find("Cannot allocate memory"), std::string::npos) << dovecot_->log();
+}
+
+// A store filled elsewhere beyond what 256M lets the map grow to: the worker
+// opens it, renewals and pushes go on, a new phone is refused (its IMAP
+// command answered NO [UNAVAILABLE]), and the log names the limit once.
+TEST_F(E2eStoreLimits, AStoreFullUnderTheVszLimitRefusesOnlyNewPhonesAndSaysSoOnce) {
+    if (sanitizer_run()) {
+        GTEST_SKIP() << "ASan's shadow memory needs an unlimited address space: a sanitizer "
+                        "build cannot run under a 256M vsz_limit";
+    }
+    DovecotOptions options = this->options();
+    options.extra_config += "service xaps {\n  vsz_limit = 256M\n}\n";
+    dovecot_ = std::make_unique<DovecotInstance>(std::move(options));
+
+    // The worker, at ~14 MiB of address space when it opens the store, may
+    // grow the map to half of the ~242 MiB that 256M leaves: 121 MiB.
+    constexpr std::uintmax_t filled = std::uintmax_t{130} << 20;
+    const std::string data_file = dovecot_->db_path() + "/data.mdb";
+    {
+        auto store_options = xaps::LmdbStoreOptions::from(xaps::default_xaps_settings());
+        store_options.path = dovecot_->db_path();
+        store_options.max_devices_per_user = 0;
+        std::unique_ptr<xaps::RegistrationStore> store = xaps::open_lmdb_store(store_options);
+        xaps::Registration phone;
+        phone.user = "alice";
+        phone.account_id = e2e::iphone_account_id;
+        phone.device_token = e2e::iphone_device_token;
+        phone.subtopic = "com.apple.mobilemail";
+        phone.aps_version = 2;
+        phone.mailboxes = {"INBOX"};
+        store->put(phone, 1);
+        // ~10 KiB each, a few overflow pages: few commits fill the map.
+        unsigned next = 1;
+        while (std::filesystem::file_size(data_file) < filled) {
+            std::vector<xaps::Registration> batch;
+            for (unsigned i = 0; i < 100; i++, next++) {
+                xaps::Registration filler = phone;
+                filler.user = "filler" + std::to_string(next);
+                filler.device_token = e2e::device_token(next);
+                filler.mailboxes.assign(40, std::string(240, 'm'));
+                batch.push_back(std::move(filler));
+            }
+            for (const auto &result : store->put_batch(batch, 1)) {
+                ASSERT_FALSE(result.has_value()) << result->what();
+            }
+        }
+    }
+    const SystemUser &worker_user = dovecot_->worker_user();
+    for (const char *file : {"/data.mdb", "/lock.mdb"}) {
+        const std::string path = dovecot_->db_path() + file;
+        ASSERT_EQ(::chown(path.c_str(), worker_user.uid, worker_user.gid), 0) << path;
+    }
+    dovecot_->start();
+
+    auto alice = login("alice");
+    register_phone(*alice, e2e::PhoneRegistration{});
+    auto bob = login("bob");
+    e2e::PhoneRegistration bobs_phone;
+    bobs_phone.device_token = e2e::device_token(1000000);
+    ImapResponse refused = bob->command(e2e::xapplepushservice_command(bobs_phone));
+    EXPECT_TRUE(refused.tagged.starts_with(refused.tag + " NO [UNAVAILABLE]")) << refused.tagged;
+    ImapResponse again = bob->command(e2e::xapplepushservice_command(bobs_phone));
+    EXPECT_TRUE(again.tagged.starts_with(again.tag + " NO [UNAVAILABLE]")) << again.tagged;
+    EXPECT_TRUE(registrations("bob").empty());
+
+    SmtpReply delivery = deliver_to("alice@example.com");
+    EXPECT_EQ(delivery.code, 250) << delivery.text();
+    ASSERT_TRUE(apns_->wait_for_requests(1, push_timeout)) << dovecot_->log();
+    EXPECT_EQ(apns_->requests().at(0).path, std::string("/3/device/") + e2e::iphone_device_token);
+
+    std::vector<std::string> warnings;
+    std::istringstream lines(dovecot_->log());
+    for (std::string line; std::getline(lines, line);) {
+        if (line.find("xaps: Warning: registration store") != std::string::npos) {
+            warnings.push_back(line);
+        }
+    }
+    ASSERT_EQ(warnings.size(), 1u) << dovecot_->log();
+    EXPECT_NE(warnings[0].find("is full at its limit of"), std::string::npos) << warnings[0];
+    EXPECT_NE(warnings[0].find("raise service xaps { vsz_limit }"), std::string::npos)
+        << warnings[0];
 }
 
 } // namespace
