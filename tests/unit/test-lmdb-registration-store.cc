@@ -6,6 +6,7 @@
 #include <gtest/gtest.h>
 
 #include <signal.h>
+#include <sys/mman.h>
 #include <sys/resource.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -788,6 +789,55 @@ TEST(LmdbStore, OpensAndFillsUpUnderTheDefaultVszLimit) {
         EXPECT_NE(log.lines[0].second.find("vsz_limit"), std::string::npos) << log.lines[0].second;
         std::fprintf(stderr, "child: %zu registrations of ~10 KiB, data file %zu MiB\n", stored,
                      data_file_size(opts.path) / mebibyte);
+    });
+}
+
+// Address space taken after the open (threads, the heap) stops the map's
+// growth short of the limit computed at open: the write that needed the
+// growth fails, later new devices are refused, the store keeps working, and
+// the one warning names vsz_limit.
+TEST(LmdbStore, AddressSpaceTakenAfterTheOpenStopsGrowthCleanly) {
+    TempDir dir(TempDir::memory_base());
+    in_child_limited_to(default_vsz_limit, [&] {
+        LmdbStoreOptions opts = LmdbStoreOptions::from(xaps::default_xaps_settings());
+        opts.path = dir.path();
+        opts.max_devices_per_user = 0;
+        RecordedLog log;
+        opts.log = log.sink();
+        auto store = xaps::open_lmdb_store(opts);
+        void *taken = ::mmap(nullptr, 150 * mebibyte, PROT_NONE,
+                             MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+        ASSERT_NE(taken, MAP_FAILED);
+        std::size_t stored = 0;
+        std::optional<xaps::Error> failure;
+        while (!failure && stored < 100000) {
+            std::vector<Registration> batch;
+            for (std::size_t i = 0; i < 100; ++i) {
+                batch.push_back(numbered_registration(stored + i, 40, 240));
+            }
+            for (const auto &result : store->put_batch(batch, 1)) {
+                if (result) {
+                    failure = result;
+                    break;
+                }
+                ++stored;
+            }
+        }
+        ASSERT_TRUE(failure.has_value()) << "the map grew into address space it does not have";
+        EXPECT_EQ(failure->kind(), ErrorKind::unavailable);
+        EXPECT_NE(std::string(failure->what()).find("vsz_limit"), std::string::npos)
+            << failure->what();
+        // The first map (64 MiB) is all it has.
+        EXPECT_LE(data_file_size(opts.path), 64 * mebibyte);
+        EXPECT_EQ(store->size(), stored);
+        EXPECT_EQ(error_kind_of([&] { store->put(numbered_registration(stored, 40, 240), 2); }),
+                  ErrorKind::unavailable);
+        EXPECT_EQ(store->remove_token(token_of(1)), 1u);
+        store->put(numbered_registration(0, 40, 240), 2);
+        EXPECT_EQ(store->expire(2 + 30 * 86400), stored - 2);
+        ASSERT_EQ(log.lines.size(), 1u);
+        EXPECT_NE(log.lines[0].second.find("vsz_limit"), std::string::npos) << log.lines[0].second;
+        ::munmap(taken, 150 * mebibyte);
     });
 }
 
