@@ -6,6 +6,7 @@
 #include "apns-client.h"
 #include "apns-payload.h"
 #include "certificate-expiry.h"
+#include "client-limit-watch.h"
 #include "dovecot-cxx.h"
 #include "dovecot-event-loop.h"
 #include "provider-token.h"
@@ -74,6 +75,7 @@ struct Worker {
     std::unique_ptr<xaps::PushScheduler> scheduler;
     std::unique_ptr<xaps::RequestHandler> handler;
     std::unique_ptr<xaps::WorkerServer> server;
+    xaps::ClientLimitWatch client_limit_watch{0};
     std::unique_ptr<xaps::EventLoop::Watch> expire_timer;
     std::unique_ptr<xaps::EventLoop::Watch> certificate_timer;
 
@@ -125,6 +127,9 @@ std::vector<std::pair<std::string, std::string>> Worker::status_rows() const {
     rows.emplace_back("devices_removed", std::to_string(counters.devices_removed));
     rows.emplace_back("pending", std::to_string(counters.pending));
     rows.emplace_back("registrations", std::to_string(store->size()));
+    rows.emplace_back("connections", std::to_string(server->connection_count()));
+    rows.emplace_back("client_limit",
+                      std::to_string(master_service_get_client_limit(master_service)));
     return rows;
 }
 
@@ -284,6 +289,7 @@ void start_worker(Worker &w) {
         xaps::RequestHandlerSettings::from(w.settings), [&w] { return w.status_rows(); },
         xaps::system_unix_seconds);
     w.server = std::make_unique<xaps::WorkerServer>(*w.handler, w.settings.admin_socket_path);
+    w.client_limit_watch = xaps::ClientLimitWatch(master_service_get_client_limit(master_service));
     w.schedule_expiry();
     w.check_certificate();
 }
@@ -291,6 +297,10 @@ void start_worker(Worker &w) {
 extern "C" void client_connected(struct master_service_connection *conn) noexcept {
     try {
         worker->server->accept(conn);
+        if (auto warning =
+                worker->client_limit_watch.on_accept(worker->server->connection_count())) {
+            e_warning(xaps::worker_event(), "%s", warning->c_str());
+        }
     } catch (const std::exception &e) {
         e_error(xaps::worker_event(), "accepting a connection: %s", e.what());
     }

@@ -20,6 +20,11 @@ namespace {
 constexpr unsigned connect_attempts = 2;
 // Room for two maximal lines: a worker that stops reading costs bounded memory.
 constexpr std::size_t output_buffer_limit = 2 * protocol::max_line_length;
+// A connection with nothing in flight for this long is closed: the worker's
+// client_limit then counts the processes that are busy with mail, not every
+// idle IMAP session of the server. Connecting again costs a local connect()
+// and the VERSION exchange.
+constexpr std::chrono::milliseconds idle_disconnect_after(30000);
 
 } // namespace
 
@@ -44,6 +49,7 @@ struct WorkerClient::Impl {
     struct connection_list *list = nullptr;
     xaps_worker_connection *wconn = nullptr;
     RequestId next_id = 1;
+    struct timeout *idle_to = nullptr;
     bool connect_refused = false;         // the last connect() failed on the socket's permissions
     std::map<RequestId, Pending> pending; // node-based: Pending addresses are stable
 
@@ -57,6 +63,9 @@ struct WorkerClient::Impl {
     int on_input(const char *const *args);
     void on_destroy();
     void on_timeout(RequestId id);
+    // (Re)starts the idle countdown after traffic.
+    void note_activity();
+    void on_idle();
     void finish(std::map<RequestId, Pending>::iterator it, const protocol::Reply &reply);
     void forget_pending() noexcept;
     void fail_all(const std::string &why);
@@ -83,6 +92,13 @@ int connection_input_args(struct connection *conn, const char *const *args) noex
         return impl_of(conn)->on_input(args);
     } catch (...) {
         return -1;
+    }
+}
+
+void connection_idle(void *context) noexcept {
+    try {
+        static_cast<WorkerClient::Impl *>(context)->on_idle();
+    } catch (...) {
     }
 }
 
@@ -195,7 +211,31 @@ int WorkerClient::Impl::on_input(const char *const *args) {
     return 1;
 }
 
+void WorkerClient::Impl::note_activity() {
+    if (idle_to != nullptr) {
+        timeout_reset(idle_to);
+    } else {
+        idle_to = timeout_add_to(wconn->conn.ioloop,
+                                 static_cast<unsigned int>(idle_disconnect_after.count()),
+                                 connection_idle, static_cast<void *>(this));
+    }
+}
+
+void WorkerClient::Impl::on_idle() {
+    timeout_remove(&idle_to);
+    if (!connected()) {
+        return;
+    }
+    if (!pending.empty() || o_stream_get_buffer_used_size(wconn->conn.output) > 0) {
+        note_activity();
+        return;
+    }
+    e_debug(event, "closing the idle connection to the worker");
+    connection_disconnect(&wconn->conn);
+}
+
 void WorkerClient::Impl::on_destroy() {
+    timeout_remove(&idle_to);
     const char *reason = connection_disconnect_reason(&wconn->conn);
     std::string why = std::string("connection to the worker lost: ") + reason;
     connection_disconnect(&wconn->conn);
@@ -223,6 +263,7 @@ void WorkerClient::Impl::finish(std::map<RequestId, Pending>::iterator it,
     ReplyHandler handler = std::move(it->second.handler);
     timeout_remove(&it->second.to);
     pending.erase(it);
+    note_activity();
     call_handler(handler, reply, event);
 }
 
@@ -279,6 +320,7 @@ void WorkerClient::Impl::close(std::chrono::milliseconds flush_limit) noexcept {
         return;
     }
     forget_pending();
+    timeout_remove(&idle_to);
     if (connected()) {
         flush_output(flush_limit);
     }
@@ -314,6 +356,7 @@ WorkerClient::RequestId WorkerClient::send(const protocol::Request &request,
     it->second.to =
         timeout_add_to(impl.wconn->conn.ioloop, static_cast<unsigned int>(timeout.count()),
                        request_timed_out, static_cast<void *>(&it->second));
+    impl.note_activity();
     return id;
 }
 
@@ -340,6 +383,7 @@ bool WorkerClient::notify(const protocol::Notify &notify) noexcept {
             return false;
         }
         impl.write_line(protocol::encode_request(impl.next_id++, notify));
+        impl.note_activity();
         return true;
     } catch (const std::exception &e) {
         e_debug(impl.event, "notification dropped: %s", e.what());

@@ -1,9 +1,11 @@
 // The mail processes' connection to xaps-worker: asynchronous, on Dovecot's
 // ioloop and connection API, speaking common/worker-protocol.h.
 //
-// One client per worker socket per process, kept open across mail users
+// One client per worker socket per process, kept across mail users
 // (push_notification's cleanup() runs after every user in 2.3) and closed by
-// the plugin's deinit. Nothing here ever blocks the process: requests are
+// the plugin's deinit. Its connection opens at the first request and closes
+// after 30 s with nothing in flight, so that idle sessions do not count
+// against the worker's client_limit. Nothing here ever blocks the process: requests are
 // written to a bounded buffer and replies arrive as ioloop callbacks.
 #pragma once
 
