@@ -1,12 +1,19 @@
 // A load run, not part of the test suites (scripts/load-test.sh runs it):
 // a real Dovecot with the plugin and worker, SESSIONS concurrent IMAP
-// sessions that register a device and re-register it every second or two
-// (with changing mailbox sets) for SECONDS, while mail is delivered over
-// LMTP and the mock APNs server takes the pushes. Prints errors, latencies,
-// the worker's memory over time and whether every registration that got OK
-// is present at the end. Exits 1 when anything went wrong.
+// sessions, while mail is delivered over LMTP and the mock APNs server takes
+// the pushes, for SECONDS. Two modes:
+//   renew: each session re-registers its device every second or two (with
+//     changing mailbox sets); Dovecot's process and client limits are raised
+//     for the run.
+//   idle: each session registers once and then IDLEs, as an iPhone's does;
+//     the shipped configuration as it is, but for `service imap {
+//     process_limit }` (Dovecot's default is 1024 sessions). Every delivery
+//     must reach, as a push, every device its user had registered before it.
+// Prints errors, latencies, the worker's memory over time and whether every
+// registration that got OK is present at the end. Exits 1 when anything went
+// wrong.
 //
-// Usage: xaps-load-test [SESSIONS=500] [SECONDS=120] [MAILS_PER_SECOND=20]
+// Usage: xaps-load-test [SESSIONS=500] [SECONDS=120] [MAILS_PER_SECOND=20] [renew|idle]
 #include "e2e-fixture.h"
 #include "e2e-processes.h"
 
@@ -27,10 +34,18 @@ using Clock = std::chrono::steady_clock;
 
 constexpr int sessions_per_user = 5;
 
+struct Delivery {
+    std::string user;
+    Clock::time_point started;
+};
+
 struct Stats {
     std::mutex mutex;
     std::vector<double> register_ms;
     std::vector<double> delivery_ms;
+    std::vector<Delivery> deliveries_done;                     // answered 250
+    std::map<std::string, Clock::time_point> registered_at;    // token -> first OK
+    std::map<std::string, std::vector<std::string>> tokens_of; // user -> tokens
     std::map<std::string, int> errors; // first words of what went wrong, counted
     std::set<std::pair<std::string, std::string>> registered; // (user, token) that got OK
     std::atomic<long> registrations{0};
@@ -54,7 +69,31 @@ double ms_since(Clock::time_point start) {
     return std::chrono::duration<double, std::milli>(Clock::now() - start).count();
 }
 
-void run_session(const DovecotInstance &dovecot, int index, Clock::time_point end, Stats &stats) {
+// IDLE until `end`: the server's untagged lines are read and dropped.
+void idle_until(ImapClient &imap, Clock::time_point end, Stats &stats) {
+    imap.send_raw("I1 IDLE\r\n");
+    if (std::string line = imap.read_line(); !line.starts_with("+")) {
+        stats.error("idle: " + line);
+        return;
+    }
+    imap.set_timeout(std::chrono::milliseconds(1000));
+    while (Clock::now() < end) {
+        try {
+            imap.read_line();
+        } catch (const std::exception &) {
+            // nothing within a second: still idling
+        }
+    }
+    imap.set_timeout(std::chrono::milliseconds(30000));
+    imap.send_raw("DONE\r\n");
+    ImapResponse done = imap.read_response("I1");
+    if (!done.ok()) {
+        stats.error("idle: " + done.tagged);
+    }
+}
+
+void run_session(const DovecotInstance &dovecot, int index, Clock::time_point end, bool idle,
+                 Stats &stats) {
     const std::string user = "load" + std::to_string(index / sessions_per_user);
     std::mt19937 random(unsigned(index) * 7919u + 1u);
     try {
@@ -80,8 +119,15 @@ void run_session(const DovecotInstance &dovecot, int index, Clock::time_point en
                 std::lock_guard lock(stats.mutex);
                 stats.register_ms.push_back(took);
                 stats.registered.insert({user, phone.device_token});
+                if (stats.registered_at.emplace(phone.device_token, Clock::now()).second) {
+                    stats.tokens_of[user].push_back(phone.device_token);
+                }
             } else {
                 stats.error("register: " + reply.tagged.substr(reply.tag.size() + 1));
+            }
+            if (idle) {
+                idle_until(imap, end, stats);
+                break;
             }
             std::this_thread::sleep_for(std::chrono::milliseconds(1000 + random() % 1000));
         }
@@ -115,6 +161,7 @@ void run_deliveries(const DovecotInstance &dovecot, int users, int per_second,
                 stats.deliveries++;
                 std::lock_guard lock(stats.mutex);
                 stats.delivery_ms.push_back(took);
+                stats.deliveries_done.push_back({rcpt.substr(0, rcpt.find('@')), started});
             } else {
                 stats.error("delivery: " + reply.text());
             }
@@ -131,6 +178,13 @@ int main(int argc, char **argv) {
     const int sessions = argc > 1 ? std::atoi(argv[1]) : 500;
     const int seconds = argc > 2 ? std::atoi(argv[2]) : 120;
     const int mails_per_second = argc > 3 ? std::atoi(argv[3]) : 20;
+    const std::string mode = argc > 4 ? argv[4] : "renew";
+    if (mode != "renew" && mode != "idle") {
+        std::fprintf(stderr, "usage: xaps-load-test [SESSIONS] [SECONDS] [MAILS_PER_SECOND] "
+                             "[renew|idle]\n");
+        return 2;
+    }
+    const bool idle = mode == "idle";
     const int users = (sessions + sessions_per_user - 1) / sessions_per_user;
 
     MockApnsConfig mock_config = e2e::mock_apns_config();
@@ -140,15 +194,23 @@ int main(int argc, char **argv) {
     for (int u = 0; u < users; u++) {
         options.extra_users.push_back("load" + std::to_string(u));
     }
-    // One imap process per session, and room for all of them.
-    options.extra_config = "default_process_limit = " + std::to_string(sessions + 200) +
-                           "\ndefault_client_limit = " + std::to_string(2 * sessions + 200) +
-                           "\nmail_max_userip_connections = 1000\n";
+    if (idle) {
+        // One imap process per session: Dovecot's own limit, which an admin
+        // with this many sessions raises. The worker's is the shipped one.
+        options.extra_config =
+            "service imap {\n  process_limit = " + std::to_string(sessions + 100) + "\n}\n";
+    } else {
+        // One imap process per session, and room for all of them.
+        options.extra_config = "default_process_limit = " + std::to_string(sessions + 200) +
+                               "\ndefault_client_limit = " + std::to_string(2 * sessions + 200) +
+                               "\nmail_max_userip_connections = 1000\n";
+    }
     DovecotInstance dovecot(options);
     dovecot.start();
     const pid_t worker = worker_pid(dovecot);
-    std::printf("load: %d sessions (%d users), %d s, %d mails/s; worker pid %d, RSS %ld KiB\n",
-                sessions, users, seconds, mails_per_second, int(worker), process_rss_kib(worker));
+    std::printf("load: %s, %d sessions (%d users), %d s, %d mails/s; worker pid %d, RSS %ld KiB\n",
+                mode.c_str(), sessions, users, seconds, mails_per_second, int(worker),
+                process_rss_kib(worker));
     std::fflush(stdout);
 
     Stats stats;
@@ -156,7 +218,7 @@ int main(int argc, char **argv) {
     const auto end = started + std::chrono::seconds(seconds);
     std::vector<std::thread> threads;
     for (int i = 0; i < sessions; i++) {
-        threads.emplace_back([&, i] { run_session(dovecot, i, end, stats); });
+        threads.emplace_back([&, i] { run_session(dovecot, i, end, idle, stats); });
     }
     threads.emplace_back([&] { run_deliveries(dovecot, users, mails_per_second, end, stats); });
     long max_rss = 0;
@@ -202,6 +264,45 @@ int main(int argc, char **argv) {
     std::printf("load: %zu pushes reached the mock APNs; worker RSS %ld KiB at the end, max %ld "
                 "KiB\n",
                 apns.requests_received(), process_rss_kib(final_worker), max_rss);
+    if (idle) {
+        // Every delivery reached every device its user had registered before
+        // the delivery started: a push to that device received after then.
+        const bool settled = eventually(
+            [&] {
+                const std::size_t before = apns.requests_received();
+                std::this_thread::sleep_for(std::chrono::seconds(2));
+                return apns.requests_received() == before;
+            },
+            std::chrono::seconds(60));
+        std::map<std::string, std::vector<Clock::time_point>> pushed_at;
+        for (const auto &push : apns.requests()) {
+            pushed_at[push.device_token].push_back(push.received);
+        }
+        std::size_t expected = 0;
+        std::size_t unpushed = 0;
+        for (const auto &delivery : stats.deliveries_done) {
+            for (const auto &token : stats.tokens_of[delivery.user]) {
+                if (stats.registered_at[token] >= delivery.started) {
+                    continue;
+                }
+                expected++;
+                const auto &times = pushed_at[token];
+                if (std::none_of(times.begin(), times.end(),
+                                 [&](auto t) { return t >= delivery.started; })) {
+                    unpushed++;
+                }
+            }
+        }
+        std::printf("load: %zu (delivery, registered device) pairs, %zu without a push after "
+                    "the delivery%s\n",
+                    expected, unpushed, settled ? "" : " (pushes still arriving after 60 s)");
+        problems += unpushed > 0 || !settled ? 1 : 0;
+        const std::string log = dovecot.log();
+        if (log.find("client_limit") != std::string::npos) {
+            std::printf("load: the log names client_limit\n");
+            problems++;
+        }
+    }
     // A push APNs would refuse reaches no phone: it counts as a problem.
     if (apns.requests_refused() > 0) {
         std::printf("load: %zu pushes refused as APNs would refuse them\n",
