@@ -10,7 +10,6 @@
 
 #include <unistd.h>
 
-#include <cstdlib>
 #include <filesystem>
 #include <fstream>
 #include <optional>
@@ -23,12 +22,6 @@ namespace {
 
 using namespace xaps::test;
 using e2e::push_timeout;
-
-// As tests/support reads XAPS_TEST_SANITIZER (scripts/sanitize.sh).
-bool sanitizer_run() {
-    const char *value = std::getenv("XAPS_TEST_SANITIZER");
-    return value != nullptr && std::string_view(value) == "1";
-}
 
 // The soft "Max address space" of /proc/<pid>/limits, as written there.
 std::string address_space_limit_of(pid_t pid) {
@@ -44,13 +37,18 @@ std::string address_space_limit_of(pid_t pid) {
     return "<no Max address space line>";
 }
 
-using E2eStoreLimits = e2e::E2eTest;
+class E2eStoreLimits : public e2e::E2eTest {
+protected:
+    void SetUp() override {
+        if (sanitizer_run()) {
+            GTEST_SKIP() << "ASan's shadow memory needs an unlimited address space: a sanitizer "
+                            "build cannot run under a 256M vsz_limit";
+        }
+        e2e::E2eTest::SetUp();
+    }
+};
 
 TEST_F(E2eStoreLimits, WorkerStartsAndPushesUnderDovecotsDefaultVszLimit) {
-    if (sanitizer_run()) {
-        GTEST_SKIP() << "ASan's shadow memory needs an unlimited address space: a sanitizer "
-                        "build cannot run under a 256M vsz_limit";
-    }
     DovecotOptions options = this->options();
     // After the package's service block, as an admin's own block would be.
     options.extra_config += "service xaps {\n  vsz_limit = 256M\n}\n";
@@ -80,10 +78,6 @@ TEST_F(E2eStoreLimits, WorkerStartsAndPushesUnderDovecotsDefaultVszLimit) {
 // opens it, renewals and pushes go on, a new phone is refused (its IMAP
 // command answered NO [UNAVAILABLE]), and the log names the limit once.
 TEST_F(E2eStoreLimits, AStoreFullUnderTheVszLimitRefusesOnlyNewPhonesAndSaysSoOnce) {
-    if (sanitizer_run()) {
-        GTEST_SKIP() << "ASan's shadow memory needs an unlimited address space: a sanitizer "
-                        "build cannot run under a 256M vsz_limit";
-    }
     DovecotOptions options = this->options();
     options.extra_config += "service xaps {\n  vsz_limit = 256M\n}\n";
     dovecot_ = std::make_unique<DovecotInstance>(std::move(options));

@@ -9,11 +9,9 @@
 #include <sys/resource.h>
 
 #include <cstdio>
-#include <cstdlib>
 #include <map>
 #include <memory>
 #include <string>
-#include <string_view>
 #include <vector>
 
 namespace {
@@ -25,11 +23,6 @@ using e2e::push_timeout;
 constexpr std::size_t peer_count = 1200;
 // What one idle connection may cost the worker.
 constexpr long idle_connection_target_kib = 16;
-
-bool sanitizer_run() {
-    const char *value = std::getenv("XAPS_TEST_SANITIZER");
-    return value != nullptr && std::string_view(value) == "1";
-}
 
 // Debian's dovecot.service runs Dovecot with LimitNOFILE=65535, and every
 // process of Dovecot's inherits it; the test's own shell may have less.

@@ -52,15 +52,6 @@ std::string unique_instance_name() {
     return "xaps-test-" + std::to_string(::getpid()) + "-" + std::to_string(++counter);
 }
 
-// scripts/sanitize.sh sets XAPS_TEST_SANITIZER=1 and runs the tests with
-// the ASan runtime in LD_PRELOAD: the plugin is instrumented but runs inside
-// Dovecot's own binaries, which get the runtime through import_environment,
-// and ASan's shadow memory needs an unlimited address space (vsz_limit 0).
-bool sanitizer_run() {
-    const char *value = std::getenv("XAPS_TEST_SANITIZER");
-    return value != nullptr && std::string_view(value) == "1";
-}
-
 // Copies the built settings module into settings_module_dir unless the same
 // file is there already; rename() so that a config process starting meanwhile
 // sees the old file or the new one, never half of it.
@@ -86,6 +77,14 @@ void install_settings_module() {
 }
 
 } // namespace
+
+// The ASan runtime in LD_PRELOAD: the plugin is instrumented but runs inside
+// Dovecot's own binaries, which get the runtime through import_environment,
+// and ASan's shadow memory needs an unlimited address space (vsz_limit 0).
+bool sanitizer_run() {
+    const char *value = std::getenv("XAPS_TEST_SANITIZER");
+    return value != nullptr && std::string_view(value) == "1";
+}
 
 DovecotInstance::DovecotInstance(DovecotOptions options)
     : options_(std::move(options)), dir_(std::make_unique<TemporaryDirectory>()),

@@ -24,6 +24,10 @@
 
 namespace xaps::test {
 
+// True in a run of scripts/sanitize.sh (XAPS_TEST_SANITIZER=1), which runs
+// every process of Dovecot's with the address sanitizer's runtime.
+bool sanitizer_run();
+
 struct DovecotOptions {
     // The built mail plugin (lib<NN>_xaps_plugin.so), loaded where the shipped
     // files load it (imap, lmtp, lda; with notify and push_notification).
