@@ -87,7 +87,7 @@ RequestHandler::RequestHandler(RegistrationStore &store, GroupCommit &group_comm
       unix_now_(std::move(unix_now)) {}
 
 void RequestHandler::handle(const protocol::RequestLine &line, protocol::PeerRole role,
-                            const Reply &reply) noexcept {
+                            const Reply &reply, const ReplyFlow &flow) noexcept {
     try {
         require_served(line.request, role);
         std::visit(
@@ -99,7 +99,9 @@ void RequestHandler::handle(const protocol::RequestLine &line, protocol::PeerRol
                     scheduler_.notify(request.user, request.mailbox, request.events);
                     reply(protocol::Reply::ok(line.id));
                 } else if constexpr (std::is_same_v<T, protocol::List>) {
-                    handle_list(line.id, request, reply);
+                    continue_list(
+                        std::make_shared<ListProgress>(ListProgress{line.id, request.user, {}}),
+                        reply, flow);
                 } else if constexpr (std::is_same_v<T, protocol::Purge>) {
                     handle_purge(line.id, request, reply);
                 } else if constexpr (std::is_same_v<T, protocol::Status>) {
@@ -143,21 +145,35 @@ void RequestHandler::require_push_available() const {
     }
 }
 
-void RequestHandler::handle_list(std::uint64_t id, const protocol::List &request,
-                                 const Reply &reply) {
-    std::vector<Registration> registrations;
-    if (request.user.empty()) {
-        // all() does not filter by age as find_user() does: drop the expired
-        // first, so both answers agree.
-        store_.expire(unix_now_());
-        registrations = store_.all();
-    } else {
-        registrations = store_.find_user(request.user, unix_now_());
-    }
-    for (const auto &reg : registrations) {
-        reply(protocol::Reply::row(id, protocol::registration_to_fields(reg)));
-    }
-    reply(protocol::Reply::ok(id, {std::to_string(registrations.size())}));
+void RequestHandler::continue_list(const std::shared_ptr<ListProgress> &progress,
+                                   const Reply &reply, const ReplyFlow &flow) {
+    do {
+        if (flow && !flow.has_room()) {
+            flow.when_room([this, progress, reply, flow] {
+                try {
+                    continue_list(progress, reply, flow);
+                } catch (const Error &e) {
+                    reply(protocol::Reply::fail(progress->id, e));
+                } catch (const std::exception &e) {
+                    reply(protocol::Reply::fail(progress->id, ErrorKind::internal, e.what()));
+                } catch (...) {
+                    reply(
+                        protocol::Reply::fail(progress->id, ErrorKind::internal, "unknown error"));
+                }
+            });
+            return;
+        }
+        // `now` per page: a row that expires during a long listing may be
+        // left out, as a later LIST would.
+        RegistrationStore::Page page =
+            store_.page_after(progress->user, progress->after, list_page_rows, unix_now_());
+        for (const auto &reg : page.registrations) {
+            reply(protocol::Reply::row(progress->id, protocol::registration_to_fields(reg)));
+        }
+        progress->count += page.registrations.size();
+        progress->after = std::move(page.next_after);
+    } while (!progress->after.empty());
+    reply(protocol::Reply::ok(progress->id, {std::to_string(progress->count)}));
 }
 
 void RequestHandler::handle_purge(std::uint64_t id, const protocol::Purge &request,
@@ -214,8 +230,11 @@ void RequestHandler::handle_import(std::uint64_t id, const protocol::Import &req
     const std::int64_t latest = unix_now_() + import_clock_slack_seconds;
     require(reg.registered_at <= latest && reg.last_seen <= latest,
             "registered_at and last_seen must not be in the future");
-    bool added = store_.import(reg);
-    reply(protocol::Reply::ok(id, {added ? "imported" : "exists"}));
+    group_commit_.import(
+        std::move(reg), [id, reply](const RegistrationStore::ImportResult &result) {
+            reply(result.error ? protocol::Reply::fail(id, *result.error)
+                               : protocol::Reply::ok(id, {result.added ? "imported" : "exists"}));
+        });
 }
 
 } // namespace xaps

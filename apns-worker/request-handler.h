@@ -10,8 +10,10 @@
 #include "registration-store.h"
 #include "worker-protocol.h"
 
+#include <cstddef>
 #include <cstdint>
 #include <functional>
+#include <memory>
 #include <string>
 #include <utility>
 #include <vector>
@@ -29,13 +31,31 @@ struct RequestHandlerSettings {
     std::vector<std::string> subtopics; // xaps_subtopics
 };
 
+// How a long answer (LIST) keeps pace with a peer that reads slowly or not at
+// all: its rows are written a page at a time while the peer has room, so the
+// worker's memory holds a page and the transport's buffer, whatever the
+// store's size. Empty functions: no flow control, every row at once.
+struct ReplyFlow {
+    // False while the peer has so much unread that further rows must wait.
+    std::function<bool()> has_room;
+    // Calls `resume` once, from the event loop, when has_room() may be true
+    // again; drops it (never calls it) when the peer goes away.
+    std::function<void(std::function<void()> resume)> when_room;
+
+    explicit operator bool() const noexcept { return has_room && when_room; }
+};
+
 class RequestHandler {
 public:
     using Reply = std::function<void(protocol::Reply)>;
     using StatusRows = std::function<std::vector<std::pair<std::string, std::string>>()>;
 
-    // REGISTERs go through group_commit (one durable transaction per
-    // event-loop turn); everything else uses the store directly. REGISTER
+    // Registrations one LIST page looks at.
+    static constexpr std::size_t list_page_rows = 256;
+
+    // REGISTERs and IMPORTs go through group_commit (one durable
+    // transaction per event-loop turn); everything else uses the store
+    // directly. REGISTER
     // and TEST need an open `gate`, and REGISTER answers with its topic.
     RequestHandler(RegistrationStore &store, GroupCommit &group_commit, PushScheduler &scheduler,
                    const PushGate &gate, RequestHandlerSettings settings, StatusRows status_rows,
@@ -43,16 +63,26 @@ public:
 
     // Answers through `reply`: zero or more ROW replies, then exactly one OK
     // or FAIL. Most requests are answered before handle() returns; REGISTER
-    // (after its commit) and TEST (after Apple) are answered later from the
-    // event loop, so `reply` must stay callable (it should drop the reply
-    // when the peer is gone). A request that `role`'s listener does not
-    // serve is answered FAIL forbidden. Never throws.
-    void handle(const protocol::RequestLine &line, protocol::PeerRole role,
-                const Reply &reply) noexcept;
+    // and IMPORT (after their commit), TEST (after Apple) and a LIST that
+    // waits on `flow` are answered later from the event loop, so `reply`
+    // must stay callable (it should drop the reply when the peer is gone).
+    // A request that `role`'s listener does not serve is answered FAIL
+    // forbidden. Never throws.
+    void handle(const protocol::RequestLine &line, protocol::PeerRole role, const Reply &reply,
+                const ReplyFlow &flow = {}) noexcept;
 
 private:
+    struct ListProgress {
+        std::uint64_t id;
+        std::string user; // empty: every user
+        std::string after;
+        std::size_t count = 0;
+    };
+
     void handle_register(std::uint64_t id, const protocol::Register &request, const Reply &reply);
-    void handle_list(std::uint64_t id, const protocol::List &request, const Reply &reply);
+    // Writes pages while `flow` has room, then waits for it.
+    void continue_list(const std::shared_ptr<ListProgress> &progress, const Reply &reply,
+                       const ReplyFlow &flow);
     void handle_purge(std::uint64_t id, const protocol::Purge &request, const Reply &reply);
     void handle_status(std::uint64_t id, const Reply &reply);
     void handle_test(std::uint64_t id, const protocol::Test &request, const Reply &reply);

@@ -5,6 +5,7 @@
 #include "worker-events.h"
 #include "worker-protocol.h"
 
+#include <functional>
 #include <string>
 #include <string_view>
 #include <unordered_map>
@@ -31,6 +32,9 @@ struct ServerState {
     // Replies that arrive after the peer left (TEST waits on Apple) find the
     // connection gone here and are dropped.
     std::unordered_map<std::uint64_t, struct worker_connection *> live;
+    // A LIST waiting for its peer to read: continued from the connection's
+    // flush callback, dropped with the connection.
+    std::unordered_map<std::uint64_t, std::function<void()>> waiting_for_room;
 };
 ServerState state;
 
@@ -56,18 +60,65 @@ RequestHandler::Reply reply_to(std::uint64_t serial) {
 // APeerThatNeverReadsCannotGrowTheWorker).
 constexpr std::size_t output_high_water = 2 * protocol::max_line_length;
 
+bool below_low_water(const struct connection *conn) {
+    return o_stream_get_buffer_used_size(conn->output) < output_high_water / 2;
+}
+
+// Continues a waiting LIST once the peer has taken most of the output, and
+// reads requests again once no LIST waits: requests sent after a LIST are
+// read, and answered, after it.
 int worker_connection_flush(void *context) noexcept {
-    auto *conn = &static_cast<struct worker_connection *>(context)->conn;
-    const int ret = o_stream_flush(conn->output);
+    auto *wconn = static_cast<struct worker_connection *>(context);
+    auto *conn = &wconn->conn;
+    int ret = o_stream_flush(conn->output);
+    if (ret < 0) {
+        state.waiting_for_room.erase(wconn->serial);
+    } else if (below_low_water(conn)) {
+        if (auto waiting = state.waiting_for_room.find(wconn->serial);
+            waiting != state.waiting_for_room.end()) {
+            std::function<void()> resume = std::move(waiting->second);
+            state.waiting_for_room.erase(waiting);
+            try {
+                resume();
+            } catch (...) {
+                // RequestHandler answers its own failures.
+            }
+            ret = o_stream_flush(conn->output);
+        }
+    }
     // On an error too: reading again lets the connection API notice the
     // peer is gone and destroy the connection.
     if (conn->io == nullptr && !conn->disconnected &&
-        (ret < 0 || o_stream_get_buffer_used_size(conn->output) < output_high_water / 2)) {
+        !state.waiting_for_room.contains(wconn->serial) && (ret < 0 || below_low_water(conn))) {
         connection_input_resume(conn);
         // Requests already read wait in the input buffer.
         i_stream_set_input_pending(conn->input, TRUE);
     }
     return ret;
+}
+
+void wait_for_output_room(struct worker_connection *wconn) {
+    connection_input_halt(&wconn->conn);
+    o_stream_set_flush_callback(wconn->conn.output, worker_connection_flush, wconn);
+    o_stream_set_flush_pending(wconn->conn.output, TRUE);
+}
+
+ReplyFlow flow_of(std::uint64_t serial) {
+    ReplyFlow flow;
+    flow.has_room = [serial] {
+        auto it = state.live.find(serial);
+        return it != state.live.end() &&
+               o_stream_get_buffer_used_size(it->second->conn.output) < output_high_water;
+    };
+    flow.when_room = [serial](std::function<void()> resume) {
+        auto it = state.live.find(serial);
+        if (it == state.live.end() || it->second->conn.disconnected) {
+            return; // the peer left: the LIST ends here
+        }
+        state.waiting_for_room[serial] = std::move(resume);
+        wait_for_output_room(it->second);
+    };
+    return flow;
 }
 
 // Returns 0 (stop processing input for now) when the peer must read first.
@@ -76,9 +127,7 @@ int halt_input_while_output_full(struct worker_connection *wconn) {
     if (o_stream_get_buffer_used_size(conn->output) < output_high_water) {
         return 1;
     }
-    connection_input_halt(conn);
-    o_stream_set_flush_callback(conn->output, worker_connection_flush, wconn);
-    o_stream_set_flush_pending(conn->output, TRUE);
+    wait_for_output_room(wconn);
     return 0;
 }
 
@@ -91,7 +140,8 @@ int worker_connection_input_args(struct connection *conn, const char *const *arg
         }
         protocol::RequestLine line = protocol::decode_request(fields);
         state.handler->handle(line, wconn->role,
-                              observe_registration(line, reply_to(wconn->serial)));
+                              observe_registration(line, reply_to(wconn->serial)),
+                              flow_of(wconn->serial));
     } catch (const Error &e) {
         // A bad line gets an error reply and the connection goes on.
         send_reply(wconn, protocol::Reply::fail(protocol::request_id_of(fields), e));
@@ -101,12 +151,16 @@ int worker_connection_input_args(struct connection *conn, const char *const *arg
     } catch (...) {
         return -1;
     }
+    if (state.waiting_for_room.contains(wconn->serial)) {
+        return 0; // a LIST is streaming: it halted the input
+    }
     return halt_input_while_output_full(wconn);
 }
 
 void worker_connection_destroy(struct connection *conn) noexcept {
     auto *wconn = reinterpret_cast<struct worker_connection *>(conn);
     state.live.erase(wconn->serial);
+    state.waiting_for_room.erase(wconn->serial);
     connection_deinit(conn);
     i_free(wconn);
     master_service_client_connection_destroyed(master_service);
@@ -149,6 +203,7 @@ WorkerServer::WorkerServer(RequestHandler &handler, std::string_view admin_socke
 WorkerServer::~WorkerServer() {
     connection_list_deinit(&state.list);
     state.live.clear();
+    state.waiting_for_room.clear();
     state.handler = nullptr;
 }
 

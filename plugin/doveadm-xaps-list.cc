@@ -25,24 +25,7 @@ void print_registration(const Registration &reg) {
     doveadm_print(time_field(reg.last_seen).c_str());
 }
 
-void list(struct doveadm_cmd_context *cctx) {
-    const char *user = nullptr;
-    // An empty name would ask the worker for every user.
-    if (doveadm_cmd_param_str(cctx, "user", &user) && *user == '\0') {
-        usage_error(cmd_xaps_list, "-u needs a user name");
-    }
-
-    // Nothing is printed before the whole answer is in: a failure must not
-    // leave a half-printed table behind.
-    std::vector<Registration> registrations;
-    WorkerSession session;
-    protocol::Reply reply =
-        session.call(protocol::List{user == nullptr ? "" : user}, request_timeout,
-                     [&registrations](const protocol::Reply &row) {
-                         registrations.push_back(protocol::registration_from_fields(row.fields));
-                     });
-    ok_fields(reply);
-
+void print_table_header() {
     doveadm_print_init(DOVEADM_PRINT_TYPE_TABLE);
     doveadm_print_header_simple("user");
     doveadm_print_header_simple("account_id");
@@ -52,8 +35,35 @@ void list(struct doveadm_cmd_context *cctx) {
     doveadm_print_header("aps_version", "aps_version", DOVEADM_PRINT_HEADER_FLAG_NUMBER);
     doveadm_print_header_simple("registered");
     doveadm_print_header_simple("last_seen");
-    for (const auto &reg : registrations) {
-        print_registration(reg);
+}
+
+void list(struct doveadm_cmd_context *cctx) {
+    const char *user = nullptr;
+    // An empty name would ask the worker for every user.
+    if (doveadm_cmd_param_str(cctx, "user", &user) && *user == '\0') {
+        usage_error(cmd_xaps_list, "-u needs a user name");
+    }
+
+    // Each row is printed as it arrives: a store of a million registrations
+    // is never held in memory. The table starts with the first row, or with
+    // the answer when there is none, so a worker that cannot be reached
+    // leaves no table behind; one that fails midway leaves the rows before
+    // it, then the error and a failing exit code.
+    bool table_started = false;
+    WorkerSession session;
+    protocol::Reply reply =
+        session.call(protocol::List{user == nullptr ? "" : user}, request_timeout,
+                     [&table_started](const protocol::Reply &row) {
+                         Registration reg = protocol::registration_from_fields(row.fields);
+                         if (!table_started) {
+                             print_table_header();
+                             table_started = true;
+                         }
+                         print_registration(reg);
+                     });
+    ok_fields(reply);
+    if (!table_started) {
+        print_table_header();
     }
 }
 

@@ -33,6 +33,15 @@ GroupCommit::~GroupCommit() = default;
 
 void GroupCommit::put(Registration registration, Done done) {
     pending_.push_back(Pending{std::move(registration), std::move(done)});
+    schedule_commit();
+}
+
+void GroupCommit::import(Registration registration, ImportDone done) {
+    pending_imports_.push_back(PendingImport{std::move(registration), std::move(done)});
+    schedule_commit();
+}
+
+void GroupCommit::schedule_commit() {
     if (!commit_timer_) {
         commit_timer_ =
             loop_.call_after(std::chrono::milliseconds(0), [this] { commit_pending(); });
@@ -44,38 +53,75 @@ void GroupCommit::commit_pending() noexcept {
     commit_timer_.reset();
     std::vector<Pending> waiting;
     waiting.swap(pending_);
-    for (std::size_t first = 0; first < waiting.size(); first += max_batch_) {
+    const std::size_t import_count = std::min(pending_imports_.size(), max_batch_);
+    const auto imports_end = pending_imports_.begin() + static_cast<std::ptrdiff_t>(import_count);
+    std::vector<PendingImport> imports(std::make_move_iterator(pending_imports_.begin()),
+                                       std::make_move_iterator(imports_end));
+    pending_imports_.erase(pending_imports_.begin(), imports_end);
+    // The imports share the first batch's transaction.
+    std::size_t first = 0;
+    do {
         const std::size_t last = std::min(waiting.size(), first + max_batch_);
         std::vector<Pending> batch(std::make_move_iterator(waiting.begin() + first),
                                    std::make_move_iterator(waiting.begin() + last));
-        commit_batch(batch);
+        commit_batch(batch, imports);
+        imports.clear();
+        first = last;
+    } while (first < waiting.size());
+    if (!pending_imports_.empty()) {
+        schedule_commit(); // the rest after the event loop has served others
     }
 }
 
-void GroupCommit::commit_batch(std::vector<Pending> &batch) noexcept {
-    std::vector<std::optional<Error>> results;
+void GroupCommit::commit_batch(std::vector<Pending> &puts,
+                               std::vector<PendingImport> &imports) noexcept {
+    if (puts.empty() && imports.empty()) {
+        return;
+    }
+    RegistrationStore::BatchResults results;
     try {
-        std::vector<Registration> registrations;
-        registrations.reserve(batch.size());
-        for (Pending &pending : batch) {
-            registrations.push_back(std::move(pending.registration));
+        std::vector<Registration> put_registrations;
+        put_registrations.reserve(puts.size());
+        for (Pending &pending : puts) {
+            put_registrations.push_back(std::move(pending.registration));
+        }
+        std::vector<Registration> import_registrations;
+        import_registrations.reserve(imports.size());
+        for (PendingImport &pending : imports) {
+            import_registrations.push_back(std::move(pending.registration));
         }
         ++counters_.commits;
-        counters_.largest_batch = std::max(counters_.largest_batch, batch.size());
-        results = store_.put_batch(registrations, unix_now_());
+        counters_.largest_batch = std::max(counters_.largest_batch, puts.size() + imports.size());
+        results = store_.write_batch(put_registrations, unix_now_(), import_registrations);
     } catch (...) {
-        results.assign(batch.size(), current_exception_as_error());
+        const Error error = current_exception_as_error();
+        results.puts.assign(puts.size(), error);
+        results.imports.assign(imports.size(), {false, error});
     }
-    if (results.size() != batch.size()) { // a store breaking its contract: nothing is sure
-        results.assign(batch.size(), Error(ErrorKind::internal,
-                                           "the store answered a batch of registrations wrongly"));
+    // A store breaking its contract: nothing is sure.
+    if (results.puts.size() != puts.size()) {
+        results.puts.assign(
+            puts.size(),
+            Error(ErrorKind::internal, "the store answered a batch of registrations wrongly"));
     }
-    for (std::size_t i = 0; i < batch.size(); ++i) {
+    if (results.imports.size() != imports.size()) {
+        results.imports.assign(
+            imports.size(),
+            {false, Error(ErrorKind::internal, "the store answered a batch of imports wrongly")});
+    }
+    for (std::size_t i = 0; i < puts.size(); ++i) {
         ++counters_.registrations;
         try {
-            batch[i].done(results[i]);
+            puts[i].done(results.puts[i]);
         } catch (...) {
             // Nobody to tell: the reply path swallows its own failures.
+        }
+    }
+    for (std::size_t i = 0; i < imports.size(); ++i) {
+        ++counters_.imports;
+        try {
+            imports[i].done(results.imports[i]);
+        } catch (...) {
         }
     }
 }

@@ -9,6 +9,12 @@
 // the REGISTERs read in one turn share it. While a commit blocks on fsync,
 // further requests queue in the sockets and form the next batch: under load
 // the batch grows by itself, when idle a put costs one commit as before.
+//
+// Imports (an admin restoring an export) go the same way, in the same
+// transaction, but at most max_batch per turn: a long import then leaves the
+// event loop free between its commits for the REGISTERs that arrive
+// meanwhile, and each REGISTER waits for at most the commit under way and
+// its own.
 #pragma once
 
 #include "event-loop.h"
@@ -17,6 +23,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <deque>
 #include <functional>
 #include <memory>
 #include <optional>
@@ -44,12 +51,20 @@ public:
     // may call put() again (that put joins the next batch).
     void put(Registration registration, Done done);
 
-    // Puts waiting for their commit.
-    std::size_t pending() const noexcept { return pending_.size(); }
+    using ImportDone = std::function<void(const RegistrationStore::ImportResult &result)>;
+    // Imports the registration like RegistrationStore::import() at the end
+    // of this turn, or a later one: at most max_batch imports commit per
+    // turn, in the transaction of that turn's (first max_batch) puts. `done`
+    // is called like put()'s.
+    void import(Registration registration, ImportDone done);
+
+    // Puts and imports waiting for their commit.
+    std::size_t pending() const noexcept { return pending_.size() + pending_imports_.size(); }
 
     struct Counters {
         std::uint64_t commits = 0;       // transactions attempted
         std::uint64_t registrations = 0; // puts answered, failed ones included
+        std::uint64_t imports = 0;       // imports answered, failed ones included
         std::size_t largest_batch = 0;
     };
     Counters counters() const noexcept { return counters_; }
@@ -60,14 +75,22 @@ private:
         Done done;
     };
 
+    struct PendingImport {
+        Registration registration;
+        ImportDone done;
+    };
+
+    void schedule_commit();
     void commit_pending() noexcept;
-    void commit_batch(std::vector<Pending> &batch) noexcept;
+    // One transaction.
+    void commit_batch(std::vector<Pending> &puts, std::vector<PendingImport> &imports) noexcept;
 
     EventLoop &loop_;
     RegistrationStore &store_;
     std::function<std::int64_t()> unix_now_;
     std::size_t max_batch_;
     std::vector<Pending> pending_;
+    std::deque<PendingImport> pending_imports_;
     std::unique_ptr<EventLoop::Watch> commit_timer_;
     Counters counters_;
 };

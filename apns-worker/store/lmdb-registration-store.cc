@@ -104,6 +104,9 @@ constexpr std::string_view schema_version_key = "schema_version";
 // Bounds the dirty pages of one write transaction when expire() removes many
 // registrations; each batch is its own durable commit.
 constexpr std::size_t expire_batch_size = 1000;
+// Bounds one page_after() (records' bytes, checked between records): a page
+// of registrations with a thousand long mailbox names each stays small.
+constexpr std::size_t page_max_bytes = std::size_t{256} << 10;
 // iOS registers each account again once 23 hours (82,800 s) have passed since
 // its last registration, at its next chance to.
 constexpr std::int64_t ios_reregistration_interval = 82800;
@@ -476,36 +479,59 @@ public:
 
     std::vector<std::optional<Error>> put_batch(std::span<const Registration> registrations,
                                                 std::int64_t now) override {
-        std::vector<std::optional<Error>> results(registrations.size());
-        std::vector<std::pair<std::size_t, PreparedPut>> valid;
-        valid.reserve(registrations.size());
-        for (std::size_t i = 0; i < registrations.size(); ++i) {
-            try {
-                valid.emplace_back(i, prepare_put(registrations[i]));
-            } catch (const Error &error) {
-                results[i] = error;
-            }
-        }
-        if (valid.empty()) {
+        return write_batch(registrations, now, {}).puts;
+    }
+
+    std::vector<ImportResult> import_batch(std::span<const Registration> registrations) override {
+        return write_batch({}, 0, registrations).imports;
+    }
+
+    BatchResults write_batch(std::span<const Registration> puts, std::int64_t now,
+                             std::span<const Registration> imports) override {
+        BatchResults results;
+        results.puts.resize(puts.size());
+        results.imports.resize(imports.size());
+        std::vector<std::pair<std::size_t, PreparedPut>> valid_puts =
+            prepare_all(puts, [&](std::size_t i, const Error &error) { results.puts[i] = error; });
+        std::vector<std::pair<std::size_t, PreparedPut>> valid_imports = prepare_all(
+            imports, [&](std::size_t i, const Error &error) { results.imports[i].error = error; });
+        if (valid_puts.empty() && valid_imports.empty()) {
             return results;
         }
         try {
             with_growth([&] {
                 const bool room = room_for_new_registrations();
                 auto txn = lmdb::Txn::begin(env_.get(), 0, path_);
-                for (const auto &[index, prepared] : valid) {
+                for (const auto &[index, prepared] : valid_puts) {
                     if (!room && !lmdb::get(txn, registrations_, prepared.key, path_)) {
-                        results[index] = store_full_error();
+                        results.puts[index] = store_full_error();
                         continue;
                     }
-                    results[index].reset();
-                    put_in(txn, registrations[index], prepared, now);
+                    results.puts[index].reset();
+                    put_in(txn, puts[index], prepared, now);
+                }
+                for (const auto &[index, prepared] : valid_imports) {
+                    ImportResult &result = results.imports[index];
+                    result = ImportResult{};
+                    switch (import_in(txn, imports[index], prepared, room)) {
+                    case Imported::added:
+                        result.added = true;
+                        break;
+                    case Imported::exists:
+                        break;
+                    case Imported::no_room:
+                        result.error = store_full_error();
+                        break;
+                    }
                 }
                 txn.commit(path_);
             });
         } catch (const Error &error) {
-            for (const auto &entry : valid) {
-                results[entry.first] = error;
+            for (const auto &entry : valid_puts) {
+                results.puts[entry.first] = error;
+            }
+            for (const auto &entry : valid_imports) {
+                results.imports[entry.first] = ImportResult{false, error};
             }
         }
         return results;
@@ -516,6 +542,23 @@ private:
         std::string lower_user;
         std::string key;
     };
+
+    // prepare_put() for each; `refused` hears the index and error of those
+    // that fail it.
+    template <typename Refused>
+    std::vector<std::pair<std::size_t, PreparedPut>>
+    prepare_all(std::span<const Registration> registrations, Refused refused) const {
+        std::vector<std::pair<std::size_t, PreparedPut>> valid;
+        valid.reserve(registrations.size());
+        for (std::size_t i = 0; i < registrations.size(); ++i) {
+            try {
+                valid.emplace_back(i, prepare_put(registrations[i]));
+            } catch (const Error &error) {
+                refused(i, error);
+            }
+        }
+        return valid;
+    }
 
     // The checks that need no transaction; throws Error(invalid_input).
     PreparedPut prepare_put(const Registration &registration) const {
@@ -560,30 +603,78 @@ private:
         });
     }
 
+    enum class Imported { added, exists, no_room };
+
+    Imported import_in(const lmdb::Txn &txn, const Registration &registration,
+                       const PreparedPut &prepared, bool room) {
+        if (lmdb::get(txn, registrations_, prepared.key, path_)) {
+            return Imported::exists;
+        }
+        if (!room) {
+            return Imported::no_room;
+        }
+        const std::string &key = prepared.key;
+        lmdb::put(txn, registrations_, key, encode_record(registration, prepared.lower_user), 0,
+                  path_);
+        lmdb::put(txn, by_token_, registration.device_token, token_owner(key, path_), 0, path_);
+        lmdb::put(txn, by_last_seen_, time_key(registration.last_seen), key, 0, path_);
+        evict_beyond_cap(txn, prepared.lower_user, key);
+        return Imported::added;
+    }
+
 public:
     bool import(const Registration &registration) override {
-        validate(registration);
-        std::string lower_user = lower_ascii(registration.user);
-        std::string key =
-            primary_key(lower_user, registration.account_id, registration.device_token);
-        check_key_size(key);
-
+        PreparedPut prepared = prepare_put(registration);
         return with_growth([&] {
             const bool room = room_for_new_registrations();
             auto txn = lmdb::Txn::begin(env_.get(), 0, path_);
-            if (lmdb::get(txn, registrations_, key, path_)) {
+            switch (import_in(txn, registration, prepared, room)) {
+            case Imported::exists:
                 return false;
-            }
-            if (!room) {
+            case Imported::no_room:
                 throw store_full_error();
+            case Imported::added:
+                break;
             }
-            lmdb::put(txn, registrations_, key, encode_record(registration, lower_user), 0, path_);
-            lmdb::put(txn, by_token_, registration.device_token, token_owner(key, path_), 0, path_);
-            lmdb::put(txn, by_last_seen_, time_key(registration.last_seen), key, 0, path_);
-            evict_beyond_cap(txn, lower_user, key);
             txn.commit(path_);
             return true;
         });
+    }
+
+    Page page_after(std::string_view user, std::string_view after, std::size_t max_rows,
+                    std::int64_t now) override {
+        const std::string prefix = user.empty() ? std::string() : user_prefix(lower_ascii(user));
+        max_rows = std::max<std::size_t>(max_rows, 1);
+        Page page;
+        // A short read transaction per page: one held across pages would pin
+        // the pages it sees, and every write meanwhile would grow the file.
+        auto txn = lmdb::Txn::begin(env_.get(), MDB_RDONLY, path_);
+        auto cursor = lmdb::Cursor::open(txn, registrations_, path_);
+        MDB_val key = lmdb::to_val(after.empty() ? std::string_view(prefix) : after);
+        MDB_val value{};
+        bool more = after.empty() && prefix.empty() ? cursor.get(key, value, MDB_FIRST, path_)
+                                                    : cursor.get(key, value, MDB_SET_RANGE, path_);
+        if (more && !after.empty() && lmdb::to_view(key) == after) {
+            more = cursor.get(key, value, MDB_NEXT, path_);
+        }
+        std::size_t looked_at = 0;
+        std::size_t bytes = 0;
+        for (; more && lmdb::to_view(key).starts_with(prefix);
+             more = cursor.get(key, value, MDB_NEXT, path_)) {
+            if (looked_at == max_rows || bytes >= page_max_bytes) {
+                return page; // next_after: the last one looked at
+            }
+            ++looked_at;
+            bytes += key.mv_size + value.mv_size;
+            page.next_after.assign(lmdb::to_view(key));
+            Registration registration =
+                decode_record(lmdb::to_view(key), lmdb::to_view(value), path_);
+            if (!expired(registration.last_seen, now)) {
+                page.registrations.push_back(std::move(registration));
+            }
+        }
+        page.next_after.clear();
+        return page;
     }
 
     std::vector<Registration> find_user(std::string_view user, std::int64_t now) override {

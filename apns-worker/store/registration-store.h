@@ -4,10 +4,12 @@
 #pragma once
 
 #include "log-sink.h"
+#include "registration-rules.h"
 #include "registration.h"
 #include "xaps-error.h"
 #include "xaps-settings.h"
 
+#include <algorithm>
 #include <chrono>
 #include <cstdint>
 #include <functional>
@@ -16,6 +18,7 @@
 #include <span>
 #include <string>
 #include <string_view>
+#include <utility>
 #include <vector>
 
 namespace xaps {
@@ -74,11 +77,96 @@ public:
     // Adds a registration with the times it carries, unless one with the same
     // key exists. Returns true when it was added. Durable when it returns.
     virtual bool import(const Registration &registration) = 0;
+    // One import_batch() entry: added, already there, or why not.
+    struct ImportResult {
+        bool added = false;
+        std::optional<Error> error;
+    };
+    // import() for each registration, all in one durable commit. Like
+    // put_batch(): one entry per registration, in order; a registration that
+    // fails validation fails alone, a failed commit fails them all; a later
+    // entry with an earlier one's key "exists". This default commits one by
+    // one, for stores without transactions.
+    virtual std::vector<ImportResult> import_batch(std::span<const Registration> registrations) {
+        std::vector<ImportResult> results(registrations.size());
+        for (std::size_t i = 0; i < registrations.size(); ++i) {
+            try {
+                results[i].added = import(registrations[i]);
+            } catch (const Error &error) {
+                results[i].error = error;
+            }
+        }
+        return results;
+    }
+
+    struct BatchResults {
+        std::vector<std::optional<Error>> puts; // as put_batch()'s
+        std::vector<ImportResult> imports;      // as import_batch()'s
+    };
+    // put_batch(puts, now), then import_batch(imports), in one durable
+    // commit: group commit's one transaction per event-loop turn. This
+    // default commits the two apart.
+    virtual BatchResults write_batch(std::span<const Registration> puts, std::int64_t now,
+                                     std::span<const Registration> imports) {
+        BatchResults results;
+        if (!puts.empty()) {
+            results.puts = put_batch(puts, now);
+        }
+        if (!imports.empty()) {
+            results.imports = import_batch(imports);
+        }
+        return results;
+    }
 
     // The user's registrations (case-insensitive), unexpired at `now`.
     virtual std::vector<Registration> find_user(std::string_view user, std::int64_t now) = 0;
     virtual std::vector<Registration> all() = 0;
     virtual std::size_t size() = 0;
+
+    // A bounded slice of the registrations in key order, so that a listing
+    // of any size costs the memory of one page and holds no transaction
+    // between pages.
+    struct Page {
+        // Unexpired at `now`; fewer than asked for when some were expired or
+        // large (a store may bound a page's bytes too).
+        std::vector<Registration> registrations;
+        // Where the next page starts: pass it as `after`. Empty after the
+        // last page.
+        std::string next_after;
+    };
+    // Registrations of `user` (case-insensitive; empty: all users) whose key
+    // comes after `after` (empty: from the first), looking at no more than
+    // `max_rows` of them. Registrations added or removed between pages do not
+    // disturb the walk: each is listed at most once, and every one present
+    // throughout is listed. A key is the store's own ordering token: only a
+    // Page's next_after is a valid `after`.
+    virtual Page page_after(std::string_view user, std::string_view after, std::size_t max_rows,
+                            std::int64_t now) {
+        // For stores without ordered cursors: every page reads them all.
+        if (user.empty()) {
+            expire(now);
+        }
+        std::vector<std::pair<std::string, Registration>> keyed;
+        for (Registration &registration : user.empty() ? all() : find_user(user, now)) {
+            std::string key = lower_ascii(registration.user);
+            key.append(1, '\0').append(registration.account_id).append(1, '\0');
+            key.append(registration.device_token);
+            if (after.empty() || key > after) {
+                keyed.emplace_back(std::move(key), std::move(registration));
+            }
+        }
+        std::sort(keyed.begin(), keyed.end(),
+                  [](const auto &a, const auto &b) { return a.first < b.first; });
+        Page page;
+        for (std::size_t i = 0; i < keyed.size() && i < std::max<std::size_t>(max_rows, 1); ++i) {
+            page.registrations.push_back(std::move(keyed[i].second));
+            page.next_after = keyed[i].first;
+        }
+        if (page.registrations.size() == keyed.size()) {
+            page.next_after.clear();
+        }
+        return page;
+    }
 
     virtual std::size_t remove_user(std::string_view user) = 0;
     virtual std::size_t remove_token(std::string_view device_token) = 0;

@@ -41,6 +41,7 @@ public:
     explicit CountingStore(xaps::RegistrationStore &inner) : inner_(inner) {}
 
     std::vector<std::size_t> batch_sizes;
+    std::vector<std::size_t> import_batch_sizes;
     std::optional<Error> fail_with;
 
     std::vector<std::optional<Error>> put_batch(std::span<const Registration> registrations,
@@ -55,6 +56,13 @@ public:
         inner_.put(registration, now);
     }
     bool import(const Registration &registration) override { return inner_.import(registration); }
+    std::vector<ImportResult> import_batch(std::span<const Registration> registrations) override {
+        import_batch_sizes.push_back(registrations.size());
+        if (fail_with) {
+            throw *fail_with;
+        }
+        return inner_.import_batch(registrations);
+    }
     std::vector<Registration> find_user(std::string_view user, std::int64_t now) override {
         return inner_.find_user(user, now);
     }
@@ -240,3 +248,98 @@ TEST_F(GroupCommitTest, DestroyedBeforeItsTurnEndsItStoresAndAnswersNothing) {
 }
 
 } // namespace
+
+namespace {
+
+Registration exported(const std::string &user, const std::string &token) {
+    Registration registration = make_registration(user, token);
+    registration.aps_version = 2;
+    registration.registered_at = 1600000000;
+    registration.last_seen = 1600000100;
+    return registration;
+}
+
+// "imported", "exists" or the error's kind, per import, in answer order.
+struct ImportAnswers {
+    std::vector<std::string> outcomes;
+};
+GroupCommit::ImportDone record_import(ImportAnswers &answers) {
+    return [&answers](const xaps::RegistrationStore::ImportResult &result) {
+        answers.outcomes.push_back(
+            result.error   ? "error " + std::string(xaps::error_kind_name(result.error->kind()))
+            : result.added ? "imported"
+                           : "exists");
+    };
+}
+
+} // namespace
+
+TEST_F(GroupCommitTest, ImportsOfOneTurnShareOneCommitAndAreAnsweredAfterIt) {
+    ASSERT_TRUE(lmdb_->import(exported("before", "t0")));
+    GroupCommit commit(loop_, *store_, [] { return now; });
+    ImportAnswers answers;
+    commit.import(exported("alice", "t1"), record_import(answers));
+    commit.import(exported("before", "t0"), record_import(answers)); // stored earlier
+    commit.import(exported("", "t2"), record_import(answers));       // invalid
+    commit.import(exported("ALICE", "t1"), record_import(answers));  // same batch
+    commit.import(exported("bob", "t3"), record_import(answers));
+    EXPECT_TRUE(answers.outcomes.empty()) << "answered from within import()";
+    EXPECT_EQ(commit.pending(), 5u);
+    EXPECT_EQ(store_->size(), 1u) << "written before the turn ended";
+
+    ASSERT_TRUE(loop_.run_until([&] { return answers.outcomes.size() == 5; }, 5s));
+    EXPECT_EQ(answers.outcomes, (std::vector<std::string>{"imported", "exists", "error invalid",
+                                                          "exists", "imported"}));
+    EXPECT_EQ(store_->import_batch_sizes, (std::vector<std::size_t>{5}));
+    EXPECT_EQ(commit.counters().commits, 1u);
+    EXPECT_EQ(commit.counters().imports, 5u);
+    EXPECT_EQ(commit.counters().registrations, 0u);
+    EXPECT_EQ(store_->size(), 3u);
+    auto alice = store_->find_user("alice", 1600000100);
+    ASSERT_EQ(alice.size(), 1u);
+    EXPECT_EQ(alice[0].last_seen, 1600000100) << "an import keeps its times";
+
+    // Across batches: the next turn's import of a key now stored.
+    commit.import(exported("bob", "t3"), record_import(answers));
+    ASSERT_TRUE(loop_.run_until([&] { return answers.outcomes.size() == 6; }, 5s));
+    EXPECT_EQ(answers.outcomes.back(), "exists");
+    EXPECT_EQ(commit.counters().commits, 2u);
+}
+
+TEST_F(GroupCommitTest, ALongImportCommitsOneBatchPerTurnWithThatTurnsPuts) {
+    GroupCommit commit(
+        loop_, *store_, [] { return now; }, 4);
+    ImportAnswers imports;
+    for (int i = 0; i < 10; ++i) {
+        commit.import(exported("importer", "i" + std::to_string(i)), record_import(imports));
+    }
+    Answers puts;
+    commit.put(make_registration("phone", "p0"), record(puts, "p0"));
+    ASSERT_TRUE(loop_.run_until([&] { return !puts.tokens.empty(); }, 5s));
+    EXPECT_EQ(commit.counters().commits, 1u);
+    EXPECT_EQ(store_->batch_sizes, (std::vector<std::size_t>{1}));
+    // The put and the first batch of imports in one commit; the rest wait
+    // for later turns.
+    EXPECT_EQ(store_->import_batch_sizes, (std::vector<std::size_t>{4}));
+    EXPECT_EQ(imports.outcomes.size(), 4u);
+
+    commit.put(make_registration("phone", "p1"), record(puts, "p1"));
+    ASSERT_TRUE(loop_.run_until([&] { return imports.outcomes.size() == 10; }, 5s));
+    EXPECT_EQ(store_->import_batch_sizes, (std::vector<std::size_t>{4, 4, 2}));
+    EXPECT_EQ(puts.tokens, (std::vector<std::string>{"p0", "p1"}));
+    EXPECT_EQ(commit.counters().commits, 3u);
+    EXPECT_EQ(commit.counters().largest_batch, 5u); // a put and 4 imports
+    EXPECT_EQ(imports.outcomes, std::vector<std::string>(10, "imported"));
+}
+
+TEST_F(GroupCommitTest, AFailedImportCommitFailsEveryImportOfTheBatch) {
+    store_->fail_with = Error(ErrorKind::unavailable, "disk full");
+    GroupCommit commit(loop_, *store_, [] { return now; });
+    ImportAnswers answers;
+    commit.import(exported("alice", "t1"), record_import(answers));
+    commit.import(exported("bob", "t2"), record_import(answers));
+    ASSERT_TRUE(loop_.run_until([&] { return answers.outcomes.size() == 2; }, 5s));
+    EXPECT_EQ(answers.outcomes,
+              (std::vector<std::string>{"error unavailable", "error unavailable"}));
+    EXPECT_EQ(commit.counters().imports, 2u);
+}

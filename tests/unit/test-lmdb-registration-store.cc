@@ -749,6 +749,26 @@ void in_child_limited_to(std::uint64_t limit, const std::function<void()> &body)
 // Dovecot's default vsz_limit.
 constexpr std::uint64_t default_vsz_limit = 256 * mebibyte;
 
+// Puts registrations of ~10 KiB (a few overflow pages each, so that the map
+// fills fast) in batches of 100, counting them in `stored`, until one is
+// refused (returned) or `enough()` holds.
+std::optional<xaps::Error> fill_store(xaps::RegistrationStore &store, std::size_t &stored,
+                                      const std::function<bool()> &enough) {
+    while (!enough()) {
+        std::vector<Registration> batch;
+        for (std::size_t i = 0; i < 100; ++i) {
+            batch.push_back(numbered_registration(stored + i, 40, 240));
+        }
+        for (const auto &result : store.put_batch(batch, 1)) {
+            if (result) {
+                return result;
+            }
+            ++stored;
+        }
+    }
+    return std::nullopt;
+}
+
 TEST(LmdbStore, OpensAndFillsUpUnderTheDefaultVszLimit) {
     TempDir dir(TempDir::memory_base());
     in_child_limited_to(default_vsz_limit, [&] {
@@ -758,22 +778,9 @@ TEST(LmdbStore, OpensAndFillsUpUnderTheDefaultVszLimit) {
         RecordedLog log;
         opts.log = log.sink();
         auto store = xaps::open_lmdb_store(opts);
-        // ~10 KiB each: a few overflow pages, so the map fills fast.
         std::size_t stored = 0;
-        std::optional<xaps::Error> refusal;
-        while (!refusal && stored < 100000) {
-            std::vector<Registration> batch;
-            for (std::size_t i = 0; i < 100; ++i) {
-                batch.push_back(numbered_registration(stored + i, 40, 240));
-            }
-            for (const auto &result : store->put_batch(batch, 1)) {
-                if (result) {
-                    refusal = result;
-                    break;
-                }
-                ++stored;
-            }
-        }
+        const std::optional<xaps::Error> refusal =
+            fill_store(*store, stored, [&] { return stored >= 100000; });
         ASSERT_TRUE(refusal.has_value()) << "never refused";
         const std::string refused = refusal->what();
         EXPECT_NE(refused.find("registration store full"), std::string::npos) << refused;
@@ -809,20 +816,8 @@ TEST(LmdbStore, AddressSpaceTakenAfterTheOpenStopsGrowthCleanly) {
                              MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
         ASSERT_NE(taken, MAP_FAILED);
         std::size_t stored = 0;
-        std::optional<xaps::Error> failure;
-        while (!failure && stored < 100000) {
-            std::vector<Registration> batch;
-            for (std::size_t i = 0; i < 100; ++i) {
-                batch.push_back(numbered_registration(stored + i, 40, 240));
-            }
-            for (const auto &result : store->put_batch(batch, 1)) {
-                if (result) {
-                    failure = result;
-                    break;
-                }
-                ++stored;
-            }
-        }
+        const std::optional<xaps::Error> failure =
+            fill_store(*store, stored, [&] { return stored >= 100000; });
         ASSERT_TRUE(failure.has_value()) << "the map grew into address space it does not have";
         EXPECT_EQ(failure->kind(), ErrorKind::unavailable);
         EXPECT_NE(std::string(failure->what()).find("vsz_limit"), std::string::npos)
@@ -849,16 +844,9 @@ TEST(LmdbStore, AStoreTheAddressSpaceCannotHoldIsAConfigErrorNamingVszLimit) {
     std::size_t stored = 0;
     {
         auto store = xaps::open_lmdb_store(opts);
-        while (data_file_size(opts.path) < 100 * mebibyte) {
-            std::vector<Registration> batch;
-            for (std::size_t i = 0; i < 100; ++i) {
-                batch.push_back(numbered_registration(stored + i, 40, 240));
-            }
-            for (const auto &result : store->put_batch(batch, 1)) {
-                ASSERT_FALSE(result.has_value()) << result->what();
-            }
-            stored += batch.size();
-        }
+        const std::optional<xaps::Error> refusal =
+            fill_store(*store, stored, [&] { return data_file_size(opts.path) >= 100 * mebibyte; });
+        ASSERT_FALSE(refusal.has_value()) << refusal->what();
     }
     in_child_limited_to(128 * mebibyte, [&] {
         try {
@@ -1157,6 +1145,187 @@ TEST_F(LmdbStoreTest, ImportRetiresNothing) {
     imported.last_seen = imported.registered_at;
     EXPECT_TRUE(store->import(imported));
     EXPECT_EQ(store->size(), 2u) << "an import is no sign of the phone";
+}
+
+// Every page of a listing, as LIST walks them: (user, tokens) per page.
+std::vector<std::vector<std::string>> page_tokens(xaps::RegistrationStore &store,
+                                                  std::string_view user, std::size_t max_rows,
+                                                  std::int64_t now) {
+    std::vector<std::vector<std::string>> pages;
+    std::string after;
+    do {
+        xaps::RegistrationStore::Page page = store.page_after(user, after, max_rows, now);
+        std::vector<std::string> tokens;
+        for (const auto &registration : page.registrations) {
+            tokens.push_back(registration.user + "/" + registration.device_token);
+        }
+        pages.push_back(tokens);
+        after = page.next_after;
+    } while (!after.empty() && pages.size() < 100);
+    return pages;
+}
+
+TEST_F(LmdbStoreTest, PagesWalkTheStoreInKeyOrder) {
+    auto store = xaps::open_lmdb_store(options());
+    for (const char *user : {"carol", "Alice", "bob"}) {
+        for (const char *token : {"t2", "t1"}) {
+            store->put(make_registration(user, "a", token), 100);
+        }
+    }
+    using Pages = std::vector<std::vector<std::string>>;
+    EXPECT_EQ(page_tokens(*store, "", 4, 100),
+              (Pages{{"Alice/t1", "Alice/t2", "bob/t1", "bob/t2"}, {"carol/t1", "carol/t2"}}));
+    // A page boundary at the store's end: no empty page after it.
+    EXPECT_EQ(page_tokens(*store, "", 3, 100),
+              (Pages{{"Alice/t1", "Alice/t2", "bob/t1"}, {"bob/t2", "carol/t1", "carol/t2"}}));
+    EXPECT_EQ(page_tokens(*store, "", 6, 100),
+              (Pages{{"Alice/t1", "Alice/t2", "bob/t1", "bob/t2", "carol/t1", "carol/t2"}}));
+    // One user's rows across pages, and nobody else's.
+    EXPECT_EQ(page_tokens(*store, "BOB", 1, 100), (Pages{{"bob/t1"}, {"bob/t2"}}));
+    EXPECT_EQ(page_tokens(*store, "dave", 1, 100), (Pages{{}}));
+    EXPECT_EQ(page_tokens(*store, "", 1000, 100).size(), 1u);
+}
+
+TEST_F(LmdbStoreTest, PagesSkipExpiredRowsButWalkPastThem) {
+    auto store = xaps::open_lmdb_store(options(16, std::chrono::seconds(1000)));
+    store->put(make_registration("alice", "a", "t1"), 100);  // expired at 2000
+    store->put(make_registration("alice", "a", "t2"), 1500); // live
+    store->put(make_registration("alice", "a", "t3"), 100);  // expired
+    store->put(make_registration("bob", "a", "t1"), 100);    // expired
+    using Pages = std::vector<std::vector<std::string>>;
+    EXPECT_EQ(page_tokens(*store, "", 2, 2000), (Pages{{"alice/t2"}, {}}));
+    EXPECT_EQ(page_tokens(*store, "alice", 1, 2000), (Pages{{}, {"alice/t2"}, {}}));
+    EXPECT_EQ(store->size(), 4u); // listing removes nothing
+}
+
+TEST_F(LmdbStoreTest, ChangesBetweenPagesDoNotBreakTheWalk) {
+    auto store = xaps::open_lmdb_store(options());
+    for (const char *user : {"u1", "u2", "u3", "u4", "u5"}) {
+        store->put(make_registration(user, "a", "t"), 100);
+    }
+    auto first = store->page_after("", "", 2, 100);
+    ASSERT_EQ(tokens_of(first.registrations), std::set<std::string>{"t"});
+    ASSERT_EQ(first.registrations.size(), 2u);
+    EXPECT_EQ(first.registrations[1].user, "u2");
+    // The last row listed goes, one behind the walk comes, one ahead comes
+    // and one ahead goes.
+    store->remove_user("u2");
+    store->put(make_registration("u0", "a", "t"), 100);
+    store->put(make_registration("u35", "a", "t"), 100);
+    store->remove_user("u4");
+    std::vector<std::string> rest;
+    for (std::string after = first.next_after; !after.empty();) {
+        auto page = store->page_after("", after, 2, 100);
+        for (const auto &registration : page.registrations) {
+            rest.push_back(registration.user);
+        }
+        after = page.next_after;
+    }
+    EXPECT_EQ(rest, (std::vector<std::string>{"u3", "u35", "u5"}));
+}
+
+TEST_F(LmdbStoreTest, APageOfLargeRowsIsBoundedInBytes) {
+    auto store = xaps::open_lmdb_store(options(0));
+    // 40 rows of 1,000 mailbox names of 100 bytes: 4 MB in all.
+    for (int i = 0; i < 40; ++i) {
+        store->put(make_registration("u" + std::to_string(100 + i), "a", "t",
+                                     std::vector<std::string>(1000, std::string(100, 'm'))),
+                   100);
+    }
+    std::size_t pages = 0;
+    std::size_t rows = 0;
+    for (std::string after;;) {
+        auto page = store->page_after("", after, 1000, 100);
+        ++pages;
+        rows += page.registrations.size();
+        EXPECT_LE(page.registrations.size(), 4u); // 256 KiB and one row at most
+        after = page.next_after;
+        if (after.empty()) {
+            break;
+        }
+    }
+    EXPECT_EQ(rows, 40u);
+    EXPECT_GE(pages, 10u);
+}
+
+TEST_F(LmdbStoreTest, ImportBatchAddsInOneCommitAndSaysWhatExists) {
+    auto store = xaps::open_lmdb_store(options());
+    auto existing = make_registration("alice", "a", "t0");
+    existing.registered_at = 10;
+    existing.last_seen = 20;
+    ASSERT_TRUE(store->import(existing));
+
+    auto fresh = make_registration("alice", "a", "t1");
+    fresh.registered_at = 30;
+    fresh.last_seen = 40;
+    auto same_key_again = fresh;
+    same_key_again.user = "ALICE";
+    same_key_again.last_seen = 50;
+    const std::vector<Registration> batch = {
+        fresh,                              // imported
+        existing,                           // exists: stored before
+        make_registration("", "a", "t"),    // invalid: fails alone
+        same_key_again,                     // exists: earlier in this batch
+        make_registration("bob", "a", "t"), // imported
+    };
+    auto results = store->import_batch(batch);
+    ASSERT_EQ(results.size(), 5u);
+    const bool added[] = {true, false, false, false, true};
+    for (std::size_t i = 0; i < 5; ++i) {
+        SCOPED_TRACE(i);
+        EXPECT_EQ(results[i].added, added[i]);
+        EXPECT_EQ(results[i].error.has_value(), i == 2);
+    }
+    EXPECT_EQ(results[2].error->kind(), ErrorKind::invalid_input);
+    EXPECT_EQ(store->size(), 3u);
+    auto alice = store->find_user("alice", 40);
+    ASSERT_EQ(alice.size(), 2u);
+    EXPECT_EQ(alice[1], fresh); // times as imported, the first spelling
+    EXPECT_TRUE(store->import_batch({}).empty());
+}
+
+TEST_F(LmdbStoreTest, WriteBatchPutsThenImportsInOneCommit) {
+    auto store = xaps::open_lmdb_store(options());
+    auto imported = make_registration("alice", "a", "t1");
+    imported.registered_at = 10;
+    imported.last_seen = 20;
+    const std::vector<Registration> puts = {make_registration("alice", "a", "t1"),
+                                            make_registration("", "a", "t")};
+    const std::vector<Registration> imports = {imported, make_registration("bob", "a", "t2")};
+    auto results = store->write_batch(puts, 500, imports);
+    ASSERT_EQ(results.puts.size(), 2u);
+    ASSERT_EQ(results.imports.size(), 2u);
+    EXPECT_FALSE(results.puts[0].has_value());
+    ASSERT_TRUE(results.puts[1].has_value());
+    EXPECT_EQ(results.puts[1]->kind(), ErrorKind::invalid_input);
+    EXPECT_FALSE(results.imports[0].added) << "the put before it stored the key";
+    EXPECT_FALSE(results.imports[0].error.has_value());
+    EXPECT_TRUE(results.imports[1].added);
+    EXPECT_EQ(store->find_user("alice", 500).at(0).registered_at, 500);
+    EXPECT_EQ(store->size(), 2u);
+}
+
+TEST(LmdbStore, ImportBatchIsAllOrNothingWhenTheCommitFails) {
+    TempDir dir(TempDir::memory_base());
+    LmdbStoreOptions opts = LmdbStoreOptions::from(xaps::default_xaps_settings());
+    opts.path = dir.path();
+    opts.max_devices_per_user = 0;
+    opts.initial_map_size = 256 * 1024;
+    opts.max_map_size = 256 * 1024;
+    auto store = xaps::open_lmdb_store(opts);
+    std::vector<Registration> batch;
+    for (int i = 0; i < 2000; ++i) {
+        batch.push_back(make_registration("user" + std::to_string(i), "a", std::string(64, 'f'),
+                                          std::vector<std::string>(20, "mailbox")));
+    }
+    auto results = store->import_batch(batch);
+    ASSERT_EQ(results.size(), batch.size());
+    for (const auto &result : results) {
+        ASSERT_TRUE(result.error.has_value());
+        EXPECT_EQ(result.error->kind(), ErrorKind::unavailable);
+        EXPECT_FALSE(result.added);
+    }
+    EXPECT_EQ(store->size(), 0u);
 }
 
 } // namespace

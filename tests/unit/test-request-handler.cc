@@ -110,6 +110,18 @@ protected:
         return *replies;
     }
 
+    // Users user1000, user1001, ... with one registration each, last seen at 900.
+    void import_users(int count) {
+        std::vector<xaps::Registration> batch;
+        for (int i = 0; i < count; ++i) {
+            batch.push_back(registration("user" + std::to_string(1000 + i)));
+            batch.back().last_seen = 900;
+        }
+        for (const auto &result : store_->import_batch(batch)) {
+            ASSERT_TRUE(result.added);
+        }
+    }
+
     static xaps::Registration registration(const std::string &user = "alice") {
         xaps::Registration reg;
         reg.user = user;
@@ -413,4 +425,141 @@ TEST_F(RequestHandlerTest, TheDocumentedAdminListenerExchange) {
               "1\tOK\t1\n");
     EXPECT_EQ(serve(admin, "2\tPURGE\tuser\talice\n"), "2\tOK\t1\n");
     EXPECT_EQ(serve(admin, "3\tLIST\n"), "3\tOK\t0\n");
+}
+
+namespace {
+
+// A peer that takes rows only when the test lets it: has_room() is true for
+// `pages_allowed` more checks, and when_room() keeps the LIST's resume.
+struct ControlledPeer {
+    xaps::ReplyFlow flow() {
+        xaps::ReplyFlow flow;
+        flow.has_room = [this] {
+            if (pages_allowed == 0) {
+                return false;
+            }
+            --pages_allowed;
+            return true;
+        };
+        flow.when_room = [this](std::function<void()> resume) {
+            ++waits;
+            waiting = std::move(resume);
+        };
+        return flow;
+    }
+    // Lets one more page through and continues the LIST.
+    void drain_one_page() {
+        ASSERT_TRUE(waiting);
+        pages_allowed = 1;
+        std::function<void()> resume = std::move(waiting);
+        waiting = nullptr;
+        resume();
+    }
+
+    std::size_t pages_allowed = 0;
+    std::size_t waits = 0;
+    std::function<void()> waiting;
+    std::vector<protocol::Reply> replies;
+};
+
+} // namespace
+
+TEST_F(RequestHandlerTest, ListWritesNoRowWhileThePeerIsFullAndAPagePerDrain) {
+    // 600 registrations: pages of 256, 256 and 88 (list_page_rows = 256).
+    import_users(600);
+    ControlledPeer peer;
+    handler_->handle(
+        protocol::RequestLine{7, protocol::List{}}, protocol::PeerRole::admin,
+        [&peer](protocol::Reply reply) { peer.replies.push_back(reply); }, peer.flow());
+    EXPECT_TRUE(peer.replies.empty()) << "rows written to a full peer";
+    EXPECT_EQ(peer.waits, 1U);
+
+    peer.drain_one_page();
+    EXPECT_EQ(peer.replies.size(), 256U);
+    EXPECT_EQ(peer.waits, 2U);
+    peer.drain_one_page();
+    EXPECT_EQ(peer.replies.size(), 512U);
+    for (const auto &reply : peer.replies) {
+        ASSERT_EQ(reply.status, protocol::ReplyStatus::row);
+    }
+    // A registration added behind the walk and one removed ahead of it.
+    ASSERT_TRUE(store_->import([] {
+        auto reg = registration("user0999");
+        reg.last_seen = 900;
+        return reg;
+    }()));
+    ASSERT_EQ(store_->remove_user("user1599"), 1U);
+    peer.drain_one_page();
+    ASSERT_EQ(peer.replies.size(), 512U + 87U + 1U);
+    EXPECT_EQ(peer.waits, 3U);
+    EXPECT_FALSE(peer.waiting) << "waits after its OK";
+    const protocol::Reply &last = peer.replies.back();
+    EXPECT_EQ(last.status, protocol::ReplyStatus::ok);
+    EXPECT_EQ(last.id, 7U);
+    EXPECT_EQ(last.fields, std::vector<std::string>{"599"});
+    EXPECT_EQ(protocol::registration_from_fields(peer.replies[0].fields).user, "user1000");
+    EXPECT_EQ(protocol::registration_from_fields(peer.replies[598].fields).user, "user1598");
+}
+
+TEST_F(RequestHandlerTest, AListWhosePeerLeftStopsAndLeavesNothingBehind) {
+    import_users(300);
+    ControlledPeer peer;
+    peer.pages_allowed = 1;
+    auto replies = std::make_shared<std::vector<protocol::Reply>>();
+    std::weak_ptr<std::vector<protocol::Reply>> watch = replies;
+    handler_->handle(
+        protocol::RequestLine{8, protocol::List{}}, protocol::PeerRole::admin,
+        [replies](protocol::Reply reply) { replies->push_back(reply); }, peer.flow());
+    EXPECT_EQ(replies->size(), 256U);
+    ASSERT_TRUE(peer.waiting);
+    replies.reset();
+    EXPECT_FALSE(watch.expired()) << "the waiting LIST holds its reply path";
+    peer.waiting = nullptr; // what the connection does when the peer leaves
+    EXPECT_TRUE(watch.expired());
+}
+
+TEST_F(RequestHandlerTest, ListWithoutFlowControlAnswersEveryPageAtOnce) {
+    import_users(520);
+    auto replies = handle(protocol::List{});
+    ASSERT_EQ(replies.size(), 521U);
+    EXPECT_EQ(replies.back().fields, std::vector<std::string>{"520"});
+}
+
+TEST_F(RequestHandlerTest, ImportsOfOneTurnShareOneCommitAndAnswerAfterIt) {
+    ASSERT_TRUE(store_->import([] {
+        auto reg = registration("dave");
+        reg.last_seen = 900;
+        return reg;
+    }()));
+    std::vector<std::string> answers;
+    const auto record = [&answers](protocol::Reply reply) {
+        answers.push_back(
+            std::to_string(reply.id) + " " +
+            (reply.status == protocol::ReplyStatus::ok
+                 ? reply.fields.at(0)
+                 : "FAIL " + std::string(xaps::error_kind_name(reply.error().kind()))));
+    };
+    const auto import_line = [](std::uint64_t id, const std::string &user, std::int64_t last_seen) {
+        auto reg = registration(user);
+        reg.registered_at = 800;
+        reg.last_seen = last_seen;
+        return protocol::RequestLine{id, protocol::Import{reg}};
+    };
+    const auto commits_before = group_commit_->counters().commits;
+    handler_->handle(import_line(1, "alice", 900), protocol::PeerRole::admin, record);
+    handler_->handle(import_line(2, "dave", 900), protocol::PeerRole::admin, record);
+    handler_->handle(import_line(3, "erin", 1000 + 3600), protocol::PeerRole::admin, record);
+    handler_->handle(import_line(4, "ALICE", 950), protocol::PeerRole::admin, record);
+    handler_->handle(import_line(5, "bob", 900), protocol::PeerRole::admin, record);
+    // The invalid one fails at once and alone; the others wait for the commit.
+    EXPECT_EQ(answers, std::vector<std::string>{"3 FAIL invalid"});
+    EXPECT_EQ(store_->size(), 1U);
+
+    ASSERT_TRUE(loop_.run_until([&] { return answers.size() == 5; }, 5s));
+    EXPECT_EQ(answers, (std::vector<std::string>{"3 FAIL invalid", "1 imported", "2 exists",
+                                                 "4 exists", "5 imported"}));
+    EXPECT_EQ(group_commit_->counters().commits - commits_before, 1U);
+    EXPECT_EQ(group_commit_->counters().imports, 4U);
+    EXPECT_EQ(store_->size(), 3U);
+    EXPECT_EQ(store_->find_user("alice", 1000).at(0).last_seen, 900);
 }
