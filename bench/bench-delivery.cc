@@ -52,7 +52,6 @@ Options parse_options(int argc, char **argv) {
     return options;
 }
 
-constexpr const char *dovecot_binary = "/usr/sbin/dovecot";
 constexpr const char *lmtp_binary = "/usr/lib/dovecot/lmtp";
 
 struct Deliveries {
@@ -135,7 +134,7 @@ Instance start_dovecot(std::uint16_t apns_port, bool with_plugin) {
         populate_store(instance.dovecot->db_path(), 0, recipients, instance.dovecot->worker_user());
     }
     instance.dovecot->start();
-    instance.master = find_descendant(dovecot_binary);
+    instance.master = instance.dovecot->master_pid();
     if (with_plugin) {
         instance.worker = wait_for_worker_process();
     }

@@ -15,8 +15,9 @@ namespace xaps::bench {
 
 MockApnsConfig mock_config(std::uint32_t max_streams, bool record_requests) {
     MockApnsConfig config = test::apple_like_mock_config();
-    // h2load, measured against the same mock, has no client certificate.
-    config.client_ca_file.clear();
+    // The worker authenticates with the test client certificate as at Apple;
+    // h2load, measured against the same mock, cannot present one.
+    config.accept_anonymous_clients = true;
     config.max_concurrent_streams = max_streams;
     config.record_requests = record_requests;
     return config;
@@ -47,11 +48,11 @@ pid_t wait_for_worker_process(std::chrono::milliseconds timeout) {
 
 std::map<std::string, std::string> worker_status(test::WorkerClient &worker) {
     std::map<std::string, std::string> status;
-    for (const auto &reply : worker.request(protocol::Status{})) {
-        if (reply.status == protocol::ReplyStatus::row && reply.fields.size() >= 2) {
+    for (const auto &reply : worker.request({"STATUS"})) {
+        if (reply.is_row() && reply.fields.size() >= 2) {
             status[reply.fields[0]] = reply.fields[1];
-        } else if (reply.status == protocol::ReplyStatus::fail) {
-            throw reply.error();
+        } else if (reply.failed()) {
+            throw Error(ErrorKind::unavailable, "STATUS failed: " + reply.line);
         }
     }
     return status;

@@ -13,7 +13,6 @@
 #include "bench-report.h"
 #include "lmtp-client.h"
 #include "process-stats.h"
-#include "worker-protocol.h"
 #include "xaps-error.h"
 
 #include <algorithm>
@@ -166,15 +165,14 @@ std::vector<Sent> notify_at_rate(const test::DovecotInstance &dovecot, const Ste
     std::vector<Sent> sent;
     const auto start = Clock::now();
     const auto interval = std::chrono::duration<double>(1.0 / step.rate);
-    const std::vector<std::string> events{"MessageNew"};
     for (std::size_t k = 0; k < step.count; ++k) {
         std::this_thread::sleep_until(start +
                                       std::chrono::duration_cast<Clock::duration>(interval * k));
         const std::size_t device = k % recipients;
         const auto at = Clock::now();
-        auto replies = worker.request(protocol::Notify{device_user(device), "INBOX", events});
-        if (replies.back().status != protocol::ReplyStatus::ok) {
-            throw replies.back().error();
+        const auto replies = worker.request({"NOTIFY", device_user(device), "INBOX", "MessageNew"});
+        if (!replies.back().ok()) {
+            throw Error(ErrorKind::unavailable, "NOTIFY failed: " + replies.back().line);
         }
         sent.push_back(Sent{device, at, Clock::now()});
     }

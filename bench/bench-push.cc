@@ -219,7 +219,7 @@ void PushBench::run(unsigned connections, bool with_churn) {
                                                 " connections to the mock APNs (it has " +
                                                 std::to_string(mock_.open_connections()) + ")");
     }
-    test::WorkerClient status(dovecot.worker_socket_path());
+    test::WorkerClient status(dovecot.admin_socket_path());
     PipelinedWorkerClient notifier(dovecot.worker_socket_path());
 
     // Warms up the worker's caches, nghttp2's header tables and LMDB's pages.

@@ -92,12 +92,13 @@ RunResult register_for(const std::string &socket_path, std::chrono::milliseconds
                 test::WorkerClient worker(socket_path);
                 for (std::size_t n = 0; Clock::now() < stop; ++n) {
                     const auto sent = Clock::now();
-                    auto replies =
-                        worker.request(protocol::Register{client_registration(client, n)});
+                    const auto replies =
+                        worker.request(test::register_request(client_registration(client, n)));
                     latencies.push_back(
                         std::chrono::duration<double, std::milli>(Clock::now() - sent).count());
-                    if (replies.back().status != protocol::ReplyStatus::ok) {
-                        throw replies.back().error();
+                    if (!replies.back().ok()) {
+                        throw Error(ErrorKind::unavailable,
+                                    "REGISTER failed: " + replies.back().line);
                     }
                     ++done;
                 }

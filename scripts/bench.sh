@@ -63,12 +63,14 @@ if [ "$quick" = yes ]; then
     run bench-delivery --rounds 3 --round-ms 1500
     run bench-register --duration-ms 2000
     run bench-scale --large 100000
+    run bench-connections
 else
     run bench-push --rounds 7 --connections 1,4 --devices 50000
     run bench-latency
     run bench-delivery --rounds 7 --round-ms 2500
     run bench-register --duration-ms 4000
     run bench-scale
+    run bench-connections
 fi
 
 echo

@@ -326,7 +326,11 @@ SslCtxPtr make_server_context(const MockApnsConfig &config) {
         STACK_OF(X509_NAME) *names = SSL_load_client_CA_file(config.client_ca_file.c_str());
         if (names != nullptr)
             SSL_CTX_set_client_CA_list(ctx.get(), names);
-        SSL_CTX_set_verify(ctx.get(), SSL_VERIFY_PEER | SSL_VERIFY_FAIL_IF_NO_PEER_CERT, nullptr);
+        SSL_CTX_set_verify(ctx.get(),
+                           config.accept_anonymous_clients
+                               ? SSL_VERIFY_PEER
+                               : SSL_VERIFY_PEER | SSL_VERIFY_FAIL_IF_NO_PEER_CERT,
+                           nullptr);
     }
     SSL_CTX_set_alpn_select_cb(ctx.get(), select_h2, nullptr);
     return ctx;
@@ -893,6 +897,9 @@ std::optional<MockApnsResponse> MockApnsServer::Impl::refuse(MockApnsRequest &re
                        : std::nullopt;
         });
     }
+    if (request.client_subject.empty() && config_.accept_anonymous_clients)
+        return refuse_push(request, true,
+                           [](const std::string &) { return std::optional<std::string>(); });
     if (request.client_subject.empty())
         return refusal(403, "MissingProviderToken");
     // A certificate for one topic (Apple's mail certificates are) names it

@@ -41,6 +41,11 @@ struct MockApnsConfig {
     // TooManyProviderTokenUpdates for a new token sooner than
     // min_renewal_interval after the one in use.
     std::optional<MockApnsTokenAuth> token_auth;
+    // For the benchmarks' reference load, h2load, which can present no client
+    // certificate: with client_ca_file a certificate is asked for but not
+    // required, and a request without one is accepted (its apns-topic is
+    // required) instead of 403 MissingProviderToken. Apple has no such mode.
+    bool accept_anonymous_clients = false;
 };
 
 // Every request is checked as APNs documents it before the responder is
@@ -51,7 +56,8 @@ struct MockApnsConfig {
 //   404 BadPath               :path is not /3/device/<token>
 //   400 MissingDeviceToken    :path is /3/device/ with no token
 //   403 MissingProviderToken  no client certificate and no authorization
-//                             header (or no token_auth configured)
+//                             header (or no token_auth configured), unless
+//                             accept_anonymous_clients
 //   403 InvalidProviderToken, ExpiredProviderToken, 429
 //       TooManyProviderTokenUpdates   see MockApnsConfig::token_auth
 //   400 BadDeviceToken        not an even number of hex digits, 64 (Apple's

@@ -597,6 +597,40 @@ TEST(MockApnsServerConfig, WithoutCertificateOrTokenAuthEveryPushLacksACredentia
     EXPECT_EQ(body["reason"].asString(), "MissingProviderToken");
 }
 
+// The benchmarks' mode: h2load has no certificate, the worker has the test one.
+TEST(MockApnsServerConfig, AcceptingAnonymousClientsStillChecksACertificateAndTheTopic) {
+    MockApnsConfig config = apple_like_mock_config();
+    config.accept_anonymous_clients = true;
+    MockApnsServer server(config);
+    server.start();
+
+    TestClient anonymous(server.port(), std::nullopt);
+    ASSERT_TRUE(anonymous.connect());
+    const int32_t accepted = anonymous.push(push_headers({{"apns-topic", "com.example.any"}}));
+    const int32_t without_topic = anonymous.push(push_headers({}));
+    ASSERT_TRUE(anonymous.run_until(
+        [&] {
+            return anonymous.response(accepted).closed && anonymous.response(without_topic).closed;
+        },
+        patience));
+    EXPECT_EQ(anonymous.response(accepted).status, 200);
+    EXPECT_EQ(anonymous.response(without_topic).status, 400);
+    Json::Value body;
+    ASSERT_TRUE(parse_json(anonymous.response(without_topic).body, body));
+    EXPECT_EQ(body["reason"].asString(), "MissingTopic");
+
+    TestClient certified(server.port(), trusted_client);
+    ASSERT_TRUE(certified.connect());
+    const int32_t wrong_topic = certified.push(push_headers({{"apns-topic", "com.example.any"}}));
+    ASSERT_TRUE(
+        certified.run_until([&] { return certified.response(wrong_topic).closed; }, patience));
+    EXPECT_EQ(certified.response(wrong_topic).status, 400);
+
+    TestClient untrusted(server.port(), ClientCertificate{test_pki_file("client-untrusted.pem"),
+                                                          test_pki_file("client-untrusted.key")});
+    EXPECT_FALSE(untrusted.usable());
+}
+
 TEST_F(MockApnsServerTest, ResponderExceptionBecomesInternalServerError) {
     server_.set_responder([](const MockApnsRequest &) -> MockApnsResponse {
         throw std::runtime_error("scripted failure");
