@@ -196,8 +196,12 @@ int WorkerClient::Impl::on_input(const char *const *args) {
     }
     auto it = pending.find(reply.id);
     if (reply.status == protocol::ReplyStatus::row) {
-        if (it != pending.end() && it->second.row_handler) {
-            call_handler(it->second.row_handler, reply, event);
+        if (it != pending.end()) {
+            // The timeout bounds the worker's silence, not a long listing.
+            timeout_reset(it->second.to);
+            if (it->second.row_handler) {
+                call_handler(it->second.row_handler, reply, event);
+            }
         }
         return 1;
     }

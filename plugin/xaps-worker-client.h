@@ -38,7 +38,8 @@ public:
 
     // Sends a request. on_reply is called exactly once, later, from the
     // ioloop: with the worker's reply, or with a FAIL of kind `unavailable`
-    // when the connection is lost or no reply came within `timeout`.
+    // when the connection is lost or nothing (no reply, no ROW) came within
+    // `timeout`.
     // Throws Error(unavailable) when the request cannot be sent now (the
     // worker is unreachable, the output buffer is full); on_reply is then
     // never called. on_row, if set, gets the request's ROW replies first.

@@ -6,8 +6,8 @@
 //     changing mailbox sets); Dovecot's process and client limits are raised
 //     for the run.
 //   idle: each session registers once and then IDLEs, as an iPhone's does;
-//     the shipped configuration as it is, but for `service imap {
-//     process_limit }` (Dovecot's default is 1024 sessions). Every delivery
+//     Dovecot's own limits are raised for the sessions, the worker's
+//     client_limit is the shipped one. Every delivery
 //     must reach, as a push, every device its user had registered before it.
 // Prints errors, latencies, the worker's memory over time and whether every
 // registration that got OK is present at the end. Exits 1 when anything went
@@ -25,6 +25,7 @@
 #include <mutex>
 #include <random>
 #include <set>
+#include <sstream>
 
 namespace {
 
@@ -93,12 +94,14 @@ void idle_until(ImapClient &imap, Clock::time_point end, Stats &stats) {
 }
 
 void run_session(const DovecotInstance &dovecot, int index, Clock::time_point end, bool idle,
-                 Stats &stats) {
+                 unsigned login_spread_ms, Stats &stats) {
     const std::string user = "load" + std::to_string(index / sessions_per_user);
     std::mt19937 random(unsigned(index) * 7919u + 1u);
     try {
-        // Spread the logins over the first seconds, as phones would come.
-        std::this_thread::sleep_for(std::chrono::milliseconds(random() % 5000));
+        // Spread the logins over the first seconds, as phones would come:
+        // 25 a second, which a loaded 2-core machine forks imap-login and
+        // imap processes for.
+        std::this_thread::sleep_for(std::chrono::milliseconds(random() % login_spread_ms));
         ImapClient imap(dovecot.imap_port(), std::chrono::milliseconds(30000));
         ImapResponse login = imap.login(user, DovecotInstance::password);
         if (!login.ok()) {
@@ -185,6 +188,7 @@ int main(int argc, char **argv) {
         return 2;
     }
     const bool idle = mode == "idle";
+    const unsigned login_spread_ms = std::max(5000u, unsigned(sessions) * 40u);
     const int users = (sessions + sessions_per_user - 1) / sessions_per_user;
 
     MockApnsConfig mock_config = e2e::mock_apns_config();
@@ -195,10 +199,13 @@ int main(int argc, char **argv) {
         options.extra_users.push_back("load" + std::to_string(u));
     }
     if (idle) {
-        // One imap process per session: Dovecot's own limit, which an admin
-        // with this many sessions raises. The worker's is the shipped one.
+        // One imap process per session, and Dovecot's own services (log,
+        // anvil, auth) taking one connection from each process: Dovecot's
+        // limits, which an admin with this many sessions raises. The
+        // worker's client_limit is the shipped one (service xaps sets its own).
         options.extra_config =
-            "service imap {\n  process_limit = " + std::to_string(sessions + 100) + "\n}\n";
+            "default_client_limit = " + std::to_string(2 * sessions + 200) +
+            "\nservice imap {\n  process_limit = " + std::to_string(sessions + 100) + "\n}\n";
     } else {
         // One imap process per session, and room for all of them.
         options.extra_config = "default_process_limit = " + std::to_string(sessions + 200) +
@@ -218,7 +225,8 @@ int main(int argc, char **argv) {
     const auto end = started + std::chrono::seconds(seconds);
     std::vector<std::thread> threads;
     for (int i = 0; i < sessions; i++) {
-        threads.emplace_back([&, i] { run_session(dovecot, i, end, idle, stats); });
+        threads.emplace_back(
+            [&, i] { run_session(dovecot, i, end, idle, login_spread_ms, stats); });
     }
     threads.emplace_back([&] { run_deliveries(dovecot, users, mails_per_second, end, stats); });
     long max_rss = 0;
@@ -316,6 +324,18 @@ int main(int argc, char **argv) {
     }
     problems += error_count > 0 ? 1 : 0;
     dovecot.stop();
+    // Warnings and errors, each kind once: a limit of Dovecot's own says so here.
+    std::set<std::string> kinds;
+    std::istringstream log_lines(dovecot.log());
+    for (std::string line; std::getline(log_lines, line);) {
+        const auto level = line.find(": Warning: ") != std::string::npos ? line.find(": Warning: ")
+                                                                         : line.find(": Error: ");
+        if (level != std::string::npos &&
+            kinds.insert(line.substr(level, std::min<std::size_t>(60, line.size() - level)))
+                .second) {
+            std::printf("load: log: %s\n", line.c_str());
+        }
+    }
     const auto log_problems = dovecot.log_problems();
     for (const auto &line : log_problems) {
         std::printf("load: log: %s\n", line.c_str());
