@@ -64,6 +64,7 @@ if [ "$quick" = yes ]; then
     run bench-register --duration-ms 2000
     run bench-scale --large 100000
     run bench-connections
+    run bench-list-import --list-rows 100000 --import-rows 20000
 else
     run bench-push --rounds 7 --connections 1,4 --devices 50000
     run bench-latency
@@ -71,6 +72,7 @@ else
     run bench-register --duration-ms 4000
     run bench-scale
     run bench-connections
+    run bench-list-import
 fi
 
 echo

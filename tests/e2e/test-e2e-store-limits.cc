@@ -4,11 +4,10 @@
 // must still start, register phones and push.
 #include "e2e-fixture.h"
 #include "e2e-processes.h"
+#include "e2e-store-fill.h"
 #include "registration-store.h"
 
 #include <gtest/gtest.h>
-
-#include <unistd.h>
 
 #include <filesystem>
 #include <fstream>
@@ -86,11 +85,7 @@ TEST_F(E2eStoreLimits, AStoreFullUnderTheVszLimitRefusesOnlyNewPhonesAndSaysSoOn
     // grow the map to half of the ~242 MiB that 256M leaves: 121 MiB.
     constexpr std::uintmax_t filled = std::uintmax_t{130} << 20;
     const std::string data_file = dovecot_->db_path() + "/data.mdb";
-    {
-        auto store_options = xaps::LmdbStoreOptions::from(xaps::default_xaps_settings());
-        store_options.path = dovecot_->db_path();
-        store_options.max_devices_per_user = 0;
-        std::unique_ptr<xaps::RegistrationStore> store = xaps::open_lmdb_store(store_options);
+    e2e::fill_store_before_start(*dovecot_, [&](xaps::RegistrationStore &store) {
         xaps::Registration phone;
         phone.user = "alice";
         phone.account_id = e2e::iphone_account_id;
@@ -98,7 +93,7 @@ TEST_F(E2eStoreLimits, AStoreFullUnderTheVszLimitRefusesOnlyNewPhonesAndSaysSoOn
         phone.subtopic = "com.apple.mobilemail";
         phone.aps_version = 2;
         phone.mailboxes = {"INBOX"};
-        store->put(phone, 1);
+        store.put(phone, 1);
         // ~10 KiB each, a few overflow pages: few commits fill the map.
         unsigned next = 1;
         while (std::filesystem::file_size(data_file) < filled) {
@@ -110,16 +105,11 @@ TEST_F(E2eStoreLimits, AStoreFullUnderTheVszLimitRefusesOnlyNewPhonesAndSaysSoOn
                 filler.mailboxes.assign(40, std::string(240, 'm'));
                 batch.push_back(std::move(filler));
             }
-            for (const auto &result : store->put_batch(batch, 1)) {
+            for (const auto &result : store.put_batch(batch, 1)) {
                 ASSERT_FALSE(result.has_value()) << result->what();
             }
         }
-    }
-    const SystemUser &worker_user = dovecot_->worker_user();
-    for (const char *file : {"/data.mdb", "/lock.mdb"}) {
-        const std::string path = dovecot_->db_path() + file;
-        ASSERT_EQ(::chown(path.c_str(), worker_user.uid, worker_user.gid), 0) << path;
-    }
+    });
     dovecot_->start();
 
     auto alice = login("alice");
