@@ -546,6 +546,35 @@ std::size_t data_file_size(const std::string &store_path) {
     return static_cast<std::size_t>(std::filesystem::file_size(store_path + "/data.mdb"));
 }
 
+// The size of the numbered registrations fill_store() puts.
+struct FillShape {
+    std::size_t mailboxes = 20;
+    std::size_t mailbox_length = 7;
+};
+// ~10 KiB each: a few overflow pages, so that the map fills fast.
+constexpr FillShape large_registrations{40, 240};
+
+// Puts numbered registrations at `now` in batches of 100, counting them in
+// `stored`, until one is refused (returned) or `enough()` holds.
+std::optional<xaps::Error> fill_store(xaps::RegistrationStore &store, std::size_t &stored,
+                                      const std::function<bool()> &enough, std::int64_t now = 1,
+                                      FillShape shape = {}) {
+    while (!enough()) {
+        std::vector<Registration> batch;
+        for (std::size_t i = 0; i < 100; ++i) {
+            batch.push_back(
+                numbered_registration(stored + i, shape.mailboxes, shape.mailbox_length));
+        }
+        for (const auto &result : store.put_batch(batch, now)) {
+            if (result) {
+                return result;
+            }
+            ++stored;
+        }
+    }
+    return std::nullopt;
+}
+
 struct RecordedLog {
     std::vector<std::pair<xaps::LogLevel, std::string>> lines;
     xaps::LogSink sink() {
@@ -570,17 +599,11 @@ TEST(LmdbStore, TheMapGrowsOnDemandAndAReopenKeepsEveryRegistration) {
     {
         auto store = xaps::open_lmdb_store(opts);
         // Four times the first map: it has doubled at least twice.
-        while (data_file_size(opts.path) < 4 * mebibyte) {
-            std::vector<Registration> batch;
-            for (std::size_t i = 0; i < 200; ++i) {
-                batch.push_back(numbered_registration(stored + i));
-            }
-            for (const auto &result : store->put_batch(batch, 1)) {
-                ASSERT_FALSE(result.has_value()) << result->what();
-            }
-            stored += batch.size();
-            ASSERT_LT(stored, 100000u) << "the data file does not grow";
-        }
+        const std::optional<xaps::Error> refusal = fill_store(*store, stored, [&] {
+            return data_file_size(opts.path) >= 4 * mebibyte || stored >= 100000;
+        });
+        ASSERT_FALSE(refusal.has_value()) << refusal->what();
+        ASSERT_LT(stored, 100000u) << "the data file does not grow";
         store->put(numbered_registration(stored), 1);
         ++stored;
         EXPECT_EQ(store->size(), stored);
@@ -610,22 +633,9 @@ TEST(LmdbStore, NearItsLimitTheStoreRefusesNewDevicesOnlyAndWarnsOnce) {
     auto store = xaps::open_lmdb_store(opts);
 
     std::size_t stored = 0;
-    std::optional<xaps::Error> refusal;
-    while (!refusal) {
-        std::vector<Registration> batch;
-        for (std::size_t i = 0; i < 100; ++i) {
-            batch.push_back(numbered_registration(stored + i));
-        }
-        const auto results = store->put_batch(batch, 1000);
-        for (const auto &result : results) {
-            if (result) {
-                refusal = result;
-                break;
-            }
-            ++stored;
-        }
-        ASSERT_LT(stored, 100000u) << "never refused";
-    }
+    const std::optional<xaps::Error> refusal = fill_store(
+        *store, stored, [&] { return stored >= 100000; }, 1000);
+    ASSERT_TRUE(refusal.has_value()) << "never refused";
     EXPECT_EQ(refusal->kind(), ErrorKind::unavailable);
     const std::string refused = refusal->what();
     EXPECT_NE(refused.find("registration store full"), std::string::npos) << refused;
@@ -685,16 +695,9 @@ TEST(LmdbStore, AStoreLargerThanItsLimitOpensAndRefusesOnlyNewDevices) {
     std::size_t stored = 0;
     {
         auto store = xaps::open_lmdb_store(opts);
-        while (data_file_size(opts.path) < 3 * mebibyte) {
-            std::vector<Registration> batch;
-            for (std::size_t i = 0; i < 200; ++i) {
-                batch.push_back(numbered_registration(stored + i));
-            }
-            for (const auto &result : store->put_batch(batch, 1)) {
-                ASSERT_FALSE(result.has_value()) << result->what();
-            }
-            stored += batch.size();
-        }
+        const std::optional<xaps::Error> refusal =
+            fill_store(*store, stored, [&] { return data_file_size(opts.path) >= 3 * mebibyte; });
+        ASSERT_FALSE(refusal.has_value()) << refusal->what();
     }
     opts.max_map_size = 1 * mebibyte;
     auto store = xaps::open_lmdb_store(opts);
@@ -749,26 +752,6 @@ void in_child_limited_to(std::uint64_t limit, const std::function<void()> &body)
 // Dovecot's default vsz_limit.
 constexpr std::uint64_t default_vsz_limit = 256 * mebibyte;
 
-// Puts registrations of ~10 KiB (a few overflow pages each, so that the map
-// fills fast) in batches of 100, counting them in `stored`, until one is
-// refused (returned) or `enough()` holds.
-std::optional<xaps::Error> fill_store(xaps::RegistrationStore &store, std::size_t &stored,
-                                      const std::function<bool()> &enough) {
-    while (!enough()) {
-        std::vector<Registration> batch;
-        for (std::size_t i = 0; i < 100; ++i) {
-            batch.push_back(numbered_registration(stored + i, 40, 240));
-        }
-        for (const auto &result : store.put_batch(batch, 1)) {
-            if (result) {
-                return result;
-            }
-            ++stored;
-        }
-    }
-    return std::nullopt;
-}
-
 TEST(LmdbStore, OpensAndFillsUpUnderTheDefaultVszLimit) {
     TempDir dir(TempDir::memory_base());
     in_child_limited_to(default_vsz_limit, [&] {
@@ -779,8 +762,8 @@ TEST(LmdbStore, OpensAndFillsUpUnderTheDefaultVszLimit) {
         opts.log = log.sink();
         auto store = xaps::open_lmdb_store(opts);
         std::size_t stored = 0;
-        const std::optional<xaps::Error> refusal =
-            fill_store(*store, stored, [&] { return stored >= 100000; });
+        const std::optional<xaps::Error> refusal = fill_store(
+            *store, stored, [&] { return stored >= 100000; }, 1, large_registrations);
         ASSERT_TRUE(refusal.has_value()) << "never refused";
         const std::string refused = refusal->what();
         EXPECT_NE(refused.find("registration store full"), std::string::npos) << refused;
@@ -816,8 +799,8 @@ TEST(LmdbStore, AddressSpaceTakenAfterTheOpenStopsGrowthCleanly) {
                              MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
         ASSERT_NE(taken, MAP_FAILED);
         std::size_t stored = 0;
-        const std::optional<xaps::Error> failure =
-            fill_store(*store, stored, [&] { return stored >= 100000; });
+        const std::optional<xaps::Error> failure = fill_store(
+            *store, stored, [&] { return stored >= 100000; }, 1, large_registrations);
         ASSERT_TRUE(failure.has_value()) << "the map grew into address space it does not have";
         EXPECT_EQ(failure->kind(), ErrorKind::unavailable);
         EXPECT_NE(std::string(failure->what()).find("vsz_limit"), std::string::npos)
@@ -844,8 +827,9 @@ TEST(LmdbStore, AStoreTheAddressSpaceCannotHoldIsAConfigErrorNamingVszLimit) {
     std::size_t stored = 0;
     {
         auto store = xaps::open_lmdb_store(opts);
-        const std::optional<xaps::Error> refusal =
-            fill_store(*store, stored, [&] { return data_file_size(opts.path) >= 100 * mebibyte; });
+        const std::optional<xaps::Error> refusal = fill_store(
+            *store, stored, [&] { return data_file_size(opts.path) >= 100 * mebibyte; }, 1,
+            large_registrations);
         ASSERT_FALSE(refusal.has_value()) << refusal->what();
     }
     in_child_limited_to(128 * mebibyte, [&] {
