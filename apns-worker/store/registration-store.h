@@ -4,12 +4,10 @@
 #pragma once
 
 #include "log-sink.h"
-#include "registration-rules.h"
 #include "registration.h"
 #include "xaps-error.h"
 #include "xaps-settings.h"
 
-#include <algorithm>
 #include <chrono>
 #include <cstdint>
 #include <functional>
@@ -18,7 +16,6 @@
 #include <span>
 #include <string>
 #include <string_view>
-#include <utility>
 #include <vector>
 
 namespace xaps {
@@ -141,32 +138,7 @@ public:
     // throughout is listed. A key is the store's own ordering token: only a
     // Page's next_after is a valid `after`.
     virtual Page page_after(std::string_view user, std::string_view after, std::size_t max_rows,
-                            std::int64_t now) {
-        // For stores without ordered cursors: every page reads them all.
-        if (user.empty()) {
-            expire(now);
-        }
-        std::vector<std::pair<std::string, Registration>> keyed;
-        for (Registration &registration : user.empty() ? all() : find_user(user, now)) {
-            std::string key = lower_ascii(registration.user);
-            key.append(1, '\0').append(registration.account_id).append(1, '\0');
-            key.append(registration.device_token);
-            if (after.empty() || key > after) {
-                keyed.emplace_back(std::move(key), std::move(registration));
-            }
-        }
-        std::sort(keyed.begin(), keyed.end(),
-                  [](const auto &a, const auto &b) { return a.first < b.first; });
-        Page page;
-        for (std::size_t i = 0; i < keyed.size() && i < std::max<std::size_t>(max_rows, 1); ++i) {
-            page.registrations.push_back(std::move(keyed[i].second));
-            page.next_after = keyed[i].first;
-        }
-        if (page.registrations.size() == keyed.size()) {
-            page.next_after.clear();
-        }
-        return page;
-    }
+                            std::int64_t now) = 0;
 
     virtual std::size_t remove_user(std::string_view user) = 0;
     virtual std::size_t remove_token(std::string_view device_token) = 0;

@@ -494,6 +494,10 @@ public:
         return inner_.find_user(user, now);
     }
     std::vector<Registration> all() override { return inner_.all(); }
+    Page page_after(std::string_view user, std::string_view after, std::size_t max_rows,
+                    std::int64_t now) override {
+        return inner_.page_after(user, after, max_rows, now);
+    }
     std::size_t size() override { return inner_.size(); }
     std::size_t remove_user(std::string_view) override { fail(); }
     std::size_t remove_token(std::string_view) override { fail(); }
@@ -530,6 +534,10 @@ public:
         return inner_.find_user(user, now);
     }
     std::vector<Registration> all() override { return inner_.all(); }
+    Page page_after(std::string_view user, std::string_view after, std::size_t max_rows,
+                    std::int64_t now) override {
+        return inner_.page_after(user, after, max_rows, now);
+    }
     std::size_t size() override { return inner_.size(); }
     std::size_t remove_user(std::string_view user) override { return inner_.remove_user(user); }
     std::size_t remove_token(std::string_view) override { throw std::logic_error("unbatched"); }
