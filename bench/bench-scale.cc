@@ -10,12 +10,17 @@
 //   * NOTIFY lookup cost: worker CPU per NOTIFY for random users in a mailbox
 //     none of them registered (a store lookup, no push), pipelined;
 //   * find_user() alone, in this process, on the same store.
+// Then, at the large size only, the upgrade of a store that the previous
+// schema (version 1) laid out: written byte for byte by the tests' format 1
+// writer, timed from open to a store ready to serve.
 #include "bench-devices.h"
 #include "bench-environment.h"
 #include "bench-report.h"
+#include "format1-store.h"
 #include "pipelined-worker-client.h"
 #include "process-stats.h"
 #include "registration-store.h"
+#include "temporary-directory.h"
 #include "worker-client.h"
 #include "worker-protocol.h"
 #include "xaps-error.h"
@@ -208,15 +213,47 @@ Costs measure(std::size_t size, std::size_t lookups) {
            judged ? at_most(*ready_ms, 100) : Verdict::info);
     report("5 scale", "worker CPU per NOTIFY lookup, first touch" + at, cold_notify_us, "us");
     report("5 scale", "worker CPU per NOTIFY lookup, steady state" + at, notify_us, "us");
-    report("5 scale", "store file (data.mdb)" + at,
-           static_cast<double>(std::filesystem::file_size(dovecot.db_path() + "/data.mdb")) /
-               (1024 * 1024),
-           "MiB");
+    const auto store_bytes =
+        static_cast<double>(std::filesystem::file_size(dovecot.db_path() + "/data.mdb"));
+    report("5 scale", "store file (data.mdb)" + at, store_bytes / (1024 * 1024), "MiB");
+    const double bytes_each = store_bytes / static_cast<double>(size);
+    report("5 scale", "store per registration (2 mailboxes)" + at, bytes_each, "B",
+           judged ? "<= 300 B" : "", judged ? at_most(bytes_each, 300) : Verdict::info);
     report("5 scale", "store find_user() in-process" + at, lookup_us, "us");
     if (judged) {
         report("5 scale", "populating the store directly" + at, populate_seconds, "s");
     }
     return Costs{notify_us, lookup_us};
+}
+
+// Seconds to open a schema version 1 store of `size` registrations of the
+// same shape: the upgrade at the first start after a package upgrade.
+double upgrade_seconds(std::size_t size) {
+    progress("figure 5: upgrade of a schema version 1 store of " + size_name(size));
+    test::TemporaryDirectory dir("xaps-bench-upgrade-", test::TemporaryDirectory::disk_base());
+    {
+        test::Format1StoreWriter writer(dir.path());
+        const std::int64_t now = std::chrono::duration_cast<std::chrono::seconds>(
+                                     std::chrono::system_clock::now().time_since_epoch())
+                                     .count();
+        for (std::size_t index = 0; index < size; ++index) {
+            Registration registration = device_registration(index);
+            registration.registered_at = now;
+            registration.last_seen = now;
+            writer.add(registration);
+        }
+        writer.commit();
+    }
+    auto options = LmdbStoreOptions::from(default_xaps_settings());
+    options.path = dir.path();
+    const auto start = Clock::now();
+    const std::size_t upgraded = open_lmdb_store(options)->size();
+    const double seconds = duration<double>(Clock::now() - start).count();
+    if (upgraded != size) {
+        throw Error(ErrorKind::internal, "the upgrade kept " + std::to_string(upgraded) + " of " +
+                                             std::to_string(size) + " registrations");
+    }
+    return seconds;
 }
 
 } // namespace
@@ -241,6 +278,9 @@ int main(int argc, char **argv) {
                        size_name(options.sizes[0]),
                    costs[1].find_user_us / costs[0].find_user_us, "x");
         }
+        const std::size_t large = options.sizes.back();
+        report("5 scale", "upgrade from schema version 1 at " + size_name(large),
+               upgrade_seconds(large), "s");
     } catch (const std::exception &error) {
         std::fprintf(stderr, "bench-scale failed: %s\n", error.what());
         report_failure("5 scale", "run", error.what());

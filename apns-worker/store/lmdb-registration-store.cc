@@ -1,36 +1,44 @@
 // The embedded registration store: one LMDB environment in a directory.
 //
-// Databases (named, in one environment, so one transaction covers them all):
-//   meta          "schema_version" -> uint32 little-endian. A store written by
-//                 a newer schema is refused (Error config) rather than misread.
-//   registrations primary key -> record (below). The key is
-//                     lower(user) NUL account_id NUL device_token
-//                 so a user's registrations are one contiguous key range:
-//                 find_user / remove_user / the per-user cap are a prefix range
-//                 scan, O(log n + devices of the user), whatever the store size.
-//                 None of the three parts may contain NUL, which keeps the key
-//                 unambiguous and the prefix "lower(user) NUL" exact.
-//   by_token      (MDB_DUPSORT) device_token -> "lower(user) NUL account_id"
-//                 (its primary keys without the token, which is the key
-//                 here). remove_token and the 410 path find a token's
-//                 registrations without a scan.
-//   by_last_seen  (MDB_DUPSORT) 8-byte big-endian (last_seen XOR sign bit,
-//                 so byte order is numeric order) -> primary keys. expire()
-//                 walks only the expired front of it. Every put moves the
-//                 registration's entry, which costs a few pages per put.
-// Removing one registration deletes exactly its three entries (primary,
-// by_token, by_last_seen) and rewrites nothing else.
+// Databases (named, in one environment, so one transaction covers them all),
+// schema version 2:
+//   meta        "schema_version" -> uint32 little-endian. A store written by
+//               a newer schema is refused (Error config) rather than misread.
+//   records     id -> the registration's record (registration-record.h).
+//               The id is a number given when the registration is first
+//               stored, 8 bytes big-endian: ids only grow, so new records
+//               are appended and their pages stay full; a renewal keeps its
+//               id.
+//   by_user     (MDB_DUPSORT | MDB_DUPFIXED) lower(user) -> ids. A user's
+//               registrations are one key's duplicates: find_user,
+//               remove_user and the per-user cap cost O(log n + devices of
+//               the user), whatever the store size. LIST walks this index,
+//               so its order is lower-cased user, then first registration.
+//   by_device   (MDB_DUPSORT | MDB_DUPFIXED) compact device token -> ids.
+//               remove_token and the 410 path find a token's registrations
+//               without a scan.
+//   by_hour     (MDB_DUPSORT | MDB_DUPFIXED) hour of last_seen (8 bytes
+//               big-endian, the hour number XOR the sign bit, so byte order
+//               is numeric order) -> ids. expire() walks only the expired
+//               front of it, reading the records of the one hour the cutoff
+//               falls in.
+// Fixed-size ids as duplicates pack 8 bytes per index entry into LMDB's
+// dup pages; removing one registration deletes exactly its four entries and
+// rewrites nothing else.
+// Measured: 1,000,000 registrations of iOS's shape (UUID account id,
+// 64-digit token, two mailboxes) take 244 bytes of store each; schema
+// version 1 took 690.
 //
-// Record format (the primary database's value), version 1:
-//   byte         format version = 1 (a later format gets a new number; the
-//                decoder refuses numbers it does not know, and trailing bytes)
-//   varint       aps_version
-//   int64 LE     registered_at (unix seconds, two's complement)
-//   int64 LE     last_seen
-//   bytes        subtopic
-//   bytes        user as registered; empty when it equals the key's lower-cased user
-//   varint       number of mailboxes, then that many `bytes`, in registration order
-// where varint is unsigned LEB128 and `bytes` is a varint length then the bytes.
+// Schema version 1 (an earlier release) kept the record under the key
+// lower(user) NUL account id NUL device token in "registrations", with
+// "by_token" and "by_last_seen" indexes of those keys. The first open by this
+// code upgrades it: it drops the old indexes, then moves the records to the
+// new databases in batches, each batch one durable transaction that adds the
+// new entries and deletes the old records, so that a crash at any point
+// leaves every registration in exactly one of the two forms; the next open
+// goes on where it stopped. The schema version becomes 2 in the batch that
+// empties "registrations". The worker serves nothing before the upgrade has
+// finished.
 //
 // Stale rows: a put of (user, account id, token) also removes, in the same
 // transaction, that user's rows for the same token under another account id
@@ -39,9 +47,7 @@
 //
 // Per-user cap: after a put/import, the user's least recently seen
 // registrations beyond max_devices_per_user are removed in the same
-// transaction, never the one just written (0 means no cap). A key longer than
-// LMDB's key limit (511 bytes; the field limits would allow 714) is refused
-// with Error(invalid_input).
+// transaction, never the one just written (0 means no cap).
 //
 // Users are compared case-insensitively by ASCII lower-casing: "Bob" and "bob"
 // are one user, while non-ASCII letters compare exactly (Dovecot usernames are
@@ -69,12 +75,9 @@
 // under a larger one) opens with its size and a reserve and takes no new
 // registrations until enough are gone; one the address space cannot hold
 // is Error(config) naming the vsz_limit that would.
-// Measured: 1,000,000 registrations with 5 mailboxes each take ~780 MiB of
-// map, and find_user costs ~4 us whatever the store size. The worker maps
-// ~14 MiB when it opens the store: under vsz_limit = 256M the map may grow
-// to ~121 MiB, some 150,000 registrations.
 
 #include "lmdb-handle.h"
+#include "registration-record.h"
 #include "registration-rules.h"
 #include "registration-store.h"
 
@@ -85,6 +88,7 @@
 #include <algorithm>
 #include <array>
 #include <cerrno>
+#include <chrono>
 #include <cstring>
 #include <fstream>
 #include <limits>
@@ -98,8 +102,8 @@ namespace xaps {
 
 namespace {
 
-constexpr std::uint32_t current_schema_version = 1;
-constexpr std::uint8_t record_format_version = 1;
+constexpr std::uint32_t current_schema_version = 2;
+constexpr std::uint32_t format1_schema_version = 1;
 constexpr std::string_view schema_version_key = "schema_version";
 // Bounds the dirty pages of one write transaction when expire() removes many
 // registrations; each batch is its own durable commit.
@@ -110,6 +114,8 @@ constexpr std::size_t page_max_bytes = std::size_t{256} << 10;
 // iOS registers each account again once 23 hours (82,800 s) have passed since
 // its last registration, at its next chance to.
 constexpr std::int64_t ios_reregistration_interval = 82800;
+// by_hour's bucket: expire() reads the records of one bucket at most.
+constexpr std::int64_t seconds_per_bucket = 3600;
 
 constexpr std::uint64_t mebibyte = std::uint64_t{1} << 20;
 // What new registrations leave free below the map limit, for renewals and
@@ -166,211 +172,53 @@ public:
     explicit MapAtLimit(const std::string &message) : Error(ErrorKind::unavailable, message) {}
 };
 
-std::string user_prefix(std::string_view lower_user) {
-    std::string prefix(lower_user);
-    prefix.push_back('\0');
-    return prefix;
-}
+using Id = std::uint64_t;
 
-std::string primary_key(std::string_view lower_user, std::string_view account_id,
-                        std::string_view device_token) {
-    std::string key = user_prefix(lower_user);
-    key.append(account_id);
-    key.push_back('\0');
-    key.append(device_token);
-    return key;
-}
-
-struct KeyParts {
-    std::string_view lower_user;
-    std::string_view account_id;
-    std::string_view device_token;
-};
-
-KeyParts split_primary_key(std::string_view key, std::string_view path) {
-    auto first = key.find('\0');
-    auto second = first == std::string_view::npos ? first : key.find('\0', first + 1);
-    if (second == std::string_view::npos) {
-        throw Error(ErrorKind::internal,
-                    "LMDB store " + std::string(path) + ": malformed registration key");
-    }
-    return {key.substr(0, first), key.substr(first + 1, second - first - 1),
-            key.substr(second + 1)};
-}
-
-// A primary key without its device token: the by_token index's value.
-std::string_view token_owner(std::string_view key, std::string_view path) {
-    KeyParts parts = split_primary_key(key, path);
-    return key.substr(0, key.size() - parts.device_token.size() - 1);
-}
-
-std::string time_key(std::int64_t unix_seconds) {
-    auto biased = static_cast<std::uint64_t>(unix_seconds) ^ (std::uint64_t{1} << 63);
+// 8 bytes big-endian: byte order is numeric order.
+std::string id_key(Id id) {
     std::string key(8, '\0');
     for (int i = 7; i >= 0; --i) {
-        key[static_cast<std::size_t>(i)] = static_cast<char>(biased & 0xff);
-        biased >>= 8;
+        key[static_cast<std::size_t>(i)] = static_cast<char>(id & 0xff);
+        id >>= 8;
     }
     return key;
 }
 
-std::int64_t time_from_key(std::string_view key) {
-    std::uint64_t biased = 0;
+Id id_from_key(std::string_view key, std::string_view path) {
+    if (key.size() != 8) {
+        throw Error(ErrorKind::internal, "LMDB store " + std::string(path) + ": malformed id");
+    }
+    Id id = 0;
     for (unsigned char c : key) {
-        biased = (biased << 8) | c;
+        id = (id << 8) | c;
     }
-    return static_cast<std::int64_t>(biased ^ (std::uint64_t{1} << 63));
+    return id;
 }
 
-void append_varint(std::string &out, std::uint64_t value) {
-    while (value >= 0x80) {
-        out.push_back(static_cast<char>((value & 0x7f) | 0x80));
-        value >>= 7;
+// Rounded toward minus infinity, so that an hour is one bucket on both sides
+// of the epoch.
+std::int64_t bucket_of(std::int64_t unix_seconds) {
+    std::int64_t bucket = unix_seconds / seconds_per_bucket;
+    if (unix_seconds % seconds_per_bucket != 0 && unix_seconds < 0) {
+        --bucket;
     }
-    out.push_back(static_cast<char>(value));
+    return bucket;
 }
 
-void append_int64(std::string &out, std::int64_t value) {
-    auto bits = static_cast<std::uint64_t>(value);
-    for (int i = 0; i < 8; ++i) {
-        out.push_back(static_cast<char>(bits & 0xff));
-        bits >>= 8;
-    }
+std::string bucket_key(std::int64_t bucket) {
+    return id_key(static_cast<std::uint64_t>(bucket) ^ (std::uint64_t{1} << 63));
 }
 
-void append_bytes(std::string &out, std::string_view bytes) {
-    append_varint(out, bytes.size());
-    out.append(bytes);
+std::int64_t bucket_from_key(std::string_view key, std::string_view path) {
+    return static_cast<std::int64_t>(id_from_key(key, path) ^ (std::uint64_t{1} << 63));
 }
 
-std::string encode_record(const Registration &registration, std::string_view lower_user) {
-    std::string out;
-    out.reserve(32 + registration.subtopic.size() + registration.mailboxes.size() * 16);
-    out.push_back(static_cast<char>(record_format_version));
-    append_varint(out, registration.aps_version);
-    append_int64(out, registration.registered_at);
-    append_int64(out, registration.last_seen);
-    append_bytes(out, registration.subtopic);
-    append_bytes(out, registration.user == lower_user ? std::string_view{} : registration.user);
-    append_varint(out, registration.mailboxes.size());
-    for (const auto &mailbox : registration.mailboxes) {
-        append_bytes(out, mailbox);
-    }
-    return out;
-}
-
-class RecordReader {
-public:
-    RecordReader(std::string_view data, std::string_view path) : data_(data), path_(path) {}
-
-    std::uint8_t byte() {
-        need(1);
-        return static_cast<std::uint8_t>(data_[pos_++]);
-    }
-
-    std::uint64_t varint() {
-        std::uint64_t value = 0;
-        for (unsigned shift = 0; shift < 64; shift += 7) {
-            std::uint8_t b = byte();
-            value |= std::uint64_t{b & 0x7fu} << shift;
-            if ((b & 0x80) == 0) {
-                return value;
-            }
-        }
-        corrupt("varint too long");
-    }
-
-    std::int64_t int64() {
-        need(8);
-        std::uint64_t bits = 0;
-        for (int i = 7; i >= 0; --i) {
-            bits =
-                (bits << 8) | static_cast<unsigned char>(data_[pos_ + static_cast<std::size_t>(i)]);
-        }
-        pos_ += 8;
-        return static_cast<std::int64_t>(bits);
-    }
-
-    std::string_view bytes() {
-        std::uint64_t size = varint();
-        need(size);
-        auto view = data_.substr(pos_, size);
-        pos_ += size;
-        return view;
-    }
-
-    void expect_end() {
-        if (pos_ != data_.size()) {
-            corrupt("trailing bytes");
-        }
-    }
-
-    [[noreturn]] void corrupt(std::string_view what) const {
-        throw Error(ErrorKind::internal, "LMDB store " + std::string(path_) +
-                                             ": corrupt registration record: " + std::string(what));
-    }
-
-private:
-    void need(std::uint64_t size) const {
-        if (size > data_.size() - pos_) {
-            corrupt("truncated");
-        }
-    }
-
-    std::string_view data_;
-    std::string_view path_;
-    std::size_t pos_ = 0;
-};
-
-// Assigns every field, reusing the strings' capacity.
-void decode_record_into(std::string_view key, std::string_view value, std::string_view path,
-                        Registration &registration) {
-    KeyParts parts = split_primary_key(key, path);
-    RecordReader reader(value, path);
-    if (std::uint8_t format = reader.byte(); format != record_format_version) {
-        reader.corrupt("unknown format version " + std::to_string(format));
-    }
-    registration.account_id = parts.account_id;
-    registration.device_token = parts.device_token;
-    registration.aps_version = static_cast<unsigned>(reader.varint());
-    registration.registered_at = reader.int64();
-    registration.last_seen = reader.int64();
-    registration.subtopic = reader.bytes();
-    std::string_view spelling = reader.bytes();
-    registration.user = spelling.empty() ? parts.lower_user : spelling;
-    std::uint64_t mailbox_count = reader.varint();
-    if (mailbox_count > value.size()) { // each mailbox takes at least one byte
-        reader.corrupt("mailbox count");
-    }
-    registration.mailboxes.resize(mailbox_count);
-    for (std::string &mailbox : registration.mailboxes) {
-        mailbox = reader.bytes();
-    }
-    reader.expect_end();
-}
-
-Registration decode_record(std::string_view key, std::string_view value, std::string_view path) {
-    Registration registration;
-    decode_record_into(key, value, path, registration);
-    return registration;
-}
-
-// Only the fields needed to maintain the indexes, without decoding the rest.
-std::int64_t record_last_seen(std::string_view value, std::string_view path) {
-    RecordReader reader(value, path);
-    if (std::uint8_t format = reader.byte(); format != record_format_version) {
-        reader.corrupt("unknown format version " + std::to_string(format));
-    }
-    reader.varint();
-    reader.int64();
-    return reader.int64();
-}
-
-std::int64_t record_registered_at(std::string_view value, std::string_view path) {
-    RecordReader reader(value, path);
-    reader.byte();
-    reader.varint();
-    return reader.int64();
+// page_after()'s position: the by_user entry (lower-cased user, id) last
+// looked at, as one string; the id is its last 8 bytes.
+std::string page_position(std::string_view lower_user, std::string_view id) {
+    std::string position(lower_user);
+    position.append(id);
+    return position;
 }
 
 void require_key_part(std::string_view value, std::string_view name, std::size_t max_length) {
@@ -413,7 +261,9 @@ class LmdbRegistrationStore final : public RegistrationStore {
 public:
     explicit LmdbRegistrationStore(const LmdbStoreOptions &options)
         : path_(options.path), ttl_(options.ttl.count()),
-          max_devices_per_user_(options.max_devices_per_user), log_(options.log) {
+          max_devices_per_user_(options.max_devices_per_user),
+          upgrade_batch_size_(std::max<std::size_t>(options.upgrade_batch_size, 1)),
+          log_(options.log) {
         make_directory(path_);
         const std::size_t page = page_size();
         const std::size_t data_size = round_up(data_file_size(), page);
@@ -462,6 +312,7 @@ public:
         map_size_ =
             std::min(std::max(round_up(options.initial_map_size, page), data_size), map_limit_);
         open_environment();
+        upgrade_format1();
     }
 
     void put(const Registration &registration, std::int64_t now) override {
@@ -469,10 +320,9 @@ public:
         with_growth([&] {
             const bool room = room_for_new_registrations();
             auto txn = lmdb::Txn::begin(env_.get(), 0, path_);
-            if (!room && !lmdb::get(txn, registrations_, prepared.key, path_)) {
+            if (!put_in(txn, registration, prepared, now, room)) {
                 throw store_full_error();
             }
-            put_in(txn, registration, prepared, now);
             txn.commit(path_);
         });
     }
@@ -503,12 +353,10 @@ public:
                 const bool room = room_for_new_registrations();
                 auto txn = lmdb::Txn::begin(env_.get(), 0, path_);
                 for (const auto &[index, prepared] : valid_puts) {
-                    if (!room && !lmdb::get(txn, registrations_, prepared.key, path_)) {
-                        results.puts[index] = store_full_error();
-                        continue;
-                    }
                     results.puts[index].reset();
-                    put_in(txn, puts[index], prepared, now);
+                    if (!put_in(txn, puts[index], prepared, now, room)) {
+                        results.puts[index] = store_full_error();
+                    }
                 }
                 for (const auto &[index, prepared] : valid_imports) {
                     ImportResult &result = results.imports[index];
@@ -537,92 +385,6 @@ public:
         return results;
     }
 
-private:
-    struct PreparedPut {
-        std::string lower_user;
-        std::string key;
-    };
-
-    // prepare_put() for each; `refused` hears the index and error of those
-    // that fail it.
-    template <typename Refused>
-    std::vector<std::pair<std::size_t, PreparedPut>>
-    prepare_all(std::span<const Registration> registrations, Refused refused) const {
-        std::vector<std::pair<std::size_t, PreparedPut>> valid;
-        valid.reserve(registrations.size());
-        for (std::size_t i = 0; i < registrations.size(); ++i) {
-            try {
-                valid.emplace_back(i, prepare_put(registrations[i]));
-            } catch (const Error &error) {
-                refused(i, error);
-            }
-        }
-        return valid;
-    }
-
-    // The checks that need no transaction; throws Error(invalid_input).
-    PreparedPut prepare_put(const Registration &registration) const {
-        validate(registration);
-        PreparedPut prepared;
-        prepared.lower_user = lower_ascii(registration.user);
-        prepared.key =
-            primary_key(prepared.lower_user, registration.account_id, registration.device_token);
-        check_key_size(prepared.key);
-        return prepared;
-    }
-
-    void put_in(const lmdb::Txn &txn, const Registration &registration, const PreparedPut &prepared,
-                std::int64_t now) {
-        const std::string &lower_user = prepared.lower_user;
-        const std::string &key = prepared.key;
-        Registration stored = registration;
-        stored.registered_at = now;
-        stored.last_seen = now;
-        if (auto old = lmdb::get(txn, registrations_, key, path_)) {
-            std::int64_t old_last_seen = record_last_seen(*old, path_);
-            stored.registered_at = record_registered_at(*old, path_);
-            lmdb::del(txn, by_last_seen_, time_key(old_last_seen), key, path_);
-        } else {
-            lmdb::put(txn, by_token_, registration.device_token, token_owner(key, path_), 0, path_);
-        }
-        lmdb::put(txn, registrations_, key, encode_record(stored, lower_user), 0, path_);
-        lmdb::put(txn, by_last_seen_, time_key(now), key, 0, path_);
-        retire_overdue_accounts(txn, prepared, registration.device_token, now);
-        evict_beyond_cap(txn, lower_user, key);
-    }
-
-    // The user's other account ids on this token that missed their
-    // re-registration while the phone was listening (it just registered).
-    void retire_overdue_accounts(const lmdb::Txn &txn, const PreparedPut &prepared,
-                                 std::string_view device_token, std::int64_t now) {
-        const std::string prefix = user_prefix(prepared.lower_user);
-        const std::string kept_owner(token_owner(prepared.key, path_));
-        remove_token_in(txn, device_token, [&](std::string_view owner, std::int64_t last_seen) {
-            return owner.starts_with(prefix) && owner != kept_owner &&
-                   last_seen <= now - ios_reregistration_interval;
-        });
-    }
-
-    enum class Imported { added, exists, no_room };
-
-    Imported import_in(const lmdb::Txn &txn, const Registration &registration,
-                       const PreparedPut &prepared, bool room) {
-        if (lmdb::get(txn, registrations_, prepared.key, path_)) {
-            return Imported::exists;
-        }
-        if (!room) {
-            return Imported::no_room;
-        }
-        const std::string &key = prepared.key;
-        lmdb::put(txn, registrations_, key, encode_record(registration, prepared.lower_user), 0,
-                  path_);
-        lmdb::put(txn, by_token_, registration.device_token, token_owner(key, path_), 0, path_);
-        lmdb::put(txn, by_last_seen_, time_key(registration.last_seen), key, 0, path_);
-        evict_beyond_cap(txn, prepared.lower_user, key);
-        return Imported::added;
-    }
-
-public:
     bool import(const Registration &registration) override {
         PreparedPut prepared = prepare_put(registration);
         return with_growth([&] {
@@ -643,32 +405,53 @@ public:
 
     Page page_after(std::string_view user, std::string_view after, std::size_t max_rows,
                     std::int64_t now) override {
-        const std::string prefix = user.empty() ? std::string() : user_prefix(lower_ascii(user));
+        const std::string lower_user = lower_ascii(user);
         max_rows = std::max<std::size_t>(max_rows, 1);
         Page page;
         // A short read transaction per page: one held across pages would pin
         // the pages it sees, and every write meanwhile would grow the file.
         auto txn = lmdb::Txn::begin(env_.get(), MDB_RDONLY, path_);
-        auto cursor = lmdb::Cursor::open(txn, registrations_, path_);
-        MDB_val key = lmdb::to_val(after.empty() ? std::string_view(prefix) : after);
-        MDB_val value{};
-        bool more = after.empty() && prefix.empty() ? cursor.get(key, value, MDB_FIRST, path_)
-                                                    : cursor.get(key, value, MDB_SET_RANGE, path_);
-        if (more && !after.empty() && lmdb::to_view(key) == after) {
-            more = cursor.get(key, value, MDB_NEXT, path_);
+        auto cursor = lmdb::Cursor::open(txn, by_user_, path_);
+        MDB_val key{};
+        MDB_val id{};
+        bool more = false;
+        if (after.size() > 8) {
+            const std::string_view after_user = after.substr(0, after.size() - 8);
+            const std::string_view after_id = after.substr(after.size() - 8);
+            key = lmdb::to_val(after_user);
+            id = lmdb::to_val(after_id);
+            more = cursor.get(key, id, MDB_GET_BOTH_RANGE, path_);
+            if (more && lmdb::to_view(id) == after_id) {
+                more = cursor.get(key, id, MDB_NEXT, path_);
+            } else if (!more) {
+                // No id at or after it under that user any more: the next user.
+                key = lmdb::to_val(after_user);
+                more = cursor.get(key, id, MDB_SET_RANGE, path_);
+                if (more && lmdb::to_view(key) == after_user) {
+                    more = cursor.get(key, id, MDB_NEXT_NODUP, path_);
+                }
+            }
+        } else if (!after.empty()) {
+            throw Error(ErrorKind::invalid_input, "not a listing position");
+        } else if (lower_user.empty()) {
+            more = cursor.get(key, id, MDB_FIRST, path_);
+        } else {
+            key = lmdb::to_val(lower_user);
+            more = cursor.get(key, id, MDB_SET_KEY, path_);
         }
         std::size_t looked_at = 0;
         std::size_t bytes = 0;
-        for (; more && lmdb::to_view(key).starts_with(prefix);
-             more = cursor.get(key, value, MDB_NEXT, path_)) {
+        for (; more && (lower_user.empty() || lmdb::to_view(key) == lower_user);
+             more = cursor.get(key, id, MDB_NEXT, path_)) {
             if (looked_at == max_rows || bytes >= page_max_bytes) {
                 return page; // next_after: the last one looked at
             }
             ++looked_at;
-            bytes += key.mv_size + value.mv_size;
-            page.next_after.assign(lmdb::to_view(key));
-            Registration registration =
-                decode_record(lmdb::to_view(key), lmdb::to_view(value), path_);
+            page.next_after = page_position(lmdb::to_view(key), lmdb::to_view(id));
+            std::string_view value = record_of(txn, lmdb::to_view(id));
+            bytes += value.size();
+            Registration registration;
+            record::decode_into(value, path_, registration);
             if (!expired(registration.last_seen, now)) {
                 page.registrations.push_back(std::move(registration));
             }
@@ -679,13 +462,8 @@ public:
 
     std::vector<Registration> find_user(std::string_view user, std::int64_t now) override {
         std::vector<Registration> found;
-        auto txn = lmdb::Txn::begin(env_.get(), MDB_RDONLY, path_);
-        for_each_of_user(txn, lower_ascii(user), [&](std::string_view key, std::string_view value) {
-            Registration registration = decode_record(key, value, path_);
-            if (!expired(registration.last_seen, now)) {
-                found.push_back(std::move(registration));
-            }
-        });
+        visit_user(user, now,
+                   [&](const Registration &registration) { found.push_back(registration); });
         return found;
     }
 
@@ -694,31 +472,31 @@ public:
     void visit_user(std::string_view user, std::int64_t now,
                     const std::function<void(const Registration &)> &visit) override {
         auto txn = lmdb::Txn::begin(env_.get(), MDB_RDONLY, path_);
-        scratch_prefix_.assign(user);
-        for (char &c : scratch_prefix_) {
+        scratch_user_.assign(user);
+        for (char &c : scratch_user_) {
             if (c >= 'A' && c <= 'Z') {
                 c = static_cast<char>(c - 'A' + 'a');
             }
         }
-        scratch_prefix_.push_back('\0');
-        for_each_with_prefix(txn, scratch_prefix_,
-                             [&](std::string_view key, std::string_view value) {
-                                 decode_record_into(key, value, path_, scratch_);
-                                 if (!expired(scratch_.last_seen, now)) {
-                                     visit(scratch_);
-                                 }
-                             });
+        for_each_id_of_user(txn, scratch_user_, [&](std::string_view id) {
+            record::decode_into(record_of(txn, id), path_, scratch_);
+            if (!expired(scratch_.last_seen, now)) {
+                visit(scratch_);
+            }
+        });
     }
 
     std::vector<Registration> all() override {
         std::vector<Registration> found;
         auto txn = lmdb::Txn::begin(env_.get(), MDB_RDONLY, path_);
-        auto cursor = lmdb::Cursor::open(txn, registrations_, path_);
+        auto cursor = lmdb::Cursor::open(txn, by_user_, path_);
         MDB_val key{};
-        MDB_val value{};
-        for (bool more = cursor.get(key, value, MDB_FIRST, path_); more;
-             more = cursor.get(key, value, MDB_NEXT, path_)) {
-            found.push_back(decode_record(lmdb::to_view(key), lmdb::to_view(value), path_));
+        MDB_val id{};
+        for (bool more = cursor.get(key, id, MDB_FIRST, path_); more;
+             more = cursor.get(key, id, MDB_NEXT, path_)) {
+            Registration registration;
+            record::decode_into(record_of(txn, lmdb::to_view(id)), path_, registration);
+            found.push_back(std::move(registration));
         }
         return found;
     }
@@ -726,20 +504,16 @@ public:
     std::size_t size() override {
         auto txn = lmdb::Txn::begin(env_.get(), MDB_RDONLY, path_);
         MDB_stat stat{};
-        lmdb::check(mdb_stat(txn.get(), registrations_, &stat), path_, "mdb_stat");
+        lmdb::check(mdb_stat(txn.get(), records_, &stat), path_, "mdb_stat");
         return stat.ms_entries;
     }
 
     std::size_t remove_user(std::string_view user) override {
         return with_growth([&] {
             auto txn = lmdb::Txn::begin(env_.get(), 0, path_);
-            std::vector<std::pair<std::string, std::int64_t>> doomed;
-            for_each_of_user(txn, lower_ascii(user),
-                             [&](std::string_view key, std::string_view value) {
-                                 doomed.emplace_back(key, record_last_seen(value, path_));
-                             });
-            for (const auto &[key, last_seen] : doomed) {
-                remove_entries(txn, key, last_seen);
+            std::vector<Stored> doomed = load_user(txn, lower_ascii(user));
+            for (const Stored &stored : doomed) {
+                remove_entries(txn, stored);
             }
             txn.commit(path_);
             return doomed.size();
@@ -762,38 +536,22 @@ public:
         }
     }
 
-    std::size_t remove_gone_tokens_at_once(std::span<const GoneToken> tokens) {
-        return with_growth([&] {
-            auto txn = lmdb::Txn::begin(env_.get(), 0, path_);
-            std::size_t removed = 0;
-            for (const GoneToken &gone : tokens) {
-                removed += remove_token_in(txn, gone.device_token,
-                                           [&gone](std::string_view, std::int64_t last_seen) {
-                                               return !gone.since || last_seen <= *gone.since;
-                                           });
-            }
-            txn.commit(path_);
-            return removed;
-        });
-    }
-
     std::size_t remove_token(std::string_view device_token) override {
-        return remove_token_if(device_token, [](std::string_view, std::int64_t) { return true; });
+        return remove_token_if(device_token, [](std::int64_t) { return true; });
     }
 
     std::size_t remove_token_unless_seen_since(std::string_view device_token,
                                                std::int64_t since) override {
-        return remove_token_if(device_token, [since](std::string_view, std::int64_t last_seen) {
-            return last_seen <= since;
-        });
+        return remove_token_if(device_token,
+                               [since](std::int64_t last_seen) { return last_seen <= since; });
     }
 
     std::size_t remove_all() override {
         return with_growth([&] {
             auto txn = lmdb::Txn::begin(env_.get(), 0, path_);
             MDB_stat stat{};
-            lmdb::check(mdb_stat(txn.get(), registrations_, &stat), path_, "mdb_stat");
-            for (MDB_dbi dbi : {registrations_, by_token_, by_last_seen_}) {
+            lmdb::check(mdb_stat(txn.get(), records_, &stat), path_, "mdb_stat");
+            for (MDB_dbi dbi : {records_, by_user_, by_device_, by_hour_}) {
                 lmdb::check(mdb_drop(txn.get(), dbi, 0), path_, "mdb_drop");
             }
             txn.commit(path_);
@@ -823,31 +581,342 @@ public:
     }
 
 private:
+    struct PreparedPut {
+        std::string lower_user;
+        std::string device_key; // by_device's key: the compact device token
+    };
+
+    // One of a user's registrations, as a write reads it.
+    struct Stored {
+        Id id = 0;
+        Registration registration;
+    };
+
+    // prepare_put() for each; `refused` hears the index and error of those
+    // that fail it.
+    template <typename Refused>
+    std::vector<std::pair<std::size_t, PreparedPut>>
+    prepare_all(std::span<const Registration> registrations, Refused refused) const {
+        std::vector<std::pair<std::size_t, PreparedPut>> valid;
+        valid.reserve(registrations.size());
+        for (std::size_t i = 0; i < registrations.size(); ++i) {
+            try {
+                valid.emplace_back(i, prepare_put(registrations[i]));
+            } catch (const Error &error) {
+                refused(i, error);
+            }
+        }
+        return valid;
+    }
+
+    // The checks that need no transaction; throws Error(invalid_input).
+    static PreparedPut prepare_put(const Registration &registration) {
+        validate(registration);
+        return {lower_ascii(registration.user),
+                record::compact_device_token(registration.device_token)};
+    }
+
+    static bool same_device(const Registration &a, const Registration &b) {
+        return a.account_id == b.account_id && a.device_token == b.device_token;
+    }
+
+    // False, having written nothing, when the registration is new and there
+    // is no room for new ones.
+    bool put_in(const lmdb::Txn &txn, const Registration &registration, const PreparedPut &prepared,
+                std::int64_t now, bool room) {
+        std::vector<Stored> others = load_user(txn, prepared.lower_user);
+        Registration stored = registration;
+        stored.registered_at = now;
+        stored.last_seen = now;
+        auto same = std::ranges::find_if(others, [&](const Stored &other) {
+            return same_device(other.registration, registration);
+        });
+        if (same != others.end()) {
+            stored.registered_at = same->registration.registered_at;
+            const std::string id = id_key(same->id);
+            lmdb::put(txn, records_, id, record::encode(stored), 0, path_);
+            const std::int64_t old_bucket = bucket_of(same->registration.last_seen);
+            if (old_bucket != bucket_of(now)) {
+                lmdb::del(txn, by_hour_, bucket_key(old_bucket), id, path_);
+                lmdb::put(txn, by_hour_, bucket_key(bucket_of(now)), id, 0, path_);
+            }
+            others.erase(same);
+        } else if (!room) {
+            return false;
+        } else {
+            insert(txn, stored, prepared);
+        }
+        retire_overdue_accounts(txn, others, registration.device_token, now);
+        evict_beyond_cap(txn, others);
+        return true;
+    }
+
+    // The user's other account ids on this token that missed their
+    // re-registration while the phone was listening (it just registered).
+    void retire_overdue_accounts(const lmdb::Txn &txn, std::vector<Stored> &others,
+                                 std::string_view device_token, std::int64_t now) {
+        std::erase_if(others, [&](const Stored &other) {
+            if (other.registration.device_token != device_token ||
+                other.registration.last_seen > now - ios_reregistration_interval) {
+                return false;
+            }
+            remove_entries(txn, other);
+            return true;
+        });
+    }
+
+    enum class Imported { added, exists, no_room };
+
+    Imported import_in(const lmdb::Txn &txn, const Registration &registration,
+                       const PreparedPut &prepared, bool room) {
+        std::vector<Stored> others = load_user(txn, prepared.lower_user);
+        if (std::ranges::any_of(others, [&](const Stored &other) {
+                return same_device(other.registration, registration);
+            })) {
+            return Imported::exists;
+        }
+        if (!room) {
+            return Imported::no_room;
+        }
+        insert(txn, registration, prepared);
+        evict_beyond_cap(txn, others);
+        return Imported::added;
+    }
+
+    // A new registration under a new id: appended to records, and entered
+    // in the three indexes.
+    void insert(const lmdb::Txn &txn, const Registration &registration,
+                const PreparedPut &prepared) {
+        const std::string id = id_key(next_id_++);
+        lmdb::put(txn, records_, id, record::encode(registration), MDB_APPEND, path_);
+        lmdb::put(txn, by_user_, prepared.lower_user, id, 0, path_);
+        lmdb::put(txn, by_device_, prepared.device_key, id, 0, path_);
+        lmdb::put(txn, by_hour_, bucket_key(bucket_of(registration.last_seen)), id, 0, path_);
+    }
+
+    void remove_entries(const lmdb::Txn &txn, const Stored &stored) {
+        const std::string id = id_key(stored.id);
+        const Registration &registration = stored.registration;
+        lmdb::del(txn, records_, id, std::nullopt, path_);
+        lmdb::del(txn, by_user_, lower_ascii(registration.user), id, path_);
+        lmdb::del(txn, by_device_, record::compact_device_token(registration.device_token), id,
+                  path_);
+        lmdb::del(txn, by_hour_, bucket_key(bucket_of(registration.last_seen)), id, path_);
+    }
+
+    // The record an index entry points at.
+    std::string_view record_of(const lmdb::Txn &txn, std::string_view id) const {
+        auto value = lmdb::get(txn, records_, id, path_);
+        if (!value) {
+            throw Error(ErrorKind::internal,
+                        "LMDB store " + path_ + ": an index points at no registration");
+        }
+        return *value;
+    }
+
+    Stored load(const lmdb::Txn &txn, std::string_view id) const {
+        Stored stored;
+        stored.id = id_from_key(id, path_);
+        record::decode_into(record_of(txn, id), path_, stored.registration);
+        return stored;
+    }
+
+    // Calls visit(id) for each of the ids an index keeps under `key`.
+    template <typename Visit>
+    void for_each_id(const lmdb::Txn &txn, MDB_dbi index, std::string_view key, Visit visit) const {
+        auto cursor = lmdb::Cursor::open(txn, index, path_);
+        MDB_val k = lmdb::to_val(key);
+        MDB_val id{};
+        for (bool more = cursor.get(k, id, MDB_SET_KEY, path_); more;
+             more = cursor.get(k, id, MDB_NEXT_DUP, path_)) {
+            visit(lmdb::to_view(id));
+        }
+    }
+
+    template <typename Visit>
+    void for_each_id_of_user(const lmdb::Txn &txn, std::string_view lower_user, Visit visit) const {
+        if (!lower_user.empty()) { // LMDB refuses an empty key
+            for_each_id(txn, by_user_, lower_user, visit);
+        }
+    }
+
+    std::vector<Stored> load_user(const lmdb::Txn &txn, std::string_view lower_user) const {
+        std::vector<std::string> ids;
+        for_each_id_of_user(txn, lower_user, [&](std::string_view id) { ids.emplace_back(id); });
+        std::vector<Stored> stored;
+        stored.reserve(ids.size());
+        for (const std::string &id : ids) {
+            stored.push_back(load(txn, id));
+        }
+        return stored;
+    }
+
+    std::size_t remove_gone_tokens_at_once(std::span<const GoneToken> tokens) {
+        return with_growth([&] {
+            auto txn = lmdb::Txn::begin(env_.get(), 0, path_);
+            std::size_t removed = 0;
+            for (const GoneToken &gone : tokens) {
+                removed += remove_token_in(txn, gone.device_token, [&gone](std::int64_t last_seen) {
+                    return !gone.since || last_seen <= *gone.since;
+                });
+            }
+            txn.commit(path_);
+            return removed;
+        });
+    }
+
+    template <typename ShouldRemove>
+    std::size_t remove_token_if(std::string_view device_token, ShouldRemove should_remove) {
+        return with_growth([&] {
+            auto txn = lmdb::Txn::begin(env_.get(), 0, path_);
+            std::size_t removed = remove_token_in(txn, device_token, should_remove);
+            txn.commit(path_);
+            return removed;
+        });
+    }
+
+    // Removes the token's registrations for which should_remove(last_seen)
+    // is true.
+    template <typename ShouldRemove>
+    std::size_t remove_token_in(const lmdb::Txn &txn, std::string_view device_token,
+                                ShouldRemove should_remove) {
+        if (device_token.empty()) {
+            return 0;
+        }
+        std::vector<std::string> ids;
+        for_each_id(txn, by_device_, record::compact_device_token(device_token),
+                    [&](std::string_view id) { ids.emplace_back(id); });
+        std::size_t removed = 0;
+        for (const std::string &id : ids) {
+            Stored stored = load(txn, id);
+            if (should_remove(stored.registration.last_seen)) {
+                remove_entries(txn, stored);
+                ++removed;
+            }
+        }
+        return removed;
+    }
+
+    // Keeps the user at max_devices_per_user registrations (0: no cap) by
+    // removing the least recently seen of `others`, the user's registrations
+    // but the one just written. Ties go to the older registration, then to
+    // account id and token order.
+    void evict_beyond_cap(const lmdb::Txn &txn, std::vector<Stored> &others) {
+        const std::size_t count = others.size() + 1;
+        if (max_devices_per_user_ == 0 || count <= max_devices_per_user_) {
+            return;
+        }
+        const std::size_t excess = count - max_devices_per_user_;
+        auto order = [](const Stored &stored) {
+            const Registration &r = stored.registration;
+            return std::tie(r.last_seen, r.registered_at, r.account_id, r.device_token);
+        };
+        std::partial_sort(others.begin(), others.begin() + static_cast<std::ptrdiff_t>(excess),
+                          others.end(),
+                          [&](const Stored &a, const Stored &b) { return order(a) < order(b); });
+        for (std::size_t i = 0; i < excess; ++i) {
+            remove_entries(txn, others[i]);
+        }
+    }
+
     // Removes up to batch_size expired registrations in one commit.
     std::size_t expire_batch(std::int64_t now, std::size_t batch_size) {
         auto txn = lmdb::Txn::begin(env_.get(), 0, path_);
-        std::vector<std::pair<std::string, std::int64_t>> doomed;
+        std::vector<Stored> doomed;
         {
-            auto cursor = lmdb::Cursor::open(txn, by_last_seen_, path_);
-            MDB_val time{};
-            MDB_val key{};
-            for (bool more = cursor.get(time, key, MDB_FIRST, path_);
+            auto cursor = lmdb::Cursor::open(txn, by_hour_, path_);
+            MDB_val bucket{};
+            MDB_val id{};
+            for (bool more = cursor.get(bucket, id, MDB_FIRST, path_);
                  more && doomed.size() < batch_size;
-                 more = cursor.get(time, key, MDB_NEXT, path_)) {
-                std::int64_t last_seen = time_from_key(lmdb::to_view(time));
-                if (!expired(last_seen, now)) {
+                 more = cursor.get(bucket, id, MDB_NEXT, path_)) {
+                // Nothing in a bucket that starts unexpired, or after it, is expired.
+                if (!expired(bucket_from_key(lmdb::to_view(bucket), path_) * seconds_per_bucket,
+                             now)) {
                     break;
                 }
-                doomed.emplace_back(lmdb::to_view(key), last_seen);
+                Stored stored = load(txn, lmdb::to_view(id));
+                if (expired(stored.registration.last_seen, now)) {
+                    doomed.push_back(std::move(stored));
+                }
             }
         }
-        for (const auto &[key, last_seen] : doomed) {
-            remove_entries(txn, key, last_seen);
+        for (const Stored &stored : doomed) {
+            remove_entries(txn, stored);
         }
         txn.commit(path_);
         return doomed.size();
     }
 
+    // Moves a schema version 1 store into this schema, a batch per commit;
+    // see the top of this file.
+    void upgrade_format1() {
+        if (!format1_) {
+            return;
+        }
+        const auto started = std::chrono::steady_clock::now();
+        std::size_t moved = 0;
+        std::size_t total = 0;
+        bool done = false;
+        while (!done) {
+            done = with_growth([&] {
+                auto txn = lmdb::Txn::begin(env_.get(), 0, path_);
+                for (const char *index : {"by_token", "by_last_seen"}) {
+                    if (std::optional<MDB_dbi> dbi = open_existing_db(txn, index)) {
+                        lmdb::check(mdb_drop(txn.get(), *dbi, 1), path_, "mdb_drop");
+                    }
+                }
+                std::optional<MDB_dbi> old_records = open_existing_db(txn, "registrations");
+                std::vector<std::string> keys;
+                if (old_records) {
+                    if (total == 0) {
+                        MDB_stat stat{};
+                        lmdb::check(mdb_stat(txn.get(), *old_records, &stat), path_, "mdb_stat");
+                        total = stat.ms_entries;
+                        if (log_) {
+                            log_(LogLevel::info, "upgrading registration store " + path_ +
+                                                     " to schema version 2: " +
+                                                     std::to_string(total) + " registrations");
+                        }
+                    }
+                    auto cursor = lmdb::Cursor::open(txn, *old_records, path_);
+                    MDB_val key{};
+                    MDB_val value{};
+                    for (bool more = cursor.get(key, value, MDB_FIRST, path_);
+                         more && keys.size() < upgrade_batch_size_;
+                         more = cursor.get(key, value, MDB_NEXT, path_)) {
+                        Registration registration =
+                            record::decode_format1(lmdb::to_view(key), lmdb::to_view(value), path_);
+                        insert(txn, registration, prepare_put(registration));
+                        keys.emplace_back(lmdb::to_view(key));
+                    }
+                    for (const std::string &key : keys) {
+                        lmdb::del(txn, *old_records, key, std::nullopt, path_);
+                    }
+                }
+                const bool last = keys.size() < upgrade_batch_size_;
+                if (last) {
+                    if (old_records) {
+                        lmdb::check(mdb_drop(txn.get(), *old_records, 1), path_, "mdb_drop");
+                    }
+                    write_schema_version(txn);
+                }
+                txn.commit(path_);
+                moved += keys.size();
+                return last;
+            });
+        }
+        format1_ = false;
+        if (log_ && total > 0) {
+            const auto elapsed = std::chrono::duration_cast<std::chrono::milliseconds>(
+                std::chrono::steady_clock::now() - started);
+            log_(LogLevel::info, "upgraded registration store " + path_ + ": " +
+                                     std::to_string(moved) + " registrations in " +
+                                     std::to_string(elapsed.count()) + " ms");
+        }
+    }
+
+    // Map growth and the store-full reserve.
     std::size_t data_file_size() const {
         struct stat data {};
         if (::stat((path_ + "/data.mdb").c_str(), &data) != 0) {
@@ -872,7 +941,7 @@ private:
     void open_environment() {
         env_ = lmdb::Env(); // closed before it is opened again: one per process
         env_ = lmdb::Env::create(path_);
-        lmdb::check(mdb_env_set_maxdbs(env_.get(), 4), path_, "mdb_env_set_maxdbs");
+        lmdb::check(mdb_env_set_maxdbs(env_.get(), 8), path_, "mdb_env_set_maxdbs");
         lmdb::check(mdb_env_set_mapsize(env_.get(), map_size_), path_, "mdb_env_set_mapsize");
         if (int rc = mdb_env_open(env_.get(), path_.c_str(), 0, 0600); rc == ENOMEM) {
             throw Error(ErrorKind::config, "LMDB store " + path_ + ": cannot map " +
@@ -884,14 +953,16 @@ private:
         }
         int dead_readers = 0;
         lmdb::check(mdb_reader_check(env_.get(), &dead_readers), path_, "mdb_reader_check");
-        max_key_size_ = static_cast<std::size_t>(mdb_env_get_maxkeysize(env_.get()));
 
         auto txn = lmdb::Txn::begin(env_.get(), 0, path_);
         meta_ = open_db(txn, "meta", 0);
-        registrations_ = open_db(txn, "registrations", 0);
-        by_token_ = open_db(txn, "by_token", MDB_DUPSORT);
-        by_last_seen_ = open_db(txn, "by_last_seen", MDB_DUPSORT);
         check_schema(txn);
+        records_ = open_db(txn, "records", 0);
+        const unsigned id_index = MDB_DUPSORT | MDB_DUPFIXED;
+        by_user_ = open_db(txn, "by_user", id_index);
+        by_device_ = open_db(txn, "by_device", id_index);
+        by_hour_ = open_db(txn, "by_hour", id_index);
+        next_id_ = std::max(next_id_, first_free_id(txn));
         txn.commit(path_);
     }
 
@@ -1010,14 +1081,29 @@ private:
         return dbi;
     }
 
+    std::optional<MDB_dbi> open_existing_db(const lmdb::Txn &txn, const char *name) {
+        MDB_dbi dbi = 0;
+        int rc = mdb_dbi_open(txn.get(), name, 0, &dbi);
+        if (rc == MDB_NOTFOUND) {
+            return std::nullopt;
+        }
+        lmdb::check(rc, path_, std::string("mdb_dbi_open ") + name);
+        return dbi;
+    }
+
+    void write_schema_version(const lmdb::Txn &txn) {
+        std::array<char, 4> bytes{};
+        for (std::size_t i = 0; i < bytes.size(); ++i) {
+            bytes[i] = static_cast<char>((current_schema_version >> (8 * i)) & 0xff);
+        }
+        lmdb::put(txn, meta_, schema_version_key, {bytes.data(), bytes.size()}, 0, path_);
+    }
+
+    // Sets format1_ for a store that schema version 1 wrote.
     void check_schema(const lmdb::Txn &txn) {
         auto stored = lmdb::get(txn, meta_, schema_version_key, path_);
         if (!stored) {
-            std::array<char, 4> bytes{};
-            for (std::size_t i = 0; i < bytes.size(); ++i) {
-                bytes[i] = static_cast<char>((current_schema_version >> (8 * i)) & 0xff);
-            }
-            lmdb::put(txn, meta_, schema_version_key, {bytes.data(), bytes.size()}, 0, path_);
+            write_schema_version(txn);
             return;
         }
         if (stored->size() != 4) {
@@ -1035,129 +1121,24 @@ private:
                                                std::to_string(current_schema_version) +
                                                " (was the package downgraded?)");
         }
-        // Older schema versions would be migrated here; version 1 is the first.
+        format1_ = version == format1_schema_version;
     }
 
-    void check_key_size(std::string_view key) const {
-        if (key.size() > max_key_size_) {
-            throw Error(ErrorKind::invalid_input,
-                        "registration key (user, account id, device token) is longer than "
-                        "the store's limit of " +
-                            std::to_string(max_key_size_) + " bytes");
-        }
+    // The id after the largest one stored.
+    Id first_free_id(const lmdb::Txn &txn) const {
+        auto cursor = lmdb::Cursor::open(txn, records_, path_);
+        MDB_val key{};
+        MDB_val value{};
+        return cursor.get(key, value, MDB_LAST, path_) ? id_from_key(lmdb::to_view(key), path_) + 1
+                                                       : 1;
     }
 
     bool expired(std::int64_t last_seen, std::int64_t now) const { return last_seen < now - ttl_; }
 
-    template <typename Visit>
-    void for_each_of_user(const lmdb::Txn &txn, std::string_view lower_user, Visit visit) {
-        for_each_with_prefix(txn, user_prefix(lower_user), visit);
-    }
-
-    // `prefix`: "lower(user) NUL", see user_prefix().
-    template <typename Visit>
-    void for_each_with_prefix(const lmdb::Txn &txn, std::string_view prefix, Visit visit) {
-        auto cursor = lmdb::Cursor::open(txn, registrations_, path_);
-        MDB_val key = lmdb::to_val(prefix);
-        MDB_val value{};
-        for (bool more = cursor.get(key, value, MDB_SET_RANGE, path_);
-             more && lmdb::to_view(key).starts_with(prefix);
-             more = cursor.get(key, value, MDB_NEXT, path_)) {
-            visit(lmdb::to_view(key), lmdb::to_view(value));
-        }
-    }
-
-    void remove_entries(const lmdb::Txn &txn, const std::string &key, std::int64_t last_seen) {
-        std::string_view token = split_primary_key(key, path_).device_token;
-        lmdb::del(txn, registrations_, key, std::nullopt, path_);
-        lmdb::del(txn, by_token_, token, token_owner(key, path_), path_);
-        lmdb::del(txn, by_last_seen_, time_key(last_seen), key, path_);
-    }
-
-    template <typename ShouldRemove>
-    std::size_t remove_token_if(std::string_view device_token, ShouldRemove should_remove) {
-        return with_growth([&] {
-            auto txn = lmdb::Txn::begin(env_.get(), 0, path_);
-            std::size_t removed = remove_token_in(txn, device_token, should_remove);
-            txn.commit(path_);
-            return removed;
-        });
-    }
-
-    // Removes the token's registrations for which should_remove(owner,
-    // last_seen) is true; owner is the registration key without the token.
-    template <typename ShouldRemove>
-    std::size_t remove_token_in(const lmdb::Txn &txn, std::string_view device_token,
-                                ShouldRemove should_remove) {
-        std::vector<std::string> owners;
-        {
-            auto cursor = lmdb::Cursor::open(txn, by_token_, path_);
-            MDB_val token = lmdb::to_val(device_token);
-            MDB_val owner{};
-            for (bool more = cursor.get(token, owner, MDB_SET_KEY, path_); more;
-                 more = cursor.get(token, owner, MDB_NEXT_DUP, path_)) {
-                owners.emplace_back(lmdb::to_view(owner));
-            }
-        }
-        std::size_t removed = 0;
-        for (const std::string &owner : owners) {
-            std::string key = owner;
-            key.push_back('\0');
-            key.append(device_token);
-            auto value = lmdb::get(txn, registrations_, key, path_);
-            if (!value) {
-                throw Error(ErrorKind::internal,
-                            "LMDB store " + path_ + ": by_token index points at nothing");
-            }
-            std::int64_t last_seen = record_last_seen(*value, path_);
-            if (should_remove(std::string_view(owner), last_seen)) {
-                remove_entries(txn, key, last_seen);
-                ++removed;
-            }
-        }
-        return removed;
-    }
-
-    // Keeps the user at max_devices_per_user registrations (0: no cap) by
-    // removing the least recently seen ones, never `kept_key` (the one just
-    // written). Ties go to the older registration, then to key order.
-    void evict_beyond_cap(const lmdb::Txn &txn, std::string_view lower_user,
-                          std::string_view kept_key) {
-        if (max_devices_per_user_ == 0) {
-            return;
-        }
-        struct Candidate {
-            std::int64_t last_seen;
-            std::int64_t registered_at;
-            std::string key;
-        };
-        std::vector<Candidate> candidates;
-        std::size_t count = 0;
-        for_each_of_user(txn, lower_user, [&](std::string_view key, std::string_view value) {
-            ++count;
-            if (key != kept_key) {
-                candidates.push_back({record_last_seen(value, path_),
-                                      record_registered_at(value, path_), std::string(key)});
-            }
-        });
-        if (count <= max_devices_per_user_) {
-            return;
-        }
-        std::size_t excess = count - max_devices_per_user_;
-        std::partial_sort(candidates.begin(),
-                          candidates.begin() + static_cast<std::ptrdiff_t>(excess),
-                          candidates.end(), [](const Candidate &a, const Candidate &b) {
-                              return std::tie(a.last_seen, a.registered_at, a.key) <
-                                     std::tie(b.last_seen, b.registered_at, b.key);
-                          });
-        for (std::size_t i = 0; i < excess; ++i) {
-            remove_entries(txn, candidates[i].key, candidates[i].last_seen);
-        }
-    }
-
     std::string path_;
     std::int64_t ttl_;
     std::size_t max_devices_per_user_;
+    std::size_t upgrade_batch_size_;
     LogSink log_;
     std::size_t map_size_ = 0;  // bytes mapped now
     std::size_t map_limit_ = 0; // bytes the map may grow to
@@ -1165,14 +1146,16 @@ private:
     // New registrations are refused when more than this is in use.
     std::size_t insert_limit_ = std::numeric_limits<std::size_t>::max();
     bool warned_full_ = false;
+    bool format1_ = false; // schema version 1 is still to be upgraded
     lmdb::Env env_;
-    std::size_t max_key_size_ = 0;
     MDB_dbi meta_ = 0;
-    MDB_dbi registrations_ = 0;
-    MDB_dbi by_token_ = 0;
-    MDB_dbi by_last_seen_ = 0;
-    Registration scratch_;       // visit_user's decoded record
-    std::string scratch_prefix_; // visit_user's "lower(user) NUL"
+    MDB_dbi records_ = 0;
+    MDB_dbi by_user_ = 0;
+    MDB_dbi by_device_ = 0;
+    MDB_dbi by_hour_ = 0;
+    Id next_id_ = 1;
+    Registration scratch_;     // visit_user's decoded record
+    std::string scratch_user_; // visit_user's lower-cased user
 };
 
 } // namespace

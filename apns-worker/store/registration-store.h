@@ -200,6 +200,8 @@ struct LmdbStoreOptions {
     std::size_t max_map_size = std::size_t{16} << 30; // xaps_db_max_size
     std::chrono::seconds ttl{};                       // xaps_registration_ttl
     std::size_t max_devices_per_user{};               // xaps_max_devices_per_user; 0: no cap
+    // Registrations an upgrade from an older schema moves per durable commit.
+    std::size_t upgrade_batch_size = 10000;
     // Hears, once, a warning naming the limit when the map stops growing.
     LogSink log;
 };

@@ -18,6 +18,7 @@
 #include <fstream>
 #include <set>
 
+#include "format1-store.h"
 #include "temporary-directory.h"
 
 namespace {
@@ -366,8 +367,6 @@ TEST_F(LmdbStoreTest, RefusesInvalidRegistrations) {
         {"NUL in user", make_registration(std::string("u\0v", 3), "a", "t")},
         {"NUL in account", make_registration("u", std::string("a\0", 2), "t")},
         {"user too long", make_registration(std::string(300, 'u'), "a", "t")},
-        {"key beyond LMDB's key size",
-         make_registration(std::string(256, 'u'), std::string(256, 'a'), "t")},
         {"too many mailboxes",
          make_registration("u", "a", "t", std::vector<std::string>(1001, "m"))},
     };
@@ -887,20 +886,21 @@ void raw_put(const std::string &path, const char *db, std::string_view key,
 
 TEST_F(LmdbStoreTest, RefusesAStoreWithANewerSchema) {
     xaps::open_lmdb_store(options());
-    raw_put(options().path, "meta", "schema_version", std::string("\x02\0\0\0", 4));
+    raw_put(options().path, "meta", "schema_version", std::string("\x03\0\0\0", 4));
     try {
         xaps::open_lmdb_store(options());
         FAIL() << "opened a newer schema";
     } catch (const xaps::Error &error) {
         EXPECT_EQ(error.kind(), ErrorKind::config);
-        EXPECT_NE(std::string(error.what()).find("schema version 2"), std::string::npos)
+        EXPECT_NE(std::string(error.what()).find("schema version 3"), std::string::npos)
             << error.what();
     }
 }
 
 TEST_F(LmdbStoreTest, RefusesARecordOfAnUnknownFormat) {
-    xaps::open_lmdb_store(options());
-    raw_put(options().path, "registrations", std::string("alice\0a\0t", 9), "\x09garbage");
+    xaps::open_lmdb_store(options())->put(make_registration("alice", "a", "t"), 1);
+    // The first registration's id: 1, as 8 bytes big-endian.
+    raw_put(options().path, "records", std::string("\0\0\0\0\0\0\0\x01", 8), "\x09garbage");
     auto store = xaps::open_lmdb_store(options());
     EXPECT_EQ(error_kind_of([&] { store->find_user("alice", 1); }), ErrorKind::internal);
     EXPECT_TRUE(store->find_user("bob", 1).empty());
@@ -1149,23 +1149,26 @@ std::vector<std::vector<std::string>> page_tokens(xaps::RegistrationStore &store
     return pages;
 }
 
-TEST_F(LmdbStoreTest, PagesWalkTheStoreInKeyOrder) {
+// Users in lower-cased order, each user's registrations in the order they
+// were first registered (a renewal keeps its place).
+TEST_F(LmdbStoreTest, PagesWalkTheStoreByUserThenFirstRegistration) {
     auto store = xaps::open_lmdb_store(options());
     for (const char *user : {"carol", "Alice", "bob"}) {
         for (const char *token : {"t2", "t1"}) {
             store->put(make_registration(user, "a", token), 100);
         }
     }
+    store->put(make_registration("bob", "a", "t2"), 101);
     using Pages = std::vector<std::vector<std::string>>;
-    EXPECT_EQ(page_tokens(*store, "", 4, 100),
-              (Pages{{"Alice/t1", "Alice/t2", "bob/t1", "bob/t2"}, {"carol/t1", "carol/t2"}}));
+    EXPECT_EQ(page_tokens(*store, "", 4, 101),
+              (Pages{{"Alice/t2", "Alice/t1", "bob/t2", "bob/t1"}, {"carol/t2", "carol/t1"}}));
     // A page boundary at the store's end: no empty page after it.
-    EXPECT_EQ(page_tokens(*store, "", 3, 100),
-              (Pages{{"Alice/t1", "Alice/t2", "bob/t1"}, {"bob/t2", "carol/t1", "carol/t2"}}));
-    EXPECT_EQ(page_tokens(*store, "", 6, 100),
-              (Pages{{"Alice/t1", "Alice/t2", "bob/t1", "bob/t2", "carol/t1", "carol/t2"}}));
+    EXPECT_EQ(page_tokens(*store, "", 3, 101),
+              (Pages{{"Alice/t2", "Alice/t1", "bob/t2"}, {"bob/t1", "carol/t2", "carol/t1"}}));
+    EXPECT_EQ(page_tokens(*store, "", 6, 101),
+              (Pages{{"Alice/t2", "Alice/t1", "bob/t2", "bob/t1", "carol/t2", "carol/t1"}}));
     // One user's rows across pages, and nobody else's.
-    EXPECT_EQ(page_tokens(*store, "BOB", 1, 100), (Pages{{"bob/t1"}, {"bob/t2"}}));
+    EXPECT_EQ(page_tokens(*store, "BOB", 1, 101), (Pages{{"bob/t2"}, {"bob/t1"}}));
     EXPECT_EQ(page_tokens(*store, "dave", 1, 100), (Pages{{}}));
     EXPECT_EQ(page_tokens(*store, "", 1000, 100).size(), 1u);
 }
@@ -1313,3 +1316,208 @@ TEST(LmdbStore, ImportBatchIsAllOrNothingWhenTheCommitFails) {
 }
 
 } // namespace
+
+// --- Upgrade from schema version 1 ---------------------------------------------
+
+// Registrations of every shape the old format held, with the fields an
+// upgrade must keep: times, spelling of the user, ids that are and are not
+// UUIDs or hex, other subtopics, both aps versions, many mailboxes.
+std::vector<Registration> format1_shapes() {
+    auto shape = [](std::string user, std::string account, std::string token,
+                    std::vector<std::string> mailboxes, std::int64_t registered_at,
+                    std::int64_t last_seen) {
+        Registration registration = make_registration(std::move(user), std::move(account),
+                                                      std::move(token), std::move(mailboxes));
+        registration.registered_at = registered_at;
+        registration.last_seen = last_seen;
+        return registration;
+    };
+    std::vector<Registration> shapes = {
+        shape("alice", "0715A26B-CA09-4730-A419-793000CA982E",
+              "2a7e5e5b5d6e4a9c8e2b1f9d3c7a6b5e4d3c2b1a0f9e8d7c6b5a4f3e2d1c0b9a",
+              {"INBOX", "Sent Messages"}, 1700000000, 1700082800),
+        shape("Alice", "0715a26b-ca09-4730-a419-793000ca982e", "00ff", {"INBOX"}, 1700000000,
+              1700000000),
+        shape("Bob@Example.ORG", "account with spaces", "not hex at all", {}, 1600000000,
+              1700000100),
+        shape("carol", "A", "abc", std::vector<std::string>(300, "Folder/Sub\xc3\xa9"), -5, 7),
+    };
+    shapes[2].subtopic = "com.example.other";
+    shapes[3].aps_version = 1;
+    shapes[3].subtopic = "";
+    return shapes;
+}
+
+std::set<std::string> described(const std::vector<Registration> &registrations) {
+    std::set<std::string> out;
+    for (const Registration &r : registrations) {
+        std::string line = r.user + "|" + r.account_id + "|" + r.device_token + "|" + r.subtopic +
+                           "|" + std::to_string(r.aps_version) + "|" +
+                           std::to_string(r.registered_at) + "|" + std::to_string(r.last_seen);
+        for (const std::string &mailbox : r.mailboxes) {
+            line += "|" + mailbox;
+        }
+        out.insert(line);
+    }
+    return out;
+}
+
+// What the store's environment holds, read without the product's code.
+struct RawStore {
+    std::uint32_t schema_version = 0;
+    bool has_format1_databases = false;
+    std::size_t format1_registrations = 0;
+};
+
+RawStore read_raw(const std::string &path) {
+    RawStore raw;
+    MDB_env *env = nullptr;
+    EXPECT_EQ(mdb_env_create(&env), 0);
+    mdb_env_set_maxdbs(env, 16);
+    mdb_env_set_mapsize(env, std::size_t{4} << 30);
+    EXPECT_EQ(mdb_env_open(env, path.c_str(), MDB_RDONLY, 0600), 0);
+    MDB_txn *txn = nullptr;
+    EXPECT_EQ(mdb_txn_begin(env, nullptr, MDB_RDONLY, &txn), 0);
+    MDB_dbi dbi = 0;
+    if (mdb_dbi_open(txn, "meta", 0, &dbi) == 0) {
+        MDB_val key{14, const_cast<char *>("schema_version")};
+        MDB_val value{};
+        if (mdb_get(txn, dbi, &key, &value) == 0 && value.mv_size == 4) {
+            const auto *bytes = static_cast<const unsigned char *>(value.mv_data);
+            raw.schema_version = bytes[0] | bytes[1] << 8 | bytes[2] << 16 |
+                                 static_cast<std::uint32_t>(bytes[3]) << 24;
+        }
+    }
+    for (const char *name : {"registrations", "by_token", "by_last_seen"}) {
+        if (mdb_dbi_open(txn, name, 0, &dbi) == 0) {
+            raw.has_format1_databases = true;
+            if (std::string_view(name) == "registrations") {
+                MDB_stat stat{};
+                mdb_stat(txn, dbi, &stat);
+                raw.format1_registrations = stat.ms_entries;
+            }
+        }
+    }
+    mdb_txn_abort(txn);
+    mdb_env_close(env);
+    return raw;
+}
+
+TEST_F(LmdbStoreTest, UpgradesAStoreThatSchemaVersion1WroteKeepingEveryField) {
+    const std::vector<Registration> shapes = format1_shapes();
+    std::filesystem::create_directories(options().path);
+    {
+        xaps::test::Format1StoreWriter writer(options().path);
+        for (const Registration &registration : shapes) {
+            writer.add(registration);
+        }
+        writer.commit();
+    }
+    ASSERT_EQ(read_raw(options().path).schema_version, 1u);
+
+    RecordedLog log;
+    LmdbStoreOptions opts = options(16, std::chrono::seconds(1000));
+    opts.log = log.sink();
+    {
+        auto store = xaps::open_lmdb_store(opts);
+        EXPECT_EQ(described(store->all()), described(shapes));
+        EXPECT_EQ(store->size(), shapes.size());
+        // The new indexes answer for the moved registrations.
+        EXPECT_EQ(described(store->find_user("ALICE", 1700000500)),
+                  described({shapes[0], shapes[1]}));
+        EXPECT_EQ(store->remove_token("00ff"), 1u);
+        EXPECT_EQ(store->expire(1700000500), 1u); // carol, last seen at 7
+        EXPECT_EQ(described(store->all()), described({shapes[0], shapes[2]}));
+        store->put(make_registration("bob@example.org", "account with spaces", "not hex at all"),
+                   1700000200);
+        auto bob = store->find_user("bob@example.org", 1700000200);
+        ASSERT_EQ(bob.size(), 1u);
+        EXPECT_EQ(bob[0].registered_at, 1600000000);
+    }
+    ASSERT_EQ(log.lines.size(), 2u);
+    EXPECT_NE(log.lines[0].second.find("4 registrations"), std::string::npos)
+        << log.lines[0].second;
+    EXPECT_NE(log.lines[1].second.find("upgraded"), std::string::npos) << log.lines[1].second;
+    const RawStore raw = read_raw(options().path);
+    EXPECT_EQ(raw.schema_version, 2u);
+    EXPECT_FALSE(raw.has_format1_databases);
+    // Once upgraded, an open has nothing to do.
+    log.lines.clear();
+    EXPECT_EQ(xaps::open_lmdb_store(opts)->size(), 2u);
+    EXPECT_TRUE(log.lines.empty());
+}
+
+// The upgrade is killed with SIGKILL, again and again, from the moment it
+// starts until it has finished; each open goes on from where the last one
+// died. Every registration is there once at the end.
+TEST(LmdbStore, AnUpgradeKilledAtAnyPointLosesAndDuplicatesNothing) {
+    TempDir dir(TempDir::memory_base());
+    LmdbStoreOptions opts = LmdbStoreOptions::from(xaps::default_xaps_settings());
+    opts.path = dir.path();
+    opts.max_devices_per_user = 0;
+    opts.upgrade_batch_size = 500; // many commits, so many points to die between
+    constexpr std::size_t count = 30000;
+    std::vector<Registration> written;
+    {
+        xaps::test::Format1StoreWriter writer(opts.path);
+        for (std::size_t i = 0; i < count; ++i) {
+            Registration registration = numbered_registration(i, 2, 10);
+            registration.account_id = "0715A26B-CA09-4730-A419-" + std::to_string(100000000000 + i);
+            registration.registered_at = static_cast<std::int64_t>(i);
+            registration.last_seen = static_cast<std::int64_t>(i * 7);
+            writer.add(registration);
+            written.push_back(std::move(registration));
+        }
+        writer.commit();
+    }
+    std::size_t interrupted = 0;
+    // Each round lets the upgrade run a quarter longer before the kill.
+    double kill_after_ms = 0.5;
+    for (int round = 0; round < 60 && read_raw(opts.path).schema_version != 2;
+         ++round, kill_after_ms *= 1.25) {
+        int fds[2];
+        ASSERT_EQ(::pipe(fds), 0);
+        pid_t pid = ::fork();
+        ASSERT_GE(pid, 0);
+        if (pid == 0) {
+            ::close(fds[0]);
+            LmdbStoreOptions child = opts;
+            // Told as the upgrade's first batch begins.
+            child.log = [&](xaps::LogLevel, std::string_view message) {
+                if (message.starts_with("upgrading") && ::write(fds[1], "u", 1) != 1) {
+                    ::_exit(2);
+                }
+            };
+            try {
+                xaps::open_lmdb_store(child);
+            } catch (...) {
+                ::_exit(1);
+            }
+            ::_exit(0);
+        }
+        ::close(fds[1]);
+        char started = 0;
+        if (::read(fds[0], &started, 1) == 1) {
+            ::usleep(static_cast<useconds_t>(kill_after_ms * 1000));
+            ::kill(pid, SIGKILL);
+        }
+        ::close(fds[0]);
+        int status = 0;
+        ASSERT_EQ(::waitpid(pid, &status, 0), pid);
+        ASSERT_FALSE(WIFEXITED(status) && WEXITSTATUS(status) != 0)
+            << "the upgrade failed: exit " << WEXITSTATUS(status);
+        const RawStore raw = read_raw(opts.path);
+        if (raw.schema_version == 1 && raw.format1_registrations > 0 &&
+            raw.format1_registrations < count) {
+            ++interrupted;
+        }
+    }
+    std::printf("upgrade interrupted part-way %zu times, finished after %.0f ms\n", interrupted,
+                kill_after_ms);
+    auto store = xaps::open_lmdb_store(opts);
+    EXPECT_EQ(read_raw(opts.path).schema_version, 2u);
+    EXPECT_EQ(store->size(), count);
+    EXPECT_EQ(described(store->all()), described(written));
+    EXPECT_EQ(store->remove_token(token_of(17)), 1u);
+    EXPECT_EQ(store->size(), count - 1);
+}

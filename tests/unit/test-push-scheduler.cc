@@ -356,9 +356,10 @@ TEST(PushSchedulerGone, GoneDevicesAreRemovedUnlessSeenSince) {
     for (const auto &row : rows) {
         SCOPED_TRACE(row.what);
         SchedulerFixture f;
+        // A user's devices are pushed in the order they first registered.
+        f.store->put(make_registration("alice", "acct", "other"), 1000);
         f.store->put(make_registration("alice", "acct", "tok"), 1000);
         f.store->put(make_registration("bob", "acct-b", "tok"), 900); // same token elsewhere
-        f.store->put(make_registration("alice", "acct", "other"), 1000);
         f.scheduler.notify("alice", "INBOX", new_mail);
         ASSERT_EQ(f.sender.tokens(), (std::vector<std::string>{"other", "tok"}));
         f.scheduler.notify("alice", "INBOX", new_mail); // both devices now dirty
@@ -698,6 +699,38 @@ TEST_F(PushSchedulerTest, EachDeviceGetsItsOwnMailboxes) {
     EXPECT_EQ(by_token["phone"], (Hashes{hashes::sent, hashes::inbox}));
     EXPECT_EQ(by_token["ipad"], Hashes{hashes::inbox_lower});
     EXPECT_EQ(by_token["old"], Hashes{});
+}
+
+// More mailbox names than the scheduler remembers digests of: those it
+// forgot are computed again, the same.
+TEST_F(PushSchedulerTest, MailboxHashesStayRightPastTheNamesItRemembers) {
+    std::vector<std::string> alices{"Sent Messages"};
+    std::vector<std::string> bobs{"Notes"};
+    for (int i = 0; i < 700; ++i) {
+        alices.push_back("Folder " + std::to_string(i));
+        bobs.push_back("Project " + std::to_string(i));
+    }
+    f.store->put(make_registration("alice", "acct-a", "tok-a", 2, alices), f.unix_now);
+    f.store->put(make_registration("bob", "acct-b", "tok-b", 2, bobs), f.unix_now);
+    std::size_t answered = 0;
+    auto push_for = [&](const std::string &user, const std::string &mailbox) {
+        f.scheduler.notify(user, mailbox, new_mail);
+        ASSERT_EQ(f.sender.sent.size(), answered + 1) << mailbox;
+        f.sender.answer(answered++, delivered());
+    };
+    for (const auto &mailbox : alices) {
+        push_for("alice", mailbox);
+    }
+    for (const auto &mailbox : bobs) {
+        push_for("bob", mailbox);
+    }
+    push_for("alice", "Sent Messages");
+    push_for("bob", "Notes");
+    ASSERT_EQ(f.sender.sent.size(), 1404u);
+    EXPECT_EQ(f.sender.sent[0].push.mailbox_hashes, Hashes{hashes::sent});
+    EXPECT_EQ(f.sender.sent[701].push.mailbox_hashes, Hashes{hashes::notes});
+    EXPECT_EQ(f.sender.sent[1402].push.mailbox_hashes, Hashes{hashes::sent});
+    EXPECT_EQ(f.sender.sent[1403].push.mailbox_hashes, Hashes{hashes::notes});
 }
 
 TEST(PushSchedulerHashes, WithoutHashesPushesAreForTheInboxOnlyAndCarryNoM) {
