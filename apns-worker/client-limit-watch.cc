@@ -1,5 +1,7 @@
 #include "client-limit-watch.h"
 
+#include <algorithm>
+
 namespace xaps {
 
 std::optional<std::string> ClientLimitWatch::on_accept(std::size_t connections) {
@@ -21,6 +23,35 @@ std::optional<std::string> ClientLimitWatch::on_accept(std::size_t connections) 
            " }: beyond it the master drops the connections of imap, lmtp and lda processes "
            "and the pushes they carry are lost; raise client_limit above the sum of the "
            "imap, lmtp, pop3 and submission process limits";
+}
+
+std::optional<std::string> ClientLimitWatch::on_process_limit(std::string_view service,
+                                                              std::size_t process_limit) {
+    if (auto known = process_limits_.find(service); known != process_limits_.end()) {
+        known->second = std::max(known->second, process_limit);
+    } else if (process_limits_.size() < max_services) {
+        process_limits_.emplace(std::string(service), process_limit);
+    }
+    std::uint64_t sum = 0;
+    std::string counted;
+    for (const auto &[name, limit] : process_limits_) {
+        sum += limit;
+        counted += (counted.empty() ? "" : " + ") + ("service " + name) +
+                   " { process_limit=" + std::to_string(limit) + " }";
+    }
+    if (client_limit_ == 0 || sum <= client_limit_ || sum <= warned_process_limit_sum_) {
+        return std::nullopt;
+    }
+    warned_process_limit_sum_ = sum;
+    // Worded like the master's own warnings about auth's and anvil's client_limit.
+    const std::string required = std::to_string(sum);
+    return "service xaps { client_limit=" + std::to_string(client_limit_) +
+           " } is lower than required under max. load (" + required +
+           "): each mail process holds a connection to the worker while it is busy, and past "
+           "client_limit the master drops new ones and the pushes they carry are lost. Counted "
+           "for the services whose processes connected: " +
+           counted + ". Raise service xaps { client_limit } to at least " + required +
+           " (Dovecot's fd limit, ulimit -n or LimitNOFILE, must allow as many)";
 }
 
 } // namespace xaps

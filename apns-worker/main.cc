@@ -290,6 +290,12 @@ void start_worker(Worker &w) {
         xaps::system_unix_seconds);
     w.server = std::make_unique<xaps::WorkerServer>(*w.handler, w.settings.admin_socket_path);
     w.client_limit_watch = xaps::ClientLimitWatch(master_service_get_client_limit(master_service));
+    w.handler->set_hello_observer([&w](const xaps::protocol::Hello &hello) {
+        if (auto warning =
+                w.client_limit_watch.on_process_limit(hello.service, hello.process_limit)) {
+            e_warning(xaps::worker_event(), "%s", warning->c_str());
+        }
+    });
     w.schedule_expiry();
     w.check_certificate();
 }

@@ -110,6 +110,11 @@ void RequestHandler::handle(const protocol::RequestLine &line, protocol::PeerRol
                     handle_test(line.id, request, reply);
                 } else if constexpr (std::is_same_v<T, protocol::Import>) {
                     handle_import(line.id, request, reply);
+                } else if constexpr (std::is_same_v<T, protocol::Hello>) {
+                    if (hello_observer_) {
+                        hello_observer_(request);
+                    }
+                    reply(protocol::Reply::ok(line.id));
                 }
             },
             line.request);

@@ -1,7 +1,7 @@
 // Serves worker protocol requests: the part of the worker that knows what
-// REGISTER, NOTIFY, LIST, PURGE, STATUS, TEST and IMPORT mean. Transport-free
-// (worker-connection.* feeds it lines from Dovecot's connection API), so it is
-// unit tested with a real store and scheduler but no sockets.
+// REGISTER, NOTIFY, HELLO, LIST, PURGE, STATUS, TEST and IMPORT mean.
+// Transport-free (worker-connection.* feeds it lines from Dovecot's connection
+// API), so it is unit tested with a real store and scheduler but no sockets.
 #pragma once
 
 #include "group-commit.h"
@@ -71,6 +71,11 @@ public:
     void handle(const protocol::RequestLine &line, protocol::PeerRole role, const Reply &reply,
                 const ReplyFlow &flow = {}) noexcept;
 
+    // Gets each HELLO (a mail process's service and its process_limit)
+    // before it is answered OK. Without one, HELLO is only answered.
+    using HelloObserver = std::function<void(const protocol::Hello &hello)>;
+    void set_hello_observer(HelloObserver observer) { hello_observer_ = std::move(observer); }
+
 private:
     struct ListProgress {
         std::uint64_t id;
@@ -97,6 +102,7 @@ private:
     RequestHandlerSettings settings_;
     StatusRows status_rows_;
     std::function<std::int64_t()> unix_now_;
+    HelloObserver hello_observer_;
 };
 
 // The checks every registration passes before it is stored, whoever sent it

@@ -2,6 +2,7 @@
 
 #include "tab-escape.h"
 
+#include <algorithm>
 #include <charconv>
 #include <iterator>
 #include <string_view>
@@ -40,6 +41,19 @@ void require_exact_fields(std::span<const std::string> args, std::size_t count,
 }
 
 constexpr std::size_t registration_fixed_fields = 7;
+
+bool is_service_name_char(char c) {
+    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '-' ||
+           c == '_' || c == '.';
+}
+
+// The name reaches the worker's log: nothing but a short plain word.
+void require_service_name(const std::string &name) {
+    if (name.empty() || name.size() > max_service_name_length ||
+        !std::all_of(name.begin(), name.end(), is_service_name_char)) {
+        fail("invalid service name '" + name.substr(0, 32) + "'");
+    }
+}
 
 struct RequestEncoder {
     std::vector<std::string> &fields;
@@ -80,6 +94,9 @@ struct RequestEncoder {
         fields.emplace_back("IMPORT");
         auto reg_fields = registration_to_fields(i.registration);
         fields.insert(fields.end(), reg_fields.begin(), reg_fields.end());
+    }
+    void operator()(const Hello &h) const {
+        fields.insert(fields.end(), {"HELLO", h.service, std::to_string(h.process_limit)});
     }
 };
 
@@ -135,20 +152,26 @@ Request decode_command(const std::string &command, std::span<const std::string> 
     if (command == "IMPORT") {
         return Import{registration_from_fields(args)};
     }
+    if (command == "HELLO") {
+        require_exact_fields(args, 2, "HELLO");
+        require_service_name(args[0]);
+        return Hello{args[0], parse_number<unsigned>(args[1], "process_limit")};
+    }
     fail("unknown command '" + command.substr(0, 32) + "'");
 }
 
 } // namespace
 
 PeerRole role_serving(const Request &request) noexcept {
-    return std::holds_alternative<Register>(request) || std::holds_alternative<Notify>(request)
+    return std::holds_alternative<Register>(request) || std::holds_alternative<Notify>(request) ||
+                   std::holds_alternative<Hello>(request)
                ? PeerRole::mail
                : PeerRole::admin;
 }
 
 const char *command_name(const Request &request) noexcept {
-    static constexpr const char *names[] = {"REGISTER", "NOTIFY", "LIST",  "PURGE",
-                                            "STATUS",   "TEST",   "IMPORT"};
+    static constexpr const char *names[] = {"REGISTER", "NOTIFY", "LIST",   "PURGE",
+                                            "STATUS",   "TEST",   "IMPORT", "HELLO"};
     static_assert(std::size(names) == std::variant_size_v<Request>);
     return names[request.index()];
 }

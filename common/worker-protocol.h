@@ -26,8 +26,14 @@ namespace xaps::protocol {
 inline constexpr const char *service_name = "xaps";
 // Minor 1 split the commands between two listeners (PeerRole). Mail peers
 // speak as in 1.0, so plugins loaded before an upgrade keep working.
+// Minor 2 added HELLO, which a mail peer sends only to a worker that
+// announced minor 2 or later; peers that never send it are served as before.
 inline constexpr unsigned major_version = 1;
-inline constexpr unsigned minor_version = 1;
+inline constexpr unsigned minor_version = 2;
+// The first minor version whose worker understands HELLO.
+inline constexpr unsigned hello_minor_version = 2;
+// Bounds a HELLO's service name: Dovecot's service names are short words.
+inline constexpr std::size_t max_service_name_length = 64;
 // Bounds every line either side accepts (a REGISTER with max_mailboxes
 // maximal names fits).
 inline constexpr std::size_t max_line_length = 1536 * 1024;
@@ -65,13 +71,23 @@ struct Import {
     Registration registration;
 };
 
-using Request = std::variant<Register, Notify, List, Purge, Status, Test, Import>;
+// HELLO service process_limit -> OK. A mail process says which Dovecot
+// service it runs in and that service's process_limit: each such process
+// holds at most one connection to the worker, so the worker can tell when
+// the limits add up to more than its client_limit. The service name is 1 to
+// max_service_name_length letters, digits, '-', '_' or '.'.
+struct Hello {
+    std::string service;
+    unsigned process_limit = 0;
+};
+
+using Request = std::variant<Register, Notify, List, Purge, Status, Test, Import, Hello>;
 
 // Which listener a peer came in on decides what it may ask, so that the
 // socket's file mode is the whole access policy: mail processes (group
 // dovecot) reach the mail listener, only root the admin listener.
 enum class PeerRole {
-    mail,  // REGISTER, NOTIFY
+    mail,  // REGISTER, NOTIFY, HELLO
     admin, // LIST, PURGE, STATUS, TEST, IMPORT
 };
 PeerRole role_serving(const Request &request) noexcept;

@@ -45,6 +45,7 @@ struct WorkerClient::Impl {
     };
 
     std::string socket_path;
+    std::optional<protocol::Hello> hello;
     struct event *event = nullptr;
     struct connection_list *list = nullptr;
     xaps_worker_connection *wconn = nullptr;
@@ -53,7 +54,7 @@ struct WorkerClient::Impl {
     bool connect_refused = false;         // the last connect() failed on the socket's permissions
     std::map<RequestId, Pending> pending; // node-based: Pending addresses are stable
 
-    explicit Impl(std::string path);
+    Impl(std::string path, std::optional<protocol::Hello> announcement);
     ~Impl();
 
     bool connected() const { return !wconn->conn.disconnected; }
@@ -61,6 +62,7 @@ struct WorkerClient::Impl {
     std::string connect();
     void write_line(const std::string &line);
     int on_input(const char *const *args);
+    void on_handshake();
     void on_destroy();
     void on_timeout(RequestId id);
     // (Re)starts the idle countdown after traffic.
@@ -84,6 +86,13 @@ void connection_destroyed(struct connection *conn) noexcept {
         impl_of(conn)->on_destroy();
     } catch (...) {
         connection_disconnect(conn);
+    }
+}
+
+void connection_handshake_ready(struct connection *conn) noexcept {
+    try {
+        impl_of(conn)->on_handshake();
+    } catch (...) {
     }
 }
 
@@ -127,7 +136,8 @@ std::string errno_message(int error_number, const std::string &what) {
 
 } // namespace
 
-WorkerClient::Impl::Impl(std::string path) : socket_path(std::move(path)) {
+WorkerClient::Impl::Impl(std::string path, std::optional<protocol::Hello> announcement)
+    : socket_path(std::move(path)), hello(std::move(announcement)) {
     event = dovecot::create_event(nullptr);
 
     struct connection_settings set {};
@@ -141,6 +151,7 @@ WorkerClient::Impl::Impl(std::string path) : socket_path(std::move(path)) {
     struct connection_vfuncs vfuncs {};
     vfuncs.destroy = connection_destroyed;
     vfuncs.input_args = connection_input_args;
+    vfuncs.handshake_ready = connection_handshake_ready;
     list = connection_list_init(&set, &vfuncs);
 
     wconn = i_new(xaps_worker_connection, 1);
@@ -213,6 +224,20 @@ int WorkerClient::Impl::on_input(const char *const *args) {
                   static_cast<unsigned long long>(reply.id), reply.error().what());
     }
     return 1;
+}
+
+// Sent once the worker's VERSION line is in, since only then is its minor
+// version known: an older worker would answer HELLO with FAIL invalid. Nobody
+// waits for the OK, which on_input() drops as it drops a notification's.
+void WorkerClient::Impl::on_handshake() {
+    if (!hello || wconn->conn.minor_version < protocol::hello_minor_version) {
+        return;
+    }
+    try {
+        write_line(protocol::encode_request(next_id++, *hello));
+    } catch (const Error &e) {
+        e_debug(event, "HELLO not sent: %s", e.what());
+    }
 }
 
 void WorkerClient::Impl::note_activity() {
@@ -334,8 +359,8 @@ void WorkerClient::Impl::close(std::chrono::milliseconds flush_limit) noexcept {
     event_unref(&event);
 }
 
-WorkerClient::WorkerClient(std::string socket_path)
-    : impl_(std::make_unique<Impl>(std::move(socket_path))) {}
+WorkerClient::WorkerClient(std::string socket_path, std::optional<protocol::Hello> hello)
+    : impl_(std::make_unique<Impl>(std::move(socket_path), std::move(hello))) {}
 
 WorkerClient::~WorkerClient() = default;
 
@@ -413,13 +438,27 @@ std::map<std::string, std::unique_ptr<WorkerClient>> &clients() {
 // notifications.
 constexpr std::chrono::milliseconds exit_flush_limit(1000);
 
+// The configured name, not the binary's: two services may run the same
+// binary (imap and an imap-other { executable = imap }), each with its own
+// process_limit. A process outside the master has a limit of 0.
+std::optional<protocol::Hello> this_process_hello() {
+    const unsigned process_limit = master_service_get_process_limit(master_service);
+    const char *service = master_service_get_configured_name(master_service);
+    if (process_limit == 0 || service == nullptr || *service == '\0') {
+        return std::nullopt;
+    }
+    return protocol::Hello{service, process_limit};
+}
+
 } // namespace
 
 WorkerClient &worker_client(const std::string &socket_path) {
     auto &all = clients();
     auto it = all.find(socket_path);
     if (it == all.end()) {
-        it = all.emplace(socket_path, std::make_unique<WorkerClient>(socket_path)).first;
+        it = all.emplace(socket_path,
+                         std::make_unique<WorkerClient>(socket_path, this_process_hello()))
+                 .first;
     }
     return *it->second;
 }

@@ -15,6 +15,7 @@
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <optional>
 #include <string>
 
 namespace xaps::plugin {
@@ -29,7 +30,11 @@ class WorkerClient {
 public:
     using RequestId = std::uint64_t;
 
-    explicit WorkerClient(std::string socket_path);
+    // hello: what this process announces to a worker that understands HELLO
+    // (protocol minor 2), right after each handshake; doveadm's admin
+    // client announces nothing.
+    explicit WorkerClient(std::string socket_path,
+                          std::optional<protocol::Hello> hello = std::nullopt);
     ~WorkerClient(); // flush_and_close()
     WorkerClient(const WorkerClient &) = delete;
     WorkerClient &operator=(const WorkerClient &) = delete;
@@ -64,6 +69,10 @@ private:
 };
 
 // The process-wide client of the worker at socket_path, created on first use.
+// It announces this process's Dovecot service and process_limit (HELLO), so
+// that the worker can tell when the mail services' limits add up to more
+// than its client_limit; a process that runs outside Dovecot's master
+// (dovecot-lda from an MTA) has no limit to announce.
 WorkerClient &worker_client(const std::string &socket_path);
 // Flushes pending notifications without waiting for replies and closes every
 // client: the plugin's deinit calls it.

@@ -54,6 +54,18 @@ std::size_t worker_connections(const DovecotInstance &dovecot) {
     return it == rows.end() ? 0 : std::stoul(it->second);
 }
 
+// What every warning about the mail services' process limits says.
+constexpr const char *process_limit_warning =
+    "service xaps { client_limit=4096 } is lower than required under max. load";
+
+std::size_t occurrences(const std::string &text, const std::string &part) {
+    std::size_t count = 0;
+    for (auto at = text.find(part); at != std::string::npos; at = text.find(part, at + 1)) {
+        ++count;
+    }
+    return count;
+}
+
 class E2eWorkerConnections : public e2e::E2eTest {};
 
 // The shipped client_limit: past Dovecot's default of 1000 simulated mail
@@ -143,6 +155,63 @@ TEST_F(E2eWorkerConnections, AnIdleSessionGivesUpItsConnectionAndReconnectsWhenN
     SmtpReply delivery = deliver_to("alice@example.com");
     EXPECT_EQ(delivery.code, 250) << delivery.text();
     ASSERT_TRUE(wait_for_pushes(1)) << dovecot_->log();
+
+    // Dovecot's default imap process_limit (1024) fits the shipped
+    // client_limit: the imap process announced it more than 30 s ago (and
+    // again on reconnecting), and the worker said nothing about it.
+    const std::string log = dovecot_->log();
+    EXPECT_EQ(log.find(process_limit_warning), std::string::npos) << log;
+}
+
+// The worker cannot read the imap and lmtp services' settings: their
+// processes announce their process_limit (HELLO), and the worker warns as
+// soon as what it heard adds up to more than its client_limit, once per sum.
+TEST_F(E2eWorkerConnections, ProcessLimitsPastTheClientLimitAreWarnedAboutOncePerSum) {
+    DovecotOptions settings = options();
+    settings.extra_config += "service imap {\n  process_limit = 5000\n}\n"
+                             "service lmtp {\n  process_limit = 200\n}\n";
+    start_dovecot(std::move(settings));
+    const std::string imap_warning =
+        "service xaps { client_limit=4096 } is lower than required under max. load "
+        "(5000): each mail process holds a connection to the worker while it is busy, "
+        "and past client_limit the master drops new ones and the pushes they carry are "
+        "lost. Counted for the services whose processes connected: service imap { "
+        "process_limit=5000 }. Raise service xaps { client_limit } to at least 5000 "
+        "(Dovecot's fd limit, ulimit -n or LimitNOFILE, must allow as many)";
+    const std::string imap_and_lmtp_warning =
+        "service xaps { client_limit=4096 } is lower than required under max. load "
+        "(5200): each mail process holds a connection to the worker while it is busy, "
+        "and past client_limit the master drops new ones and the pushes they carry are "
+        "lost. Counted for the services whose processes connected: service imap { "
+        "process_limit=5000 } + service lmtp { process_limit=200 }. Raise service xaps "
+        "{ client_limit } to at least 5200 (Dovecot's fd limit, ulimit -n or "
+        "LimitNOFILE, must allow as many)";
+
+    auto imap = login("alice");
+    register_phone(*imap, e2e::PhoneRegistration{});
+    EXPECT_TRUE(
+        eventually([&] { return occurrences(dovecot_->log(), imap_warning) == 1; }, push_timeout))
+        << dovecot_->log();
+
+    // Another imap process (one per session) announces the same limit.
+    auto second_imap = login("bob");
+    e2e::PhoneRegistration bobs_phone;
+    bobs_phone.device_token = e2e::device_token(2);
+    register_phone(*second_imap, bobs_phone);
+
+    // An lmtp process adds its service's limit: the sum grew, so once more.
+    // It connects after the second imap process's HELLO was written, so the
+    // worker has read that by the time this warning is logged.
+    SmtpReply delivery = deliver_to("alice@example.com");
+    EXPECT_EQ(delivery.code, 250) << delivery.text();
+    ASSERT_TRUE(wait_for_pushes(1)) << dovecot_->log();
+    EXPECT_TRUE(eventually([&] { return occurrences(dovecot_->log(), imap_and_lmtp_warning) == 1; },
+                           push_timeout))
+        << dovecot_->log();
+
+    const std::string log = dovecot_->log();
+    EXPECT_EQ(occurrences(log, imap_warning), 1u) << log;
+    EXPECT_EQ(occurrences(log, process_limit_warning), 2u) << log;
 }
 
 } // namespace

@@ -15,7 +15,7 @@ namespace {
 using namespace xaps::test;
 using namespace xaps::test::e2e;
 
-constexpr const char *handshake = "VERSION\txaps\t1\t1\n";
+constexpr const char *handshake = "VERSION\txaps\t1\t2\n";
 constexpr const char *register_line =
     "1\tREGISTER\talice\t0715A26B-CA09-4730-A419-793000CA982E\t"
     "2a7e5e5b5d6e4a9c8e2b1f9d3c7a6b5e4d3c2b1a0f9e8d7c6b5a4f3e2d1c0b9a\tcom.apple.mobilemail\t2\t"

@@ -50,6 +50,9 @@ bool same(const protocol::Test &a, const protocol::Test &b) {
 bool same(const protocol::Import &a, const protocol::Import &b) {
     return a.registration == b.registration;
 }
+bool same(const protocol::Hello &a, const protocol::Hello &b) {
+    return a.service == b.service && a.process_limit == b.process_limit;
+}
 
 bool same_request(const protocol::Request &a, const protocol::Request &b) {
     if (a.index() != b.index()) {

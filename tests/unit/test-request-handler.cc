@@ -67,7 +67,8 @@ protected:
     // The listener each command is documented for (docs/worker-protocol.md).
     static protocol::PeerRole documented_listener(const protocol::Request &request) {
         return std::holds_alternative<protocol::Register>(request) ||
-                       std::holds_alternative<protocol::Notify>(request)
+                       std::holds_alternative<protocol::Notify>(request) ||
+                       std::holds_alternative<protocol::Hello>(request)
                    ? protocol::PeerRole::mail
                    : protocol::PeerRole::admin;
     }
@@ -362,6 +363,27 @@ TEST_F(RequestHandlerTest, MailCommandsAreRefusedOnTheAdminListener) {
     ASSERT_EQ(replies.size(), 1U);
     EXPECT_EQ(replies[0].error().kind(), xaps::ErrorKind::forbidden);
     EXPECT_TRUE(sender_.pushes.empty());
+}
+
+TEST_F(RequestHandlerTest, HelloIsAnsweredOkAndObserved) {
+    std::vector<std::pair<std::string, unsigned>> heard;
+    handler_->set_hello_observer([&heard](const protocol::Hello &hello) {
+        heard.emplace_back(hello.service, hello.process_limit);
+    });
+    EXPECT_EQ(serve(protocol::PeerRole::mail, "7\tHELLO\timap\t5000\n"), "7\tOK\n");
+    EXPECT_EQ(serve(protocol::PeerRole::mail, "8\tHELLO\tlmtp\t100\n"), "8\tOK\n");
+    EXPECT_EQ(heard,
+              (std::vector<std::pair<std::string, unsigned>>{{"imap", 5000}, {"lmtp", 100}}));
+
+    // doveadm's admin connections have no business announcing mail processes.
+    EXPECT_EQ(serve(protocol::PeerRole::admin, "9\tHELLO\timap\t9000\n"),
+              "9\tFAIL\tforbidden\tHELLO comes from mail processes: it is served on the mail "
+              "socket (xaps), not on the admin socket\n");
+    EXPECT_EQ(heard.size(), 2U);
+}
+
+TEST_F(RequestHandlerTest, HelloWithoutAnObserverIsStillAnswered) {
+    EXPECT_EQ(serve(protocol::PeerRole::mail, "1\tHELLO\tpop3\t1024\n"), "1\tOK\n");
 }
 
 // A last_seen in the future would never expire and would outrank the

@@ -43,6 +43,7 @@ TEST(WorkerProtocol, RequestsRoundTrip) {
         protocol::Status{},
         protocol::Test{"alice"},
         protocol::Import{reg},
+        protocol::Hello{"imap", 5000},
     };
     std::uint64_t id = 1;
     for (const auto &request : requests) {
@@ -96,6 +97,15 @@ TEST(WorkerProtocol, BadRequestsAreInvalidInput) {
         {"test without user", {"1", "TEST"}},
         {"import short", {"1", "IMPORT", "u", "a", "t", "s", "2", "1"}},
         {"import bad time", {"1", "IMPORT", "u", "a", "t", "s", "2", "yesterday", "1"}},
+        {"hello without limit", {"1", "HELLO", "imap"}},
+        {"hello with extra field", {"1", "HELLO", "imap", "5000", "x"}},
+        {"hello empty service", {"1", "HELLO", "", "5000"}},
+        {"hello service with space", {"1", "HELLO", "imap 2", "5000"}},
+        {"hello service with control", {"1", "HELLO", "imap\n", "5000"}},
+        {"hello service too long", {"1", "HELLO", std::string(65, 'a'), "5000"}},
+        {"hello negative limit", {"1", "HELLO", "imap", "-1"}},
+        {"hello non-numeric limit", {"1", "HELLO", "imap", "many"}},
+        {"hello limit overflow", {"1", "HELLO", "imap", "4294967296"}},
     };
     for (const auto &c : cases) {
         SCOPED_TRACE(c.name);
@@ -162,6 +172,30 @@ TEST(WorkerProtocol, BadRepliesAreInvalidInput) {
     }
 }
 
+TEST(WorkerProtocol, HelloIsOneLineOfServiceAndLimit) {
+    EXPECT_EQ(protocol::encode_request(7, protocol::Hello{"imap", 5000}), "7\tHELLO\timap\t5000\n");
+    const auto line = protocol::decode_request(
+        std::vector<std::string>{"8", "HELLO", "imap-other_2.x", "4294967295"});
+    EXPECT_EQ(line.id, 8U);
+    const auto &hello = std::get<protocol::Hello>(line.request);
+    EXPECT_EQ(hello.service, "imap-other_2.x");
+    EXPECT_EQ(hello.process_limit, 4294967295U);
+    // The longest service name accepted.
+    const std::string longest(64, 's');
+    EXPECT_EQ(
+        std::get<protocol::Hello>(
+            protocol::decode_request(std::vector<std::string>{"9", "HELLO", longest, "0"}).request)
+            .service,
+        longest);
+}
+
+// A 1.1 worker never gets HELLO: the plugin sends it only to minor 2 or later.
+TEST(WorkerProtocol, HelloCameWithMinorVersionTwo) {
+    EXPECT_EQ(protocol::major_version, 1U);
+    EXPECT_EQ(protocol::minor_version, 2U);
+    EXPECT_EQ(protocol::hello_minor_version, 2U);
+}
+
 TEST(WorkerProtocol, RegistrationFieldsRoundTrip) {
     xaps::Registration reg = sample_registration();
     EXPECT_EQ(protocol::registration_from_fields(protocol::registration_to_fields(reg)), reg);
@@ -183,6 +217,7 @@ TEST(WorkerProtocol, EachCommandHasItsListenerAndName) {
         {protocol::Status{}, "STATUS", protocol::PeerRole::admin},
         {protocol::Test{}, "TEST", protocol::PeerRole::admin},
         {protocol::Import{}, "IMPORT", protocol::PeerRole::admin},
+        {protocol::Hello{}, "HELLO", protocol::PeerRole::mail},
     };
     for (const auto &c : cases) {
         SCOPED_TRACE(c.name);
@@ -202,7 +237,7 @@ TEST(WorkerProtocol, ForbiddenIsAFailKindOfItsOwn) {
 // document says, and what the worker answers must be those bytes exactly.
 namespace documented {
 
-const std::string handshake = "VERSION\txaps\t1\t1\n";
+const std::string handshake = "VERSION\txaps\t1\t2\n";
 const std::string register_line =
     "1\tREGISTER\talice\t0715A26B-CA09-4730-A419-793000CA982E\t"
     "2a7e5e5b5d6e4a9c8e2b1f9d3c7a6b5e4d3c2b1a0f9e8d7c6b5a4f3e2d1c0b9a\tcom.apple.mobilemail\t2\t"
@@ -221,6 +256,8 @@ const std::string unknown_command_line = "6\tFROB\n";
 const std::string unknown_command_fail = "6\tFAIL\tinvalid\tunknown command 'FROB'\n";
 const std::string unreadable_id_line = "x\tSTATUS\n";
 const std::string unreadable_id_fail = "0\tFAIL\tinvalid\tinvalid request id 'x'\n";
+const std::string hello_line = "7\tHELLO\timap\t5000\n";
+const std::string hello_ok = "7\tOK\n";
 const std::string list_line = "1\tLIST\talice\n";
 const std::string list_row =
     "1\tROW\talice\t0715A26B-CA09-4730-A419-793000CA982E\t"
@@ -314,6 +351,15 @@ TEST(WorkerProtocolDocument, EscapedFieldsDecodeToTheirBytes) {
         EXPECT_EQ(notify.events, std::vector<std::string>{"MessageNew"});
         EXPECT_EQ(protocol::encode_request(c.id, notify), c.line);
     }
+}
+
+TEST(WorkerProtocolDocument, ThePluginsHelloIsTheDocumentedLine) {
+    const auto line = protocol::decode_request(fields_of(documented::hello_line));
+    EXPECT_EQ(line.id, 7U);
+    EXPECT_EQ(std::get<protocol::Hello>(line.request).service, "imap");
+    EXPECT_EQ(std::get<protocol::Hello>(line.request).process_limit, 5000U);
+    EXPECT_EQ(protocol::encode_request(7, protocol::Hello{"imap", 5000}), documented::hello_line);
+    EXPECT_EQ(protocol::encode_reply(protocol::Reply::ok(7)), documented::hello_ok);
 }
 
 TEST(WorkerProtocolDocument, AdminRequestsDecodeToTheDocumentedFields) {
