@@ -147,7 +147,7 @@ void PushScheduler::send_now(DeviceMap::iterator it) {
         // while it is in flight gather for the next one.
         device.push.mailbox_hashes.clear();
         for (const std::string &mailbox : device.mailboxes) {
-            device.push.mailbox_hashes.push_back(mailbox_name_digest(mailbox));
+            device.push.mailbox_hashes.push_back(mailbox_digest(mailbox));
         }
         device.mailboxes.clear();
         sender_.send(device.push, [this, alive = std::weak_ptr<char>(alive_),
@@ -163,6 +163,17 @@ void PushScheduler::send_now(DeviceMap::iterator it) {
         devices_.erase(it);
         report_error("push could not be handed to the sender: " + describe_current_exception());
     }
+}
+
+const std::string &PushScheduler::mailbox_digest(const std::string &mailbox) {
+    if (auto found = mailbox_digests_.find(mailbox); found != mailbox_digests_.end()) {
+        return found->second;
+    }
+    std::string digest = mailbox_name_digest(mailbox);
+    if (mailbox_digests_.size() >= max_remembered_digests) {
+        mailbox_digests_.clear();
+    }
+    return mailbox_digests_.emplace(mailbox, std::move(digest)).first->second;
 }
 
 void PushScheduler::start_delay(DeviceMap::iterator it) {

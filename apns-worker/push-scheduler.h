@@ -164,6 +164,9 @@ private:
     void queue_removal(const std::string &device_token, const PushOutcome &outcome);
     void remove_gone() noexcept;
     void report_error(std::string_view message) noexcept;
+    // mailbox_name_digest(mailbox), remembered: a push needs one per mailbox,
+    // mostly of the same few names, and OpenSSL's MD5 costs more than a lookup.
+    const std::string &mailbox_digest(const std::string &mailbox);
 
     EventLoop &loop_;
     RegistrationStore &store_;
@@ -176,6 +179,9 @@ private:
     std::vector<RegistrationStore::GoneToken> gone_; // waiting for remove_gone()
     std::unique_ptr<EventLoop::Watch> removal_timer_;
     std::chrono::milliseconds removal_timer_delay_{0};
+    // Mailbox name to digest; emptied when it reaches max_remembered_digests.
+    std::unordered_map<std::string, std::string> mailbox_digests_;
+    static constexpr std::size_t max_remembered_digests = 256;
     // Sender and posted callbacks may outlive the scheduler; they hold this weakly.
     std::shared_ptr<char> alive_ = std::make_shared<char>();
 };

@@ -36,14 +36,15 @@ dovecot::EventHandle create_event(const char *name) {
 
 void EventEmittingSender::send(const Push &push, Done done) {
     dovecot::EventHandle event = create_event("xaps_push_finished");
-    inner_.send(push, [event, done = std::move(done)](const PushOutcome &outcome) {
-        event_add_str(event.get(), "result", result_name(outcome.result));
-        event_add_int(event.get(), "status", outcome.http_status);
-        event_add_str(event.get(), "reason", outcome.reason.c_str());
-        e_debug(event.get(), "push finished: %s %d %s", result_name(outcome.result),
-                outcome.http_status, outcome.reason.c_str());
-        done(outcome);
-    });
+    inner_.send(push,
+                [event = std::move(event), done = std::move(done)](const PushOutcome &outcome) {
+                    event_add_str(event.get(), "result", result_name(outcome.result));
+                    event_add_int(event.get(), "status", outcome.http_status);
+                    event_add_str(event.get(), "reason", outcome.reason.c_str());
+                    e_debug(event.get(), "push finished: %s %d %s", result_name(outcome.result),
+                            outcome.http_status, outcome.reason.c_str());
+                    done(outcome);
+                });
 }
 
 std::function<void(protocol::Reply)>

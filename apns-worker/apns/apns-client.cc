@@ -23,6 +23,9 @@ struct ApnsClient::PendingPush : ApnsRequest {
     std::string last_reason;
     std::uint64_t token_generation = 0; // of the provider token it was last sent with
     bool token_renewal_tried = false;   // resent once after ExpiredProviderToken
+    // In free_: a flag, not a search of free_, which holds up to max_queued
+    // entries (a search per push took 18% of the worker's CPU in bench-push).
+    bool released = false;
 };
 
 namespace {
@@ -610,11 +613,13 @@ ApnsClient::PendingPush &ApnsClient::acquire() {
     }
     PendingPush *pending = free_.back();
     free_.pop_back();
+    pending->released = false;
     return *pending;
 }
 
 void ApnsClient::release(PendingPush &pending) {
-    XAPS_ASSERT(std::find(free_.begin(), free_.end(), &pending) == free_.end());
+    XAPS_ASSERT(!pending.released);
+    pending.released = true;
     pending.done = nullptr;
     free_.push_back(&pending);
 }
