@@ -263,20 +263,39 @@ void PushBench::run(unsigned connections, bool with_churn) {
                            fixed(100 * clean.mock_busy, 0) + "%";
         if (with_churn) {
             const unsigned percent = options_.churn_percent;
-            // A different slice of the tokens each round: the last round's are gone.
-            const std::size_t first = (round * percent) % 100;
-            mock_.set_responder([first, percent](const MockApnsRequest &request) {
-                MockApnsResponse response;
-                const std::size_t slot = token_index(request.device_token) % 100;
-                if (slot >= first && slot < first + percent) {
-                    response.status = 410;
-                    response.reason = "Unregistered";
-                }
-                return response;
-            });
-            // A phone renewing every 5 ms meanwhile: a durable commit that
-            // shares the loop with the 410 removals. Devices outside the
-            // 410 slice, so that the store's size does not change.
+            // Tokens whose index falls in [first, first + percent) of each
+            // hundred are answered 410. A different slice each round: the
+            // last round's are gone.
+            auto churn_slice = [this, percent](std::size_t first) {
+                mock_.set_responder([first, percent](const MockApnsRequest &request) {
+                    MockApnsResponse response;
+                    const std::size_t slot = token_index(request.device_token) % 100;
+                    if (slot >= first && slot < first + percent) {
+                        response.status = 410;
+                        response.reason = "Unregistered";
+                    }
+                    return response;
+                });
+            };
+            churn_slice((round * percent) % 100);
+            const RoundResult churn = run_round(status, notifier);
+            churn_rates.push_back(churn.pushes_per_second);
+            churn_ratios.push_back(churn.pushes_per_second / clean.pushes_per_second);
+            line += "; with " + std::to_string(percent) +
+                    "% 410: " + fixed(churn.pushes_per_second, 0) + " pushes/s";
+
+            // Once more, on another slice, with a phone renewing every 5 ms:
+            // a durable commit that shares the loop with the 410 removals.
+            // Its devices (index 99 of each hundred) are in no slice, so the
+            // store's size does not change. This round's rate is not counted.
+            // The 410s' removals are batched after a delay: the next round
+            // counts the registrations that are left.
+            for (std::size_t before = 0, now = SIZE_MAX; before != now;) {
+                before = status_number(worker_status(status), "registrations");
+                std::this_thread::sleep_for(std::chrono::milliseconds(300));
+                now = status_number(worker_status(status), "registrations");
+            }
+            churn_slice((50 + round * percent) % 99);
             std::atomic<bool> churning{true};
             std::string register_failure;
             std::thread renewer([&] {
@@ -298,17 +317,19 @@ void PushBench::run(unsigned connections, bool with_churn) {
                     register_failure = error.what();
                 }
             });
-            const RoundResult churn = run_round(status, notifier);
+            try {
+                run_round(status, notifier);
+            } catch (...) {
+                churning = false;
+                renewer.join();
+                throw;
+            }
             churning = false;
             renewer.join();
+            mock_.set_responder(nullptr);
             if (!register_failure.empty()) {
                 throw Error(ErrorKind::unavailable, "REGISTER during churn: " + register_failure);
             }
-            mock_.set_responder(nullptr);
-            churn_rates.push_back(churn.pushes_per_second);
-            churn_ratios.push_back(churn.pushes_per_second / clean.pushes_per_second);
-            line += "; with " + std::to_string(percent) +
-                    "% 410: " + fixed(churn.pushes_per_second, 0) + " pushes/s";
         }
         progress(line + " (load " + fixed(load_average(), 1) + ")");
     }
@@ -337,8 +358,8 @@ void PushBench::run(unsigned connections, bool with_churn) {
                median(churn_rates), "pushes/s");
         report("6 churn", "churn / clean rate" + suffix, 100 * median(churn_ratios), "%", ">= 90%",
                at_least(median(churn_ratios), 0.90));
-        report("6 churn", "REGISTER p99 during churn" + suffix, percentile(register_ms, 0.99),
-               "ms", "< 10 ms", at_most(percentile(register_ms, 0.99), 10));
+        report("6 churn", "REGISTER p99 during churn" + suffix, percentile(register_ms, 0.99), "ms",
+               "< 10 ms", at_most(percentile(register_ms, 0.99), 10));
         report("6 churn", "devices removed after 410" + suffix,
                static_cast<double>(status_number(final_status, "devices_removed")), "devices");
     }
