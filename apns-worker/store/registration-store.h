@@ -120,9 +120,10 @@ public:
     virtual std::vector<Registration> all() = 0;
     virtual std::size_t size() = 0;
 
-    // A bounded slice of the registrations in key order, so that a listing
-    // of any size costs the memory of one page and holds no transaction
-    // between pages.
+    // A bounded slice of the registrations in the store's listing order
+    // (lower-cased user, then first registration), so that a listing of any
+    // size costs the memory of one page and holds no transaction between
+    // pages.
     struct Page {
         // Unexpired at `now`; fewer than asked for when some were expired or
         // large (a store may bound a page's bytes too).
