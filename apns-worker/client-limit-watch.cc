@@ -33,16 +33,18 @@ std::optional<std::string> ClientLimitWatch::on_process_limit(std::string_view s
         process_limits_.emplace(std::string(service), process_limit);
     }
     std::uint64_t sum = 0;
-    std::string counted;
-    for (const auto &[name, limit] : process_limits_) {
-        sum += limit;
-        counted += (counted.empty() ? "" : " + ") + ("service " + name) +
-                   " { process_limit=" + std::to_string(limit) + " }";
+    for (const auto &entry : process_limits_) {
+        sum += entry.second;
     }
     if (client_limit_ == 0 || sum <= client_limit_ || sum <= warned_process_limit_sum_) {
         return std::nullopt;
     }
     warned_process_limit_sum_ = sum;
+    std::string counted;
+    for (const auto &[name, limit] : process_limits_) {
+        counted += (counted.empty() ? "" : " + ") + ("service " + name) +
+                   " { process_limit=" + std::to_string(limit) + " }";
+    }
     // Worded like the master's own warnings about auth's and anvil's client_limit.
     const std::string required = std::to_string(sum);
     return "service xaps { client_limit=" + std::to_string(client_limit_) +

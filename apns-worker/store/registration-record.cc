@@ -150,16 +150,13 @@ public:
         auto [tag, rest] = tagged();
         out.clear();
         if ((tag == binary || tag == binary_lower) && rest.size() == 16) {
-            std::string digits;
-            append_hex_digits(digits, rest, tag == binary);
-            std::size_t from = 0;
-            for (std::size_t dash : uuid_dashes) {
-                const std::size_t count = dash - out.size();
-                out.append(digits, from, count);
-                out.push_back('-');
-                from += count;
+            // 8-4-4-4-12 digits: a dash before bytes 4, 6, 8 and 10.
+            for (std::size_t i = 0; i < rest.size(); ++i) {
+                if (i == 4 || i == 6 || i == 8 || i == 10) {
+                    out.push_back('-');
+                }
+                append_hex_digits(out, rest.substr(i, 1), tag == binary);
             }
-            out.append(digits, from);
         } else if (tag == as_is) {
             out.assign(rest);
         } else {
