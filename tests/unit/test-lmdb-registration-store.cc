@@ -209,6 +209,24 @@ TEST_F(LmdbStoreTest, ExpireDropsByLastSeenPlusTtl) {
     EXPECT_EQ(tokens_of(store->all()), (std::set<std::string>{"fresh"}));
 }
 
+// Expiry walks hour buckets of last-seen: a renewal in a later hour must
+// move the registration's entry, or expiry would find it under its old hour
+// and a removal would leave that entry pointing at nothing.
+TEST_F(LmdbStoreTest, ARenewalInALaterHourMovesItsExpiryEntry) {
+    auto store = xaps::open_lmdb_store(options(16, std::chrono::seconds(100)));
+    store->put(make_registration("alice", "a", "renewed"), 10);
+    store->put(make_registration("alice", "a", "gone"), 20);
+    store->put(make_registration("alice", "a", "renewed"), 7210); // two hours on
+    EXPECT_EQ(store->expire(7250), 1u);                           // only "gone"
+    EXPECT_EQ(tokens_of(store->all()), std::set<std::string>{"renewed"});
+    EXPECT_EQ(store->expire(7311), 1u); // "renewed", 101 s after its renewal
+    EXPECT_EQ(store->size(), 0u);
+    store->put(make_registration("bob", "b", "t"), 3600);
+    store->put(make_registration("bob", "b", "t"), 9000);
+    EXPECT_EQ(store->remove_token("t"), 1u);
+    EXPECT_EQ(store->expire(100000), 0u); // no entry left behind
+}
+
 TEST(LmdbStore, ExpireRemovesMoreThanOneBatch) {
     TempDir dir(TempDir::memory_base());
     LmdbStoreOptions opts = LmdbStoreOptions::from(xaps::default_xaps_settings());
