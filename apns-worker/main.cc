@@ -14,6 +14,10 @@
 #include "push-scheduler.h"
 #include "registration-store.h"
 #include "request-handler.h"
+#include "shared-store-link.h"
+#include "shared-store-module.h"
+#include "store-migration.h"
+#include "store-writes.h"
 #include "tls-context.h"
 #include "utc-time.h"
 #include "worker-connection.h"
@@ -67,13 +71,20 @@ struct Worker {
     std::vector<std::string> private_key_files; // read while root; must stay root's
 
     xaps::DovecotEventLoop loop;
+    // With xaps_shared_store: the module first, as what it opened must go
+    // before it is unloaded; `store` is then the local replica.
+    std::unique_ptr<xaps::SharedStoreModule> shared_module;
     std::unique_ptr<xaps::RegistrationStore> store;
+    xaps::StoreReplica *replica = nullptr;
+    std::unique_ptr<xaps::SharedStoreLink> shared_link;
+    std::unique_ptr<xaps::StoreWrites> writes;
     std::unique_ptr<xaps::GroupCommit> group_commit;
     std::unique_ptr<xaps::ApnsClient> apns;
     std::unique_ptr<xaps::PushGate> gate;
     std::unique_ptr<xaps::EventEmittingSender> push_events;
     std::unique_ptr<xaps::PushScheduler> scheduler;
     std::unique_ptr<xaps::RequestHandler> handler;
+    std::unique_ptr<xaps::StoreMigrator> migrator; // with xaps_shared_store
     std::unique_ptr<xaps::WorkerServer> server;
     xaps::ClientLimitWatch client_limit_watch{0};
     std::unique_ptr<xaps::EventLoop::Watch> expire_timer;
@@ -127,6 +138,11 @@ std::vector<std::pair<std::string, std::string>> Worker::status_rows() const {
     rows.emplace_back("devices_removed", std::to_string(counters.devices_removed));
     rows.emplace_back("pending", std::to_string(counters.pending));
     rows.emplace_back("registrations", std::to_string(store->size()));
+    if (shared_link) {
+        for (auto &row : shared_link->status_rows()) {
+            rows.push_back(std::move(row));
+        }
+    }
     rows.emplace_back("connections", std::to_string(server->connection_count()));
     rows.emplace_back("client_limit",
                       std::to_string(master_service_get_client_limit(master_service)));
@@ -135,16 +151,19 @@ std::vector<std::pair<std::string, std::string>> Worker::status_rows() const {
 
 void Worker::schedule_expiry() {
     expire_timer = loop.call_after(1h, [this] {
-        try {
-            std::size_t expired = store->expire(xaps::system_unix_seconds());
-            if (expired > 0) {
+        // With a shared store, the first worker whose hour is up expires for
+        // the cluster.
+        writes->expire(xaps::system_unix_seconds(), [](const std::optional<xaps::Error> &error,
+                                                       std::size_t expired) {
+            if (error) {
+                e_error(xaps::worker_event(), "expiring registrations: %s", error->what());
+            } else if (expired > 0) {
                 e_info(xaps::worker_event(),
-                       "expired %zu registrations not renewed within xaps_registration_ttl",
+                       "expired %zu registrations not renewed within "
+                       "xaps_registration_ttl",
                        expired);
             }
-        } catch (const xaps::Error &e) {
-            e_error(xaps::worker_event(), "expiring registrations: %s", e.what());
-        }
+        });
         schedule_expiry();
     });
 }
@@ -256,12 +275,54 @@ void warn_about_readable_keys(const Worker &w) {
     }
 }
 
+// The shared store's module, the local replica at
+// <xaps_db_path>/shared-replica and the store thread.
+void open_shared_store(Worker &w) {
+    w.shared_module = std::make_unique<xaps::SharedStoreModule>();
+    // The replica's parent, which the standalone store would have created.
+    if (::mkdir(w.settings.db_path.c_str(), 0700) != 0 && errno != EEXIST) {
+        throw xaps::Error(xaps::ErrorKind::config, "cannot create xaps_db_path " +
+                                                       w.settings.db_path + ": " +
+                                                       std::strerror(errno));
+    }
+    xaps::LmdbStoreOptions replica_options = xaps::LmdbStoreOptions::from(w.settings);
+    replica_options.path = w.settings.db_path + "/shared-replica";
+    replica_options.log = xaps::log_from_core;
+    std::unique_ptr<xaps::ReplicaRegistrationStore> replica =
+        xaps::open_lmdb_replica(replica_options);
+    w.replica = replica.get();
+    w.store = std::move(replica);
+
+    xaps::SharedStoreLinkSettings link_settings;
+    link_settings.timeout = w.settings.shared_store_timeout;
+    w.shared_link = std::make_unique<xaps::SharedStoreLink>(
+        w.loop,
+        [&w](xaps::LogSink thread_safe_log) {
+            xaps::SharedStoreOptions options;
+            options.conninfo = w.settings.shared_store;
+            options.timeout = w.settings.shared_store_timeout;
+            options.ttl = w.settings.registration_ttl;
+            options.max_devices_per_user = w.settings.max_devices_per_user;
+            options.log = std::move(thread_safe_log);
+            return w.shared_module->open(options);
+        },
+        *w.replica, link_settings, xaps::log_from_core);
+    // Every worker's hourly timer asks; a run within the last 50 minutes
+    // anywhere in the cluster answers for it.
+    w.writes = std::make_unique<xaps::SharedStoreWrites>(*w.shared_link, 50min);
+}
+
 void start_worker(Worker &w) {
-    xaps::LmdbStoreOptions store_options = xaps::LmdbStoreOptions::from(w.settings);
-    store_options.log = xaps::log_from_core;
-    w.store = xaps::open_lmdb_store(store_options);
+    if (w.settings.shared_store.empty()) {
+        xaps::LmdbStoreOptions store_options = xaps::LmdbStoreOptions::from(w.settings);
+        store_options.log = xaps::log_from_core;
+        w.store = xaps::open_lmdb_store(store_options);
+        w.writes = std::make_unique<xaps::LocalStoreWrites>(*w.store);
+    } else {
+        open_shared_store(w);
+    }
     w.group_commit =
-        std::make_unique<xaps::GroupCommit>(w.loop, *w.store, xaps::system_unix_seconds);
+        std::make_unique<xaps::GroupCommit>(w.loop, *w.writes, xaps::system_unix_seconds);
 
     w.gate = std::make_unique<xaps::PushGate>(
         w.loop, w.credential_problem.empty() ? "APNs client not started" : w.credential_problem);
@@ -280,12 +341,12 @@ void start_worker(Worker &w) {
     xaps::PushSender *sender = w.push_events.get();
 
     w.scheduler = std::make_unique<xaps::PushScheduler>(
-        w.loop, *w.store, *sender, xaps::PushSchedulerSettings::from(w.settings));
+        w.loop, *w.store, *w.writes, *sender, xaps::PushSchedulerSettings::from(w.settings));
     w.scheduler->set_error_log(
         [](std::string_view message) { xaps::log_from_core(xaps::LogLevel::error, message); });
 
     w.handler = std::make_unique<xaps::RequestHandler>(
-        *w.store, *w.group_commit, *w.scheduler, *w.gate,
+        *w.store, *w.writes, *w.group_commit, *w.scheduler, *w.gate,
         xaps::RequestHandlerSettings::from(w.settings), [&w] { return w.status_rows(); },
         xaps::system_unix_seconds);
     w.server = std::make_unique<xaps::WorkerServer>(*w.handler, w.settings.admin_socket_path);
@@ -296,6 +357,18 @@ void start_worker(Worker &w) {
             e_warning(xaps::worker_event(), "%s", warning->c_str());
         }
     });
+    if (w.shared_link) {
+        // The standalone store's options without a log sink: the migration
+        // opens it on the store thread, where Dovecot's log must not be used.
+        w.migrator = std::make_unique<xaps::StoreMigrator>(
+            xaps::LmdbStoreOptions::from(w.settings), xaps::submit_through(*w.shared_link),
+            xaps::system_unix_seconds, xaps::log_from_core);
+        w.handler->set_migrate_handler([&w](std::uint64_t id,
+                                            const xaps::protocol::Migrate &request,
+                                            const xaps::RequestHandler::Reply &reply) {
+            w.migrator->handle(id, request, reply);
+        });
+    }
     w.schedule_expiry();
     w.check_certificate();
 }
@@ -318,7 +391,8 @@ int main(int argc, char *argv[]) {
 #ifdef M_ARENA_MAX
     // One malloc arena: glibc gives each thread that allocates its own, and
     // each reserves 64 MiB of address space, which counts toward vsz_limit
-    // as the store's map does. Only name resolution runs on other threads.
+    // as the store's map does. Only name resolution and the shared store's
+    // link run on other threads.
     mallopt(M_ARENA_MAX, 1);
 #endif
     master_service = master_service_init(

@@ -76,10 +76,16 @@ struct PushScheduler::TestRun {
     TestDone done;
 };
 
+PushScheduler::PushScheduler(EventLoop &loop, RegistrationStore &store, StoreWrites &writes,
+                             PushSender &sender, PushSchedulerSettings settings,
+                             std::function<std::int64_t()> unix_now)
+    : loop_(loop), store_(store), writes_(writes), sender_(sender), settings_(settings),
+      unix_now_(std::move(unix_now)) {}
+
 PushScheduler::PushScheduler(EventLoop &loop, RegistrationStore &store, PushSender &sender,
                              PushSchedulerSettings settings, std::function<std::int64_t()> unix_now)
-    : loop_(loop), store_(store), sender_(sender), settings_(settings),
-      unix_now_(std::move(unix_now)) {}
+    : loop_(loop), store_(store), own_writes_(std::make_unique<LocalStoreWrites>(store)),
+      writes_(*own_writes_), sender_(sender), settings_(settings), unix_now_(std::move(unix_now)) {}
 
 // Gone devices still queued are removed now: the worker is stopping, and a
 // removal lost here would only cost another 410, but costs nothing to keep.
@@ -278,19 +284,32 @@ void PushScheduler::remove_gone() noexcept {
     if (batch.empty()) {
         return;
     }
+    std::string tokens;
+    for (const auto &gone : batch) {
+        tokens += (tokens.empty() ? "" : ", ") + gone.device_token;
+        if (tokens.size() > 200) {
+            tokens += ", ...";
+            break;
+        }
+    }
+    const std::size_t count = batch.size();
     try {
         ++counters_.removal_commits;
-        counters_.devices_removed += store_.remove_gone_tokens(batch);
+        writes_.remove_gone_tokens(
+            std::move(batch), [this, alive = std::weak_ptr<char>(alive_), count,
+                               tokens](const std::optional<Error> &error, std::size_t removed) {
+                if (alive.expired()) {
+                    return;
+                }
+                if (error) {
+                    counters_.errors += count;
+                    report_error("removing gone device " + tokens + " failed: " + error->what());
+                } else {
+                    counters_.devices_removed += removed;
+                }
+            });
     } catch (...) {
-        counters_.errors += batch.size();
-        std::string tokens;
-        for (const auto &gone : batch) {
-            tokens += (tokens.empty() ? "" : ", ") + gone.device_token;
-            if (tokens.size() > 200) {
-                tokens += ", ...";
-                break;
-            }
-        }
+        counters_.errors += count;
         report_error("removing gone device " + tokens + " failed: " + describe_current_exception());
     }
 }

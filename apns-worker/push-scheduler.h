@@ -32,6 +32,7 @@
 #include "event-loop.h"
 #include "push-sender.h"
 #include "registration-store.h"
+#include "store-writes.h"
 #include "xaps-settings.h"
 
 #include <chrono>
@@ -75,6 +76,12 @@ std::int64_t system_unix_seconds();
 
 class PushScheduler {
 public:
+    // Looks registrations up in `store` and removes gone devices through
+    // `writes` (which must outlive this).
+    PushScheduler(EventLoop &loop, RegistrationStore &store, StoreWrites &writes,
+                  PushSender &sender, PushSchedulerSettings settings,
+                  std::function<std::int64_t()> unix_now = system_unix_seconds);
+    // Removes gone devices from `store` synchronously (LocalStoreWrites).
     PushScheduler(EventLoop &loop, RegistrationStore &store, PushSender &sender,
                   PushSchedulerSettings settings,
                   std::function<std::int64_t()> unix_now = system_unix_seconds);
@@ -170,6 +177,8 @@ private:
 
     EventLoop &loop_;
     RegistrationStore &store_;
+    std::unique_ptr<StoreWrites> own_writes_; // with the constructor without `writes`
+    StoreWrites &writes_;
     PushSender &sender_;
     PushSchedulerSettings settings_;
     std::function<std::int64_t()> unix_now_;

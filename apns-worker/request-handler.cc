@@ -78,11 +78,20 @@ void validate_registration(const Registration &reg, const std::vector<std::strin
     }
 }
 
+RequestHandler::RequestHandler(RegistrationStore &store, StoreWrites &writes,
+                               GroupCommit &group_commit, PushScheduler &scheduler,
+                               const PushGate &gate, RequestHandlerSettings settings,
+                               StatusRows status_rows, std::function<std::int64_t()> unix_now)
+    : store_(store), writes_(writes), group_commit_(group_commit), scheduler_(scheduler),
+      gate_(gate), settings_(std::move(settings)), status_rows_(std::move(status_rows)),
+      unix_now_(std::move(unix_now)) {}
+
 RequestHandler::RequestHandler(RegistrationStore &store, GroupCommit &group_commit,
                                PushScheduler &scheduler, const PushGate &gate,
                                RequestHandlerSettings settings, StatusRows status_rows,
                                std::function<std::int64_t()> unix_now)
-    : store_(store), group_commit_(group_commit), scheduler_(scheduler), gate_(gate),
+    : store_(store), own_writes_(std::make_unique<LocalStoreWrites>(store)), writes_(*own_writes_),
+      group_commit_(group_commit), scheduler_(scheduler), gate_(gate),
       settings_(std::move(settings)), status_rows_(std::move(status_rows)),
       unix_now_(std::move(unix_now)) {}
 
@@ -115,6 +124,12 @@ void RequestHandler::handle(const protocol::RequestLine &line, protocol::PeerRol
                         hello_observer_(request);
                     }
                     reply(protocol::Reply::ok(line.id));
+                } else if constexpr (std::is_same_v<T, protocol::Migrate>) {
+                    if (!migrate_handler_) {
+                        throw Error(ErrorKind::config, "xaps_shared_store is not set: there is no "
+                                                       "shared store to migrate to or from");
+                    }
+                    migrate_handler_(line.id, request, reply);
                 }
             },
             line.request);
@@ -183,19 +198,25 @@ void RequestHandler::continue_list(const std::shared_ptr<ListProgress> &progress
 
 void RequestHandler::handle_purge(std::uint64_t id, const protocol::Purge &request,
                                   const Reply &reply) {
-    std::size_t removed = 0;
+    PurgeScope scope = PurgeScope::all;
+    std::string value;
     switch (request.scope) {
     case protocol::PurgeScope::user:
-        removed = store_.remove_user(request.value);
+        scope = PurgeScope::user;
+        value = request.value;
         break;
     case protocol::PurgeScope::token:
-        removed = store_.remove_token(lower_ascii(request.value));
+        scope = PurgeScope::token;
+        value = lower_ascii(request.value);
         break;
     case protocol::PurgeScope::all:
-        removed = store_.remove_all();
         break;
     }
-    reply(protocol::Reply::ok(id, {std::to_string(removed)}));
+    writes_.purge(scope, std::move(value),
+                  [id, reply](const std::optional<Error> &error, std::size_t removed) {
+                      reply(error ? protocol::Reply::fail(id, *error)
+                                  : protocol::Reply::ok(id, {std::to_string(removed)}));
+                  });
 }
 
 void RequestHandler::handle_status(std::uint64_t id, const Reply &reply) {

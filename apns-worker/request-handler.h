@@ -8,6 +8,7 @@
 #include "push-gate.h"
 #include "push-scheduler.h"
 #include "registration-store.h"
+#include "store-writes.h"
 #include "worker-protocol.h"
 
 #include <cstddef>
@@ -54,9 +55,13 @@ public:
     static constexpr std::size_t list_page_rows = 256;
 
     // REGISTERs and IMPORTs go through group_commit (one durable
-    // transaction per event-loop turn); everything else uses the store
-    // directly. REGISTER
+    // transaction per event-loop turn), PURGE through `writes` (answered
+    // after its write); LIST and TEST read the store directly. REGISTER
     // and TEST need an open `gate`, and REGISTER answers with its topic.
+    RequestHandler(RegistrationStore &store, StoreWrites &writes, GroupCommit &group_commit,
+                   PushScheduler &scheduler, const PushGate &gate, RequestHandlerSettings settings,
+                   StatusRows status_rows, std::function<std::int64_t()> unix_now);
+    // PURGE writes to `store` synchronously (LocalStoreWrites).
     RequestHandler(RegistrationStore &store, GroupCommit &group_commit, PushScheduler &scheduler,
                    const PushGate &gate, RequestHandlerSettings settings, StatusRows status_rows,
                    std::function<std::int64_t()> unix_now);
@@ -75,6 +80,12 @@ public:
     // before it is answered OK. Without one, HELLO is only answered.
     using HelloObserver = std::function<void(const protocol::Hello &hello)>;
     void set_hello_observer(HelloObserver observer) { hello_observer_ = std::move(observer); }
+
+    // Serves MIGRATE (StoreMigrator::handle, store-migration.h). Without
+    // one there is no shared store, and MIGRATE is answered FAIL config.
+    using MigrateHandler =
+        std::function<void(std::uint64_t id, const protocol::Migrate &request, const Reply &reply)>;
+    void set_migrate_handler(MigrateHandler handler) { migrate_handler_ = std::move(handler); }
 
 private:
     struct ListProgress {
@@ -96,6 +107,8 @@ private:
     void require_push_available() const;
 
     RegistrationStore &store_;
+    std::unique_ptr<StoreWrites> own_writes_; // with the constructor without `writes`
+    StoreWrites &writes_;
     GroupCommit &group_commit_;
     PushScheduler &scheduler_;
     const PushGate &gate_;
@@ -103,6 +116,7 @@ private:
     StatusRows status_rows_;
     std::function<std::int64_t()> unix_now_;
     HelloObserver hello_observer_;
+    MigrateHandler migrate_handler_;
 };
 
 // The checks every registration passes before it is stored, whoever sent it

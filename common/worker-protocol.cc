@@ -98,6 +98,11 @@ struct RequestEncoder {
     void operator()(const Hello &h) const {
         fields.insert(fields.end(), {"HELLO", h.service, std::to_string(h.process_limit)});
     }
+    void operator()(const Migrate &m) const {
+        fields.insert(
+            fields.end(),
+            {"MIGRATE", m.direction == MigrationDirection::to_shared ? "to-shared" : "to-local"});
+    }
 };
 
 Request decode_command(const std::string &command, std::span<const std::string> args) {
@@ -157,6 +162,16 @@ Request decode_command(const std::string &command, std::span<const std::string> 
         require_service_name(args[0]);
         return Hello{args[0], parse_number<unsigned>(args[1], "process_limit")};
     }
+    if (command == "MIGRATE") {
+        require_exact_fields(args, 1, "MIGRATE");
+        if (args[0] == "to-shared") {
+            return Migrate{MigrationDirection::to_shared};
+        }
+        if (args[0] == "to-local") {
+            return Migrate{MigrationDirection::to_local};
+        }
+        fail("MIGRATE direction must be to-shared or to-local");
+    }
     fail("unknown command '" + command.substr(0, 32) + "'");
 }
 
@@ -170,8 +185,8 @@ PeerRole role_serving(const Request &request) noexcept {
 }
 
 const char *command_name(const Request &request) noexcept {
-    static constexpr const char *names[] = {"REGISTER", "NOTIFY", "LIST",   "PURGE",
-                                            "STATUS",   "TEST",   "IMPORT", "HELLO"};
+    static constexpr const char *names[] = {"REGISTER", "NOTIFY", "LIST",  "PURGE",  "STATUS",
+                                            "TEST",     "IMPORT", "HELLO", "MIGRATE"};
     static_assert(std::size(names) == std::variant_size_v<Request>);
     return names[request.index()];
 }

@@ -81,14 +81,27 @@ struct Hello {
     unsigned process_limit = 0;
 };
 
-using Request = std::variant<Register, Notify, List, Purge, Status, Test, Import, Hello>;
+// Which way MIGRATE copies: from the standalone LMDB store at xaps_db_path
+// into the shared store, or back.
+enum class MigrationDirection { to_shared, to_local };
+// MIGRATE to-shared | MIGRATE to-local -> ROW <copied> <existing>...
+// then OK <copied> <existing>. Copies every unexpired registration,
+// keeping its times, unless the target has its key already; a ROW with the
+// running totals follows each page but the last, so the client's silence
+// timeout bounds one page, not the whole copy. Served only by a worker with
+// xaps_shared_store set.
+struct Migrate {
+    MigrationDirection direction = MigrationDirection::to_shared;
+};
+
+using Request = std::variant<Register, Notify, List, Purge, Status, Test, Import, Hello, Migrate>;
 
 // Which listener a peer came in on decides what it may ask, so that the
 // socket's file mode is the whole access policy: mail processes (group
 // dovecot) reach the mail listener, only root the admin listener.
 enum class PeerRole {
     mail,  // REGISTER, NOTIFY, HELLO
-    admin, // LIST, PURGE, STATUS, TEST, IMPORT
+    admin, // LIST, PURGE, STATUS, TEST, IMPORT, MIGRATE
 };
 PeerRole role_serving(const Request &request) noexcept;
 // The request's command word, e.g. "REGISTER".

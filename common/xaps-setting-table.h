@@ -123,6 +123,11 @@ inline constexpr std::array xaps_setting_table = {
     setting_row::size("xaps_db_max_size", &XapsSettings::db_max_size, "16G", 1ULL << 20, 1ULL << 44,
                       "largest memory map of the store; never more than the address space "
                       "(service xaps { vsz_limit }) leaves"),
+    setting_row::text("xaps_shared_store", &XapsSettings::shared_store, "",
+                      "registration store shared by several backends: a PostgreSQL connection "
+                      "string (libpq); unset: the LMDB store alone"),
+    setting_row::duration("xaps_shared_store_timeout", &XapsSettings::shared_store_timeout, "5s",
+                          100, "longest wait for the shared store before REGISTER answers NO"),
 
     setting_row::text("xaps_apns_host", &XapsSettings::apns_host, "api.push.apple.com",
                       "APNs host"),

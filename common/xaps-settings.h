@@ -26,6 +26,8 @@ struct XapsSettings {
     std::string user_lookup;
     std::string db_path;
     std::uint64_t db_max_size{}; // bytes
+    std::string shared_store;    // PostgreSQL connection string; empty: LMDB alone
+    std::chrono::milliseconds shared_store_timeout{};
 
     std::string apns_host;
     std::uint16_t apns_port{};

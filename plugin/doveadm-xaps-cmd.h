@@ -45,6 +45,7 @@ extern struct doveadm_cmd_ver2 cmd_xaps_purge;
 extern struct doveadm_cmd_ver2 cmd_xaps_status;
 extern struct doveadm_cmd_ver2 cmd_xaps_test;
 extern struct doveadm_cmd_ver2 cmd_xaps_import;
+extern struct doveadm_cmd_ver2 cmd_xaps_migrate;
 extern struct doveadm_cmd_ver2 cmd_xaps_hash_password;
 extern struct doveadm_cmd_ver2 cmd_xaps_provision;
 

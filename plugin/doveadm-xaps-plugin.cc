@@ -18,6 +18,7 @@ XAPS_EXPORT void doveadm_xaps_plugin_init(struct module *) noexcept {
     doveadm_cmd_register_ver2(&cmd_xaps_status);
     doveadm_cmd_register_ver2(&cmd_xaps_test);
     doveadm_cmd_register_ver2(&cmd_xaps_import);
+    doveadm_cmd_register_ver2(&cmd_xaps_migrate);
     doveadm_cmd_register_ver2(&cmd_xaps_hash_password);
     doveadm_cmd_register_ver2(&cmd_xaps_provision);
 }

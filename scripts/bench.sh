@@ -3,7 +3,8 @@
 # build directory and runs them against a real Dovecot and the mock APNs
 # server, then prints one table: every figure with its unit, its target and
 # whether it was met. Not part of the normal test run. Needs root (it runs
-# Dovecot and creates the users vmail and xaps) and h2load (nghttp2-client).
+# Dovecot and creates the users vmail and xaps) and h2load (nghttp2-client);
+# bench-shared-store also needs libpq-dev (at configure time) and postgresql.
 # About 6-8 minutes on a 2-core machine; --quick takes about 2.
 #
 #   sh scripts/bench.sh [--quick]
@@ -57,6 +58,16 @@ run() {
     fi
 }
 
+# The shared store's benchmark is built only with libpq (libpq-dev) and
+# runs its own PostgreSQL (postgresql).
+run_if_built() {
+    if [ -x "$build/bench/$1" ]; then
+        run "$@"
+    else
+        echo "== $1 skipped: not built (needs libpq-dev at configure time)" >&2
+    fi
+}
+
 if [ "$quick" = yes ]; then
     run bench-push --rounds 3 --connections 1,4
     run bench-latency --steps 1:5,10:50,100:300
@@ -65,6 +76,8 @@ if [ "$quick" = yes ]; then
     run bench-scale --large 100000
     run bench-connections
     run bench-list-import --list-rows 100000 --import-rows 20000
+    run_if_built bench-shared-store --registrations 20000 --batches 30 --single-puts 100 \
+        --pg-lookups 1000
 else
     run bench-push --rounds 7 --connections 1,4 --devices 50000
     run bench-latency
@@ -73,6 +86,7 @@ else
     run bench-scale
     run bench-connections
     run bench-list-import
+    run_if_built bench-shared-store
 fi
 
 echo

@@ -10,6 +10,7 @@ packages="
   dovecot-dev dovecot-core dovecot-imapd dovecot-lmtpd dovecot-sieve
   libnghttp2-dev libssl-dev liblmdb-dev libjsoncpp-dev
   libplist-dev libcurl4-openssl-dev
+  libpq-dev postgresql
   libgtest-dev libgmock-dev
   openssl ca-certificates nghttp2-client python3 adduser
   debhelper devscripts fakeroot lintian

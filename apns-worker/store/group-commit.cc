@@ -8,25 +8,14 @@
 
 namespace xaps {
 
-namespace {
-
-Error current_exception_as_error() {
-    try {
-        throw;
-    } catch (const Error &error) {
-        return error;
-    } catch (const std::exception &error) {
-        return Error(ErrorKind::internal, error.what());
-    } catch (...) {
-        return Error(ErrorKind::internal, "unknown error while storing registrations");
-    }
-}
-
-} // namespace
-
 GroupCommit::GroupCommit(EventLoop &loop, RegistrationStore &store,
                          std::function<std::int64_t()> unix_now, std::size_t max_batch)
-    : loop_(loop), store_(store), unix_now_(std::move(unix_now)),
+    : loop_(loop), own_writes_(std::make_unique<LocalStoreWrites>(store)), writes_(*own_writes_),
+      unix_now_(std::move(unix_now)), max_batch_(std::max<std::size_t>(max_batch, 1)) {}
+
+GroupCommit::GroupCommit(EventLoop &loop, StoreWrites &writes,
+                         std::function<std::int64_t()> unix_now, std::size_t max_batch)
+    : loop_(loop), writes_(writes), unix_now_(std::move(unix_now)),
       max_batch_(std::max<std::size_t>(max_batch, 1)) {}
 
 GroupCommit::~GroupCommit() = default;
@@ -78,7 +67,6 @@ void GroupCommit::commit_batch(std::vector<Pending> &puts,
     if (puts.empty() && imports.empty()) {
         return;
     }
-    RegistrationStore::BatchResults results;
     try {
         std::vector<Registration> put_registrations;
         put_registrations.reserve(puts.size());
@@ -92,12 +80,26 @@ void GroupCommit::commit_batch(std::vector<Pending> &puts,
         }
         ++counters_.commits;
         counters_.largest_batch = std::max(counters_.largest_batch, puts.size() + imports.size());
-        results = store_.write_batch(put_registrations, unix_now_(), import_registrations);
+        writes_.write_batch(
+            std::move(put_registrations), unix_now_(), std::move(import_registrations),
+            [this, alive = std::weak_ptr<char>(alive_), puts = std::move(puts),
+             imports = std::move(imports)](RegistrationStore::BatchResults results) mutable {
+                if (!alive.expired()) {
+                    answer_batch(puts, imports, results);
+                }
+            });
     } catch (...) {
+        // Only an allocation can fail here, before the batch was handed on.
+        RegistrationStore::BatchResults results;
         const Error error = current_exception_as_error();
         results.puts.assign(puts.size(), error);
         results.imports.assign(imports.size(), {false, error});
+        answer_batch(puts, imports, results);
     }
+}
+
+void GroupCommit::answer_batch(std::vector<Pending> &puts, std::vector<PendingImport> &imports,
+                               RegistrationStore::BatchResults &results) noexcept {
     // A store breaking its contract: nothing is sure.
     if (results.puts.size() != puts.size()) {
         results.puts.assign(

@@ -19,6 +19,7 @@
 
 #include "event-loop.h"
 #include "registration-store.h"
+#include "store-writes.h"
 #include "xaps-error.h"
 
 #include <cstddef>
@@ -37,7 +38,12 @@ public:
     using Done = std::function<void(const std::optional<Error> &error)>;
 
     // max_batch bounds one transaction; more pending puts commit in several.
+    // Writes to `store` synchronously (LocalStoreWrites).
     GroupCommit(EventLoop &loop, RegistrationStore &store, std::function<std::int64_t()> unix_now,
+                std::size_t max_batch = 512);
+    // Writes through `writes`, which must outlive this; with a shared store
+    // a batch is answered later, and further batches go out meanwhile.
+    GroupCommit(EventLoop &loop, StoreWrites &writes, std::function<std::int64_t()> unix_now,
                 std::size_t max_batch = 512);
     // Puts not committed yet are dropped without calling `done`: their
     // owner is going away too.
@@ -84,15 +90,20 @@ private:
     void commit_pending() noexcept;
     // One transaction.
     void commit_batch(std::vector<Pending> &puts, std::vector<PendingImport> &imports) noexcept;
+    void answer_batch(std::vector<Pending> &puts, std::vector<PendingImport> &imports,
+                      RegistrationStore::BatchResults &results) noexcept;
 
     EventLoop &loop_;
-    RegistrationStore &store_;
+    std::unique_ptr<StoreWrites> own_writes_; // with the RegistrationStore constructor
+    StoreWrites &writes_;
     std::function<std::int64_t()> unix_now_;
     std::size_t max_batch_;
     std::vector<Pending> pending_;
     std::deque<PendingImport> pending_imports_;
     std::unique_ptr<EventLoop::Watch> commit_timer_;
     Counters counters_;
+    // Answers that come after this is gone are dropped: they hold this weakly.
+    std::shared_ptr<char> alive_ = std::make_shared<char>();
 };
 
 } // namespace xaps

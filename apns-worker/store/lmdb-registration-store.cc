@@ -80,6 +80,7 @@
 #include "registration-record.h"
 #include "registration-rules.h"
 #include "registration-store.h"
+#include "registration-validation.h"
 
 #include <sys/resource.h>
 #include <sys/stat.h>
@@ -105,6 +106,8 @@ namespace {
 constexpr std::uint32_t current_schema_version = 2;
 constexpr std::uint32_t format1_schema_version = 1;
 constexpr std::string_view schema_version_key = "schema_version";
+// A replica's last applied shared-store revision, uint64 little-endian.
+constexpr std::string_view applied_revision_key = "applied_revision";
 // Bounds the dirty pages of one write transaction when expire() removes many
 // registrations; each batch is its own durable commit.
 constexpr std::size_t expire_batch_size = 1000;
@@ -221,43 +224,13 @@ std::string page_position(std::string_view lower_user, std::string_view id) {
     return position;
 }
 
-void require_key_part(std::string_view value, std::string_view name, std::size_t max_length) {
-    if (value.empty()) {
-        throw Error(ErrorKind::invalid_input, "registration without " + std::string(name));
-    }
-    if (value.size() > max_length) {
-        throw Error(ErrorKind::invalid_input, "registration " + std::string(name) + " too long");
-    }
-    if (value.find('\0') != std::string_view::npos) {
-        throw Error(ErrorKind::invalid_input,
-                    "registration " + std::string(name) + " contains a NUL byte");
-    }
-}
-
-void validate(const Registration &registration) {
-    require_key_part(registration.user, "user", limits::max_user_length);
-    require_key_part(registration.account_id, "account id", limits::max_account_id_length);
-    require_key_part(registration.device_token, "device token", limits::max_device_token_length);
-    if (registration.subtopic.size() > limits::max_subtopic_length) {
-        throw Error(ErrorKind::invalid_input, "registration subtopic too long");
-    }
-    if (registration.mailboxes.size() > limits::max_mailboxes) {
-        throw Error(ErrorKind::invalid_input, "registration has too many mailboxes");
-    }
-    for (const auto &mailbox : registration.mailboxes) {
-        if (mailbox.size() > limits::max_mailbox_name_length) {
-            throw Error(ErrorKind::invalid_input, "registration mailbox name too long");
-        }
-    }
-}
-
 void make_directory(const std::string &path) {
     if (::mkdir(path.c_str(), 0700) != 0 && errno != EEXIST) {
         lmdb::throw_error(errno, path, "mkdir");
     }
 }
 
-class LmdbRegistrationStore final : public RegistrationStore {
+class LmdbRegistrationStore final : public ReplicaRegistrationStore {
 public:
     explicit LmdbRegistrationStore(const LmdbStoreOptions &options)
         : path_(options.path), ttl_(options.ttl.count()),
@@ -580,6 +553,49 @@ public:
         }
     }
 
+    std::uint64_t applied_revision() override {
+        auto txn = lmdb::Txn::begin(env_.get(), MDB_RDONLY, path_);
+        return read_applied_revision(txn);
+    }
+
+    void apply(const ChangePage &page) override {
+        if (page.changes.empty() && !page.reset) {
+            return;
+        }
+        std::vector<std::optional<PreparedPut>> prepared;
+        prepared.reserve(page.changes.size());
+        for (const StoreChange &change : page.changes) {
+            try {
+                if (change.removed) {
+                    prepared.emplace_back(PreparedPut{lower_ascii(change.registration.user), {}});
+                } else {
+                    prepared.emplace_back(prepare_put(change.registration));
+                }
+            } catch (const Error &) {
+                prepared.emplace_back(); // a row this schema cannot hold: skipped
+            }
+        }
+        with_growth([&] {
+            auto txn = lmdb::Txn::begin(env_.get(), 0, path_);
+            std::uint64_t revision = read_applied_revision(txn);
+            if (page.reset) {
+                for (MDB_dbi dbi : {records_, by_user_, by_device_, by_hour_}) {
+                    lmdb::check(mdb_drop(txn.get(), dbi, 0), path_, "mdb_drop");
+                }
+                revision = 0;
+            }
+            for (std::size_t i = 0; i < page.changes.size(); ++i) {
+                const StoreChange &change = page.changes[i];
+                revision = std::max(revision, change.revision);
+                if (prepared[i]) {
+                    apply_in(txn, change, *prepared[i]);
+                }
+            }
+            write_applied_revision(txn, revision);
+            txn.commit(path_);
+        });
+    }
+
 private:
     struct PreparedPut {
         std::string lower_user;
@@ -611,7 +627,7 @@ private:
 
     // The checks that need no transaction; throws Error(invalid_input).
     static PreparedPut prepare_put(const Registration &registration) {
-        validate(registration);
+        validate_registration(registration);
         return {lower_ascii(registration.user),
                 record::compact_device_token(registration.device_token)};
     }
@@ -649,6 +665,43 @@ private:
         retire_overdue_accounts(txn, others, registration.device_token, now);
         evict_beyond_cap(txn, others);
         return true;
+    }
+
+    // One replicated change: the registration as given, or its removal.
+    void apply_in(const lmdb::Txn &txn, const StoreChange &change, const PreparedPut &prepared) {
+        const Registration &registration = change.registration;
+        for (const Stored &stored : load_user(txn, prepared.lower_user)) {
+            if (same_device(stored.registration, registration)) {
+                remove_entries(txn, stored);
+            }
+        }
+        if (!change.removed) {
+            insert(txn, registration, prepared);
+        }
+    }
+
+    std::uint64_t read_applied_revision(const lmdb::Txn &txn) const {
+        auto stored = lmdb::get(txn, meta_, applied_revision_key, path_);
+        if (!stored) {
+            return 0;
+        }
+        if (stored->size() != 8) {
+            throw Error(ErrorKind::internal,
+                        "LMDB store " + path_ + ": malformed applied revision in meta");
+        }
+        std::uint64_t revision = 0;
+        for (std::size_t i = 0; i < 8; ++i) {
+            revision |= std::uint64_t{static_cast<unsigned char>((*stored)[i])} << (8 * i);
+        }
+        return revision;
+    }
+
+    void write_applied_revision(const lmdb::Txn &txn, std::uint64_t revision) {
+        std::array<char, 8> bytes{};
+        for (std::size_t i = 0; i < bytes.size(); ++i) {
+            bytes[i] = static_cast<char>((revision >> (8 * i)) & 0xff);
+        }
+        lmdb::put(txn, meta_, applied_revision_key, {bytes.data(), bytes.size()}, 0, path_);
     }
 
     // The user's other account ids on this token that missed their
@@ -1161,6 +1214,10 @@ private:
 } // namespace
 
 std::unique_ptr<RegistrationStore> open_lmdb_store(const LmdbStoreOptions &options) {
+    return std::make_unique<LmdbRegistrationStore>(options);
+}
+
+std::unique_ptr<ReplicaRegistrationStore> open_lmdb_replica(const LmdbStoreOptions &options) {
     return std::make_unique<LmdbRegistrationStore>(options);
 }
 

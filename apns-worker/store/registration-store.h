@@ -1,10 +1,12 @@
 // Where registrations live. The embedded default is LMDB
-// (lmdb-registration-store.*); a shared store for clusters (Dovecot dict) can
-// be added behind this interface without touching the rest.
+// (lmdb-registration-store.*); a cluster shares one on PostgreSQL
+// (shared-registration-store.h), of which each worker keeps an LMDB replica
+// (StoreReplica below).
 #pragma once
 
 #include "log-sink.h"
 #include "registration.h"
+#include "store-change.h"
 #include "xaps-error.h"
 #include "xaps-settings.h"
 
@@ -210,5 +212,31 @@ struct LmdbStoreOptions {
 // Opens (creating if needed) the store at options.path. Throws Error(config)
 // or Error(unavailable) naming the path and LMDB's reason.
 std::unique_ptr<RegistrationStore> open_lmdb_store(const LmdbStoreOptions &options);
+
+// The local copy of a shared store, fed with its changes in revision order.
+// The shared store applies the per-user cap, the retirement of overdue
+// accounts and the room policy before a change gets its revision: a replica
+// stores exactly what it is given, so that every replica holds the same rows.
+class StoreReplica {
+public:
+    virtual ~StoreReplica() = default;
+    // The revision of the last change applied; 0 for a new replica.
+    virtual std::uint64_t applied_revision() = 0;
+    // Applies the page in one durable commit that also records the revision
+    // of its last change: a crash leaves the replica at a page boundary.
+    // A reset page first drops every registration. A change the store's
+    // checks refuse is skipped (its revision still counts). Throws
+    // Error(unavailable) when the commit fails; nothing is applied then.
+    virtual void apply(const ChangePage &page) = 0;
+};
+
+// A registration store that is a replica: reads serve pushes and listings,
+// apply() feeds it. Its RegistrationStore writes stay usable (tests, tools)
+// but the worker sends writes to the shared store instead.
+class ReplicaRegistrationStore : public RegistrationStore, public StoreReplica {};
+
+// open_lmdb_store() for a replica (xaps_db_path/shared-replica in the worker):
+// the same schema, plus its applied revision.
+std::unique_ptr<ReplicaRegistrationStore> open_lmdb_replica(const LmdbStoreOptions &options);
 
 } // namespace xaps

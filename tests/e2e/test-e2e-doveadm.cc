@@ -402,6 +402,26 @@ TEST_F(E2eDoveadm, PurgeNeedsOneSelectorAndCountsWhatItRemoved) {
     EXPECT_TRUE(stored().empty());
 }
 
+// The copy itself runs in test-e2e-several-backends (it needs a database).
+TEST_F(E2eDoveadm, MigrateNeedsADirectionAndASharedStore) {
+    start_dovecot();
+    for (const auto &args : std::vector<std::vector<std::string>>{
+             {"xaps", "migrate"}, {"xaps", "migrate", "to-lmdb"}, {"xaps", "migrate", ""}}) {
+        CommandResult result = doveadm(args);
+        EXPECT_EQ(result.exit_code, EX_USAGE) << args.size();
+        EXPECT_NE(result.err.find("(usage: doveadm xaps migrate to-shared | to-local)"),
+                  std::string::npos)
+            << result.err;
+    }
+    for (const char *direction : {"to-shared", "to-local"}) {
+        CommandResult result = doveadm({"xaps", "migrate", direction});
+        EXPECT_EQ(result.exit_code, EX_CONFIG) << result.err;
+        EXPECT_NE(result.err.find("xaps migrate: xaps_shared_store is not set"), std::string::npos)
+            << result.err;
+        EXPECT_EQ(result.out, "");
+    }
+}
+
 TEST_F(E2eDoveadm, StatusShowsTheWorkersFigures) {
     start_dovecot();
     register_iphone();

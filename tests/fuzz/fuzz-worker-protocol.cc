@@ -53,6 +53,9 @@ bool same(const protocol::Import &a, const protocol::Import &b) {
 bool same(const protocol::Hello &a, const protocol::Hello &b) {
     return a.service == b.service && a.process_limit == b.process_limit;
 }
+bool same(const protocol::Migrate &a, const protocol::Migrate &b) {
+    return a.direction == b.direction;
+}
 
 bool same_request(const protocol::Request &a, const protocol::Request &b) {
     if (a.index() != b.index()) {

@@ -347,3 +347,62 @@ TEST_F(GroupCommitTest, AFailedImportCommitFailsEveryImportOfTheBatch) {
               (std::vector<std::string>{"error unavailable", "error unavailable"}));
     EXPECT_EQ(commit.counters().imports, 2u);
 }
+
+namespace {
+
+// Answers each batch only when the test says so, as a shared store would.
+class DeferredWrites final : public xaps::StoreWrites {
+public:
+    void write_batch(std::vector<Registration> puts, std::int64_t, std::vector<Registration>,
+                     BatchDone done) override {
+        batch_sizes.push_back(puts.size());
+        pending.push_back(std::move(done));
+    }
+    void purge(xaps::PurgeScope, std::string, CountDone) override {}
+    void remove_gone_tokens(std::vector<xaps::RegistrationStore::GoneToken>, CountDone) override {}
+    void expire(std::int64_t, CountDone) override {}
+
+    std::vector<std::size_t> batch_sizes;
+    std::vector<BatchDone> pending;
+};
+
+TEST(GroupCommitWrites, ABatchIsAnsweredWhenItsWriteIsAndTheNextGoesOutMeanwhile) {
+    xaps::PollEventLoop loop;
+    DeferredWrites writes;
+    GroupCommit commit(loop, writes, [] { return std::int64_t{1700000000}; });
+    std::vector<int> answered;
+    commit.put(make_registration("alice", "aa11"),
+               [&](const std::optional<Error> &error) { answered.push_back(error ? -1 : 1); });
+    loop.run_until([&] { return writes.pending.size() == 1; }, 5s);
+    commit.put(make_registration("bob", "bb22"),
+               [&](const std::optional<Error> &error) { answered.push_back(error ? -2 : 2); });
+    loop.run_until([&] { return writes.pending.size() == 2; }, 5s);
+    ASSERT_EQ(writes.batch_sizes, (std::vector<std::size_t>{1, 1}));
+    EXPECT_TRUE(answered.empty());
+
+    xaps::RegistrationStore::BatchResults second;
+    second.puts.emplace_back(Error(ErrorKind::unavailable, "database down"));
+    writes.pending[1](std::move(second));
+    xaps::RegistrationStore::BatchResults first;
+    first.puts.emplace_back();
+    writes.pending[0](std::move(first));
+    EXPECT_EQ(answered, (std::vector<int>{-2, 1}));
+}
+
+TEST(GroupCommitWrites, AnAnswerAfterTheGroupCommitIsGoneIsDropped) {
+    xaps::PollEventLoop loop;
+    DeferredWrites writes;
+    bool answered = false;
+    {
+        GroupCommit commit(loop, writes, [] { return std::int64_t{1700000000}; });
+        commit.put(make_registration("alice", "aa11"),
+                   [&](const std::optional<Error> &) { answered = true; });
+        loop.run_until([&] { return writes.pending.size() == 1; }, 5s);
+    }
+    xaps::RegistrationStore::BatchResults results;
+    results.puts.emplace_back();
+    writes.pending[0](std::move(results));
+    EXPECT_FALSE(answered);
+}
+
+} // namespace

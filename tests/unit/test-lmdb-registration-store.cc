@@ -1333,6 +1333,123 @@ TEST(LmdbStore, ImportBatchIsAllOrNothingWhenTheCommitFails) {
     EXPECT_EQ(store->size(), 0u);
 }
 
+// The replica side: a shared store's changes, applied as given.
+
+xaps::StoreChange upsert(std::uint64_t revision, Registration registration) {
+    return xaps::StoreChange{revision, false, std::move(registration)};
+}
+
+xaps::StoreChange removal(std::uint64_t revision, std::string user, std::string account_id,
+                          std::string token) {
+    xaps::StoreChange change;
+    change.revision = revision;
+    change.removed = true;
+    change.registration.user = std::move(user);
+    change.registration.account_id = std::move(account_id);
+    change.registration.device_token = std::move(token);
+    return change;
+}
+
+Registration seen_at(Registration registration, std::int64_t registered_at,
+                     std::int64_t last_seen) {
+    registration.registered_at = registered_at;
+    registration.last_seen = last_seen;
+    return registration;
+}
+
+TEST_F(LmdbStoreTest, ANewReplicaIsAtRevisionZero) {
+    auto replica = xaps::open_lmdb_replica(options());
+    EXPECT_EQ(replica->applied_revision(), 0u);
+}
+
+TEST_F(LmdbStoreTest, AReplicaStoresChangesExactlyAsGiven) {
+    auto replica = xaps::open_lmdb_replica(options());
+    xaps::ChangePage page;
+    page.changes.push_back(
+        upsert(5, seen_at(make_registration("Alice", "a1", "aa11"), 1000, 2000)));
+    page.changes.push_back(upsert(7, seen_at(make_registration("alice", "a2", "aa11"), 900, 950)));
+    replica->apply(page);
+    EXPECT_EQ(replica->applied_revision(), 7u);
+    const auto found = replica->find_user("ALICE", 2000);
+    ASSERT_EQ(found.size(), 2u); // no retirement of the overdue account: not a replica's call
+    for (const Registration &registration : found) {
+        if (registration.account_id == "a1") {
+            EXPECT_EQ(registration.registered_at, 1000);
+            EXPECT_EQ(registration.last_seen, 2000);
+            EXPECT_EQ(registration.user, "Alice");
+        } else {
+            EXPECT_EQ(registration.registered_at, 900);
+            EXPECT_EQ(registration.last_seen, 950);
+        }
+    }
+}
+
+TEST_F(LmdbStoreTest, AReplicaAppliesNoCap) {
+    auto replica = xaps::open_lmdb_replica(options(1));
+    xaps::ChangePage page;
+    page.changes.push_back(upsert(1, seen_at(make_registration("bob", "a1", "aa11"), 10, 10)));
+    page.changes.push_back(upsert(2, seen_at(make_registration("bob", "a2", "bb22"), 20, 20)));
+    replica->apply(page);
+    EXPECT_EQ(replica->find_user("bob", 20).size(), 2u);
+}
+
+TEST_F(LmdbStoreTest, AReplicaReplacesAndRemovesByKey) {
+    auto replica = xaps::open_lmdb_replica(options());
+    xaps::ChangePage first;
+    first.changes.push_back(upsert(1, seen_at(make_registration("bob", "a1", "aa11"), 10, 10)));
+    first.changes.push_back(upsert(2, seen_at(make_registration("bob", "a2", "bb22"), 10, 10)));
+    replica->apply(first);
+    xaps::ChangePage second;
+    second.changes.push_back(
+        upsert(3, seen_at(make_registration("BOB", "a1", "aa11", {"INBOX", "Work"}), 10, 30)));
+    second.changes.push_back(removal(4, "Bob", "a2", "bb22"));
+    replica->apply(second);
+    EXPECT_EQ(replica->applied_revision(), 4u);
+    const auto found = replica->find_user("bob", 30);
+    ASSERT_EQ(found.size(), 1u);
+    EXPECT_EQ(found[0].last_seen, 30);
+    EXPECT_EQ(found[0].mailboxes, (std::vector<std::string>{"INBOX", "Work"}));
+    EXPECT_EQ(replica->size(), 1u);
+    // The expiry index follows the replaced row: expired at 30 + TTL, not before.
+    EXPECT_EQ(replica->expire(30 + 24 * 3600 * 30 - 1), 0u);
+    EXPECT_EQ(replica->expire(30 + 24 * 3600 * 30 + 1), 1u);
+}
+
+TEST_F(LmdbStoreTest, AResetPageDropsEverythingFirst) {
+    auto replica = xaps::open_lmdb_replica(options());
+    xaps::ChangePage first;
+    first.changes.push_back(upsert(9, seen_at(make_registration("bob", "a1", "aa11"), 10, 10)));
+    replica->apply(first);
+    xaps::ChangePage reset;
+    reset.reset = true;
+    reset.changes.push_back(upsert(3, seen_at(make_registration("carol", "c1", "cc33"), 10, 10)));
+    replica->apply(reset);
+    EXPECT_EQ(replica->applied_revision(), 3u);
+    EXPECT_EQ(tokens_of(replica->all()), (std::set<std::string>{"cc33"}));
+}
+
+TEST_F(LmdbStoreTest, AReplicasRevisionSurvivesReopening) {
+    {
+        auto replica = xaps::open_lmdb_replica(options());
+        xaps::ChangePage page;
+        page.changes.push_back(upsert(42, seen_at(make_registration("bob", "a1", "aa11"), 10, 10)));
+        replica->apply(page);
+    }
+    auto replica = xaps::open_lmdb_replica(options());
+    EXPECT_EQ(replica->applied_revision(), 42u);
+    EXPECT_EQ(replica->size(), 1u);
+}
+
+TEST_F(LmdbStoreTest, AReplicaSkipsARowItCannotHoldButCountsItsRevision) {
+    auto replica = xaps::open_lmdb_replica(options());
+    xaps::ChangePage page;
+    page.changes.push_back(upsert(1, seen_at(make_registration("bob", "", "aa11"), 10, 10)));
+    page.changes.push_back(upsert(2, seen_at(make_registration("bob", "a1", "bb22"), 10, 10)));
+    replica->apply(page);
+    EXPECT_EQ(replica->applied_revision(), 2u);
+    EXPECT_EQ(tokens_of(replica->all()), (std::set<std::string>{"bb22"}));
+}
+
 } // namespace
 
 // --- Upgrade from schema version 1 ---------------------------------------------

@@ -449,6 +449,31 @@ TEST_F(RequestHandlerTest, TheDocumentedAdminListenerExchange) {
     EXPECT_EQ(serve(admin, "3\tLIST\n"), "3\tOK\t0\n");
 }
 
+TEST_F(RequestHandlerTest, MigrateWithoutASharedStoreIsTheDocumentedFail) {
+    EXPECT_EQ(serve(protocol::PeerRole::admin, "5\tMIGRATE\tto-local\n"),
+              "5\tFAIL\tconfig\txaps_shared_store is not set: there is no shared store to "
+              "migrate to or from\n");
+}
+
+TEST_F(RequestHandlerTest, MigrateGoesToItsHandlerWithTheReply) {
+    std::vector<std::pair<std::uint64_t, protocol::MigrationDirection>> heard;
+    handler_->set_migrate_handler([&heard](std::uint64_t id, const protocol::Migrate &request,
+                                           const xaps::RequestHandler::Reply &reply) {
+        heard.emplace_back(id, request.direction);
+        reply(protocol::Reply::row(id, {"1000", "0"}));
+        reply(protocol::Reply::ok(id, {"1498", "2"}));
+    });
+    EXPECT_EQ(serve(protocol::PeerRole::admin, "4\tMIGRATE\tto-shared\n"),
+              "4\tROW\t1000\t0\n4\tOK\t1498\t2\n");
+    ASSERT_EQ(heard.size(), 1U);
+    EXPECT_EQ(heard[0].first, 4U);
+    EXPECT_EQ(heard[0].second, protocol::MigrationDirection::to_shared);
+    EXPECT_EQ(serve(protocol::PeerRole::mail, "5\tMIGRATE\tto-shared\n"),
+              "5\tFAIL\tforbidden\tMIGRATE is an admin command: it is served on the admin "
+              "socket (xaps-admin, root only; doveadm xaps uses it), not on the mail socket\n");
+    EXPECT_EQ(heard.size(), 1U);
+}
+
 namespace {
 
 // A peer that takes rows only when the test lets it: has_room() is true for
@@ -585,3 +610,65 @@ TEST_F(RequestHandlerTest, ImportsOfOneTurnShareOneCommitAndAnswerAfterIt) {
     EXPECT_EQ(store_->size(), 3U);
     EXPECT_EQ(store_->find_user("alice", 1000).at(0).last_seen, 900);
 }
+
+namespace {
+
+// Holds each purge until the test answers it, as a shared store would.
+class DeferredWrites final : public xaps::StoreWrites {
+public:
+    void write_batch(std::vector<xaps::Registration>, std::int64_t, std::vector<xaps::Registration>,
+                     BatchDone) override {}
+    void purge(xaps::PurgeScope scope, std::string value, CountDone done) override {
+        purges.emplace_back(scope, value);
+        pending.push_back(std::move(done));
+    }
+    void remove_gone_tokens(std::vector<xaps::RegistrationStore::GoneToken>, CountDone) override {}
+    void expire(std::int64_t, CountDone) override {}
+
+    std::vector<std::pair<xaps::PurgeScope, std::string>> purges;
+    std::vector<CountDone> pending;
+};
+
+TEST(RequestHandlerWrites, PurgeIsAnsweredAfterItsWrite) {
+    char pattern[] = "/tmp/xaps-handler-XXXXXX";
+    const std::string dir = mkdtemp(pattern);
+    {
+        auto options = xaps::LmdbStoreOptions::from(xaps::default_xaps_settings());
+        options.path = dir;
+        auto store = xaps::open_lmdb_store(options);
+        xaps::PollEventLoop loop;
+        RecordingSender sender(loop);
+        xaps::PushGate gate(loop, "not yet");
+        DeferredWrites writes;
+        xaps::PushScheduler scheduler(
+            loop, *store, writes, gate,
+            xaps::PushSchedulerSettings::from(xaps::default_xaps_settings()));
+        xaps::GroupCommit group_commit(loop, writes, [] { return std::int64_t{1700000000}; });
+        xaps::RequestHandler handler(*store, writes, group_commit, scheduler, gate,
+                                     xaps::RequestHandlerSettings{{"com.apple.mobilemail"}},
+                                     nullptr, [] { return std::int64_t{1700000000}; });
+        std::vector<protocol::Reply> replies;
+        handler.handle(
+            protocol::RequestLine{7, protocol::Purge{protocol::PurgeScope::token, "AABB"}},
+            protocol::PeerRole::admin,
+            [&](protocol::Reply reply) { replies.push_back(std::move(reply)); });
+        EXPECT_TRUE(replies.empty());
+        ASSERT_EQ(writes.purges.size(), 1u);
+        EXPECT_EQ(writes.purges[0].first, xaps::PurgeScope::token);
+        EXPECT_EQ(writes.purges[0].second, "aabb"); // tokens are stored lower-case
+        writes.pending[0](std::nullopt, 3);
+        ASSERT_EQ(replies.size(), 1u);
+        EXPECT_EQ(replies[0].status, protocol::ReplyStatus::ok);
+        EXPECT_EQ(replies[0].fields, (std::vector<std::string>{"3"}));
+
+        handler.handle(protocol::RequestLine{8, protocol::Purge{protocol::PurgeScope::all, ""}},
+                       protocol::PeerRole::admin,
+                       [&](protocol::Reply reply) { replies.push_back(std::move(reply)); });
+        writes.pending[1](xaps::Error(xaps::ErrorKind::unavailable, "database down"), 0);
+        ASSERT_EQ(replies.size(), 2u);
+        EXPECT_EQ(replies[1].status, protocol::ReplyStatus::fail);
+    }
+    std::filesystem::remove_all(dir);
+}
+
+} // namespace

@@ -44,6 +44,8 @@ TEST(WorkerProtocol, RequestsRoundTrip) {
         protocol::Test{"alice"},
         protocol::Import{reg},
         protocol::Hello{"imap", 5000},
+        protocol::Migrate{protocol::MigrationDirection::to_shared},
+        protocol::Migrate{protocol::MigrationDirection::to_local},
     };
     std::uint64_t id = 1;
     for (const auto &request : requests) {
@@ -106,6 +108,10 @@ TEST(WorkerProtocol, BadRequestsAreInvalidInput) {
         {"hello negative limit", {"1", "HELLO", "imap", "-1"}},
         {"hello non-numeric limit", {"1", "HELLO", "imap", "many"}},
         {"hello limit overflow", {"1", "HELLO", "imap", "4294967296"}},
+        {"migrate without direction", {"1", "MIGRATE"}},
+        {"migrate unknown direction", {"1", "MIGRATE", "to-lmdb"}},
+        {"migrate upper-case direction", {"1", "MIGRATE", "TO-SHARED"}},
+        {"migrate with extra field", {"1", "MIGRATE", "to-shared", "x"}},
     };
     for (const auto &c : cases) {
         SCOPED_TRACE(c.name);
@@ -218,12 +224,25 @@ TEST(WorkerProtocol, EachCommandHasItsListenerAndName) {
         {protocol::Test{}, "TEST", protocol::PeerRole::admin},
         {protocol::Import{}, "IMPORT", protocol::PeerRole::admin},
         {protocol::Hello{}, "HELLO", protocol::PeerRole::mail},
+        {protocol::Migrate{}, "MIGRATE", protocol::PeerRole::admin},
     };
     for (const auto &c : cases) {
         SCOPED_TRACE(c.name);
         EXPECT_STREQ(protocol::command_name(c.request), c.name);
         EXPECT_EQ(protocol::role_serving(c.request), c.listener);
     }
+}
+
+TEST(WorkerProtocol, MigrateNamesItsDirection) {
+    EXPECT_EQ(
+        protocol::encode_request(4, protocol::Migrate{protocol::MigrationDirection::to_shared}),
+        "4\tMIGRATE\tto-shared\n");
+    EXPECT_EQ(
+        protocol::encode_request(5, protocol::Migrate{protocol::MigrationDirection::to_local}),
+        "5\tMIGRATE\tto-local\n");
+    const std::vector<std::string> fields{"6", "MIGRATE", "to-local"};
+    const auto decoded = std::get<protocol::Migrate>(protocol::decode_request(fields).request);
+    EXPECT_EQ(decoded.direction, protocol::MigrationDirection::to_local);
 }
 
 TEST(WorkerProtocol, ForbiddenIsAFailKindOfItsOwn) {
@@ -268,6 +287,13 @@ const std::string purge_line = "2\tPURGE\tuser\talice\n";
 const std::string purge_ok = "2\tOK\t1\n";
 const std::string list_all_line = "3\tLIST\n";
 const std::string list_all_ok = "3\tOK\t0\n";
+const std::string migrate_line = "4\tMIGRATE\tto-shared\n";
+const std::string migrate_first_row = "4\tROW\t1000\t0\n";
+const std::string migrate_ok = "4\tOK\t1498\t2\n";
+const std::string migrate_unshared_line = "5\tMIGRATE\tto-local\n";
+const std::string migrate_unshared_fail =
+    "5\tFAIL\tconfig\txaps_shared_store is not set: there is no shared store to migrate to or "
+    "from\n";
 
 xaps::Registration alices_phone(std::int64_t registered_at) {
     xaps::Registration phone;
@@ -386,6 +412,24 @@ TEST(WorkerProtocolDocument, DoveadmsRequestsAreTheDocumentedLines) {
     EXPECT_EQ(protocol::encode_request(2, protocol::Purge{protocol::PurgeScope::user, "alice"}),
               documented::purge_line);
     EXPECT_EQ(protocol::encode_request(3, protocol::List{}), documented::list_all_line);
+}
+
+TEST(WorkerProtocolDocument, DoveadmsMigrateIsTheDocumentedExchange) {
+    EXPECT_EQ(
+        protocol::encode_request(4, protocol::Migrate{protocol::MigrationDirection::to_shared}),
+        documented::migrate_line);
+    EXPECT_EQ(
+        protocol::encode_request(5, protocol::Migrate{protocol::MigrationDirection::to_local}),
+        documented::migrate_unshared_line);
+    EXPECT_EQ(protocol::encode_reply(protocol::Reply::row(4, {"1000", "0"})),
+              documented::migrate_first_row);
+    EXPECT_EQ(protocol::encode_reply(protocol::Reply::ok(4, {"1498", "2"})),
+              documented::migrate_ok);
+    const auto fail = protocol::decode_reply(fields_of(documented::migrate_unshared_fail));
+    EXPECT_EQ(fail.id, 5U);
+    EXPECT_EQ(fail.error().kind(), xaps::ErrorKind::config);
+    EXPECT_STREQ(fail.error().what(), "xaps_shared_store is not set: there is no shared store to "
+                                      "migrate to or from");
 }
 
 TEST(WorkerProtocolDocument, RepliesEncodeToTheDocumentedLines) {

@@ -127,6 +127,16 @@ INSTANTIATE_TEST_SUITE_P(Documents, DocumentedDefaults,
                          ::testing::Values("conf.d/95-xaps.conf", "conf.d/2.4/95-xaps.conf",
                                            "README.md"));
 
+// The end-to-end test of several backends runs docs/several-backends-example.conf;
+// the README must show that same, tested, configuration.
+TEST(XapsSettingTable, ReadmeShowsTheTestedSeveralBackendsExample) {
+    const std::string example = source_file("docs/several-backends-example.conf");
+    ASSERT_NE(example, "");
+    EXPECT_NE(source_file("README.md").find("```\n" + example + "```\n"), std::string::npos)
+        << "README.md's \"Several backends\" does not show docs/several-backends-example.conf "
+           "as a block";
+}
+
 TEST(XapsSettingTable, NamesAreUniqueAndPrefixed) {
     std::set<std::string> names;
     for (const xaps::SettingRow &row : xaps::xaps_setting_table) {
