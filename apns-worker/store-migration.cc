@@ -2,25 +2,12 @@
 
 #include "shared-store-link.h"
 
-#include <exception>
 #include <utility>
 #include <vector>
 
 namespace xaps {
 
 namespace {
-
-Error error_of_current_exception() noexcept {
-    try {
-        throw;
-    } catch (const Error &error) {
-        return error;
-    } catch (const std::exception &error) {
-        return Error(ErrorKind::internal, error.what());
-    } catch (...) {
-        return Error(ErrorKind::internal, "unknown error");
-    }
-}
 
 std::vector<std::string> count_fields(const MigrationCounts &counts) {
     return {std::to_string(counts.copied), std::to_string(counts.existing)};
@@ -123,7 +110,7 @@ void StoreMigrator::handle(std::uint64_t id, const protocol::Migrate &request,
     } catch (...) {
         *running_ = false;
         try {
-            reply(protocol::Reply::fail(id, error_of_current_exception()));
+            reply(protocol::Reply::fail(id, current_exception_as_error()));
         } catch (...) {
         }
     }
@@ -144,7 +131,7 @@ void StoreMigrator::submit_page(const std::shared_ptr<Run> &run) {
                         to_shared ? static_cast<RegistrationStore &>(shared) : *run->local;
                     run->migration.copy_next_page(source, target, run->now);
                 } catch (...) {
-                    run->job_error = error_of_current_exception();
+                    run->job_error = current_exception_as_error();
                 }
                 if (run->job_error || run->migration.finished()) {
                     run->local.reset();
@@ -152,7 +139,7 @@ void StoreMigrator::submit_page(const std::shared_ptr<Run> &run) {
             },
             [run](const std::optional<Error> &error) { page_done(run, error); });
     } catch (...) {
-        run->finish(protocol::Reply::fail(run->id, error_of_current_exception()));
+        run->finish(protocol::Reply::fail(run->id, current_exception_as_error()));
     }
 }
 

@@ -10,6 +10,7 @@
 #include <cstdio>
 #include <cstring>
 #include <filesystem>
+#include <random>
 
 namespace fs = std::filesystem;
 
@@ -23,6 +24,16 @@ std::string device_token(std::size_t index) {
     char token[65];
     std::snprintf(token, sizeof(token), "b0b5%052zx%08zx", index * 2654435761u, index);
     return token;
+}
+
+std::vector<std::size_t> random_devices(std::size_t store_size, std::size_t count) {
+    std::mt19937_64 random(42);
+    std::uniform_int_distribution<std::size_t> pick(0, store_size - 1);
+    std::vector<std::size_t> devices(count);
+    for (auto &device : devices) {
+        device = pick(random);
+    }
+    return devices;
 }
 
 Registration device_registration(std::size_t index, std::vector<std::string> mailboxes) {

@@ -18,6 +18,9 @@ std::string device_token(std::size_t index);
 // What REGISTER would store for device `index` (times are set by the store).
 Registration device_registration(std::size_t index,
                                  std::vector<std::string> mailboxes = {"INBOX", "Sent Messages"});
+// `count` device indexes in [0, store_size), drawn with a fixed seed so that
+// every run and every benchmark looks up the same devices.
+std::vector<std::size_t> random_devices(std::size_t store_size, std::size_t count);
 
 // Writes devices [first, first + count) straight into the LMDB store at
 // `path` (which no process may have open), `per_commit` registrations per

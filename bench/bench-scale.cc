@@ -33,7 +33,6 @@
 #include <cstring>
 #include <filesystem>
 #include <optional>
-#include <random>
 #include <thread>
 #include <vector>
 
@@ -72,16 +71,6 @@ std::string size_name(std::size_t size) {
 
 double mib(std::size_t kib) {
     return static_cast<double>(kib) / 1024;
-}
-
-std::vector<std::size_t> random_devices(std::size_t store_size, std::size_t count) {
-    std::mt19937_64 random(42);
-    std::uniform_int_distribution<std::size_t> pick(0, store_size - 1);
-    std::vector<std::size_t> devices(count);
-    for (auto &device : devices) {
-        device = pick(random);
-    }
-    return devices;
 }
 
 // find_user() of random users on the store at `path`, in this process.

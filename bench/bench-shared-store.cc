@@ -35,7 +35,6 @@
 #include <functional>
 #include <memory>
 #include <optional>
-#include <random>
 #include <string>
 #include <vector>
 
@@ -189,16 +188,6 @@ std::optional<std::string> bulk_load_pgsql(const std::string &conninfo, std::siz
         return std::string(PQresultErrorMessage(result.get()));
     }
     return std::nullopt;
-}
-
-std::vector<std::size_t> random_devices(std::size_t store_size, std::size_t count) {
-    std::mt19937_64 random(42);
-    std::uniform_int_distribution<std::size_t> pick(0, store_size - 1);
-    std::vector<std::size_t> devices(count);
-    for (auto &device : devices) {
-        device = pick(random);
-    }
-    return devices;
 }
 
 // Microseconds per lookup of a random user of the first `store_size`

@@ -1,6 +1,7 @@
 #include "xaps-error.h"
 
 #include <array>
+#include <exception>
 #include <utility>
 
 namespace xaps {
@@ -32,6 +33,18 @@ ErrorKind error_kind_from_name(std::string_view name) noexcept {
         }
     }
     return ErrorKind::internal;
+}
+
+Error current_exception_as_error() noexcept {
+    try {
+        throw;
+    } catch (const Error &error) {
+        return error;
+    } catch (const std::exception &error) {
+        return Error(ErrorKind::internal, error.what());
+    } catch (...) {
+        return Error(ErrorKind::internal, "unknown error");
+    }
 }
 
 } // namespace xaps

@@ -32,4 +32,8 @@ std::string_view error_kind_name(ErrorKind kind) noexcept;
 // Inverse of error_kind_name(); unknown names map to ErrorKind::internal.
 ErrorKind error_kind_from_name(std::string_view name) noexcept;
 
+// The exception being handled as an Error: an Error as it is, anything else
+// an internal one. Call it only inside a catch block.
+Error current_exception_as_error() noexcept;
+
 } // namespace xaps

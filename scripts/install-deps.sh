@@ -45,6 +45,15 @@ if [ ! -e "$policy" ]; then
   trap 'exit 130' INT TERM
 fi
 
+# The tests start PostgreSQL servers of their own from temporary directories:
+# keep the postgresql package from creating (and starting) a "main" cluster
+# on this machine.
+if [ ! -e /etc/postgresql-common/createcluster.d/dovecot-xaps.conf ]; then
+  mkdir -p /etc/postgresql-common/createcluster.d
+  printf '# from dovecot-xaps scripts/install-deps.sh: the tests run their own servers\ncreate_main_cluster = false\n' \
+    >/etc/postgresql-common/createcluster.d/dovecot-xaps.conf
+fi
+
 export DEBIAN_FRONTEND=noninteractive
 apt-get update -qq
 # shellcheck disable=SC2086 # word splitting of the package list is intended

@@ -1,21 +1,8 @@
 #include "store-writes.h"
 
-#include <exception>
 #include <utility>
 
 namespace xaps {
-
-Error current_exception_as_error() noexcept {
-    try {
-        throw;
-    } catch (const Error &error) {
-        return error;
-    } catch (const std::exception &error) {
-        return Error(ErrorKind::internal, error.what());
-    } catch (...) {
-        return Error(ErrorKind::internal, "unknown error in the registration store");
-    }
-}
 
 namespace {
 

@@ -62,7 +62,4 @@ private:
     RegistrationStore &store_;
 };
 
-// The exception being handled as an Error (others become internal ones).
-Error current_exception_as_error() noexcept;
-
 } // namespace xaps

@@ -113,6 +113,25 @@ inline const Registration *find_registration(const std::vector<Registration> &re
     return it == registrations.end() ? nullptr : &*it;
 }
 
+// No push waiting for xaps_delay and none unanswered, by the STATUS of the
+// worker at admin_socket_path (whose rows land in `status` for a failure
+// message).
+inline bool worker_idle(const std::string &admin_socket_path, std::string &status) {
+    std::map<std::string, std::string> rows;
+    status.clear();
+    for (const WireReply &reply : WorkerClient(admin_socket_path).request({"STATUS"})) {
+        status += reply.line;
+        if (reply.is_row() && reply.fields.size() == 2) {
+            rows[reply.fields[0]] = reply.fields[1];
+        }
+    }
+    auto number = [&](const char *key) {
+        return rows.contains(key) ? std::stoull(rows[key]) : ~0ULL;
+    };
+    return number("pending") == 0 &&
+           number("pushes_sent") == number("pushes_delivered") + number("pushes_failed");
+}
+
 class E2eTest : public ::testing::Test {
 protected:
     void SetUp() override {
@@ -252,7 +271,7 @@ protected:
             std::this_thread::sleep_for(10ms);
         }
         std::string status;
-        while (!worker_idle(status)) {
+        while (!worker_idle(dovecot_->admin_socket_path(), status)) {
             ASSERT_LT(std::chrono::steady_clock::now(), deadline)
                 << "the worker still has pushes to send:\n"
                 << status;
@@ -269,25 +288,6 @@ protected:
         }
         settle();
         return pushes();
-    }
-
-    // No push waiting for xaps_delay and none unanswered, by the worker's
-    // STATUS (whose rows land in `status` for a failure message).
-    bool worker_idle(std::string &status) {
-        std::map<std::string, std::string> rows;
-        status.clear();
-        for (const WireReply &reply :
-             WorkerClient(dovecot_->admin_socket_path()).request({"STATUS"})) {
-            status += reply.line;
-            if (reply.is_row() && reply.fields.size() == 2) {
-                rows[reply.fields[0]] = reply.fields[1];
-            }
-        }
-        auto number = [&](const char *key) {
-            return rows.contains(key) ? std::stoull(rows[key]) : ~0ULL;
-        };
-        return number("pending") == 0 &&
-               number("pushes_sent") == number("pushes_delivered") + number("pushes_failed");
     }
 
     std::unique_ptr<MockApnsServer> apns_;

@@ -1,13 +1,8 @@
 // End to end: `doveadm xaps ...` (the built doveadm plugin, run by the
-// installed doveadm) against a real Dovecot with the xaps worker and the mock
-// APNs server.
-//
-// doveadm loads plugins only from its fixed module directory
-// (/usr/lib/dovecot/modules/doveadm, compiled in; no setting or environment
-// variable changes it). Each doveadm run here gets a private mount namespace
-// in which a directory holding the built module is bind-mounted over that
-// directory: nothing on the system changes, and the namespace disappears with
-// the process. Without the privilege to do that the tests skip.
+// installed doveadm in a private mount namespace: e2e-doveadm-command.h)
+// against a real Dovecot with the xaps worker and the mock APNs server.
+// Without the privilege to make that namespace the tests skip.
+#include "e2e-doveadm-command.h"
 #include "e2e-environment.h"
 #include "e2e-refusals.h"
 #include "imap-client.h"
@@ -18,21 +13,12 @@
 #include <gtest/gtest.h>
 #include <json/json.h>
 
-#include <cerrno>
 #include <chrono>
-#include <csignal>
 #include <ctime>
-#include <fcntl.h>
-#include <filesystem>
 #include <fstream>
 #include <map>
 #include <memory>
-#include <poll.h>
-#include <sched.h>
 #include <set>
-#include <sys/mount.h>
-#include <sys/prctl.h>
-#include <sys/wait.h>
 #include <sysexits.h>
 #include <unistd.h>
 
@@ -44,123 +30,8 @@ namespace {
 
 using namespace xaps::test;
 using namespace std::chrono_literals;
-namespace fs = std::filesystem;
 
-constexpr const char *doveadm_binary = "/usr/bin/doveadm";
-constexpr const char *doveadm_module_dir = "/usr/lib/dovecot/modules/doveadm";
-constexpr auto doveadm_time_limit = 90s;
 constexpr auto push_timeout = 10s;
-
-// Child side of run_in_namespace(): only async-signal-safe calls.
-[[noreturn]] void exec_in_namespace(const char *module_dir, const char *const *argv, int in_fd,
-                                    int out_fd, int err_fd, pid_t parent) {
-    ::prctl(PR_SET_PDEATHSIG, SIGKILL);
-    if (::getppid() != parent) {
-        ::_exit(127);
-    }
-    ::dup2(in_fd, STDIN_FILENO);
-    ::dup2(out_fd, STDOUT_FILENO);
-    ::dup2(err_fd, STDERR_FILENO);
-    sigset_t none;
-    ::sigemptyset(&none);
-    ::sigprocmask(SIG_SETMASK, &none, nullptr);
-    if (::unshare(CLONE_NEWNS) != 0 ||
-        ::mount(nullptr, "/", nullptr, MS_REC | MS_PRIVATE, nullptr) != 0 ||
-        ::mount(module_dir, doveadm_module_dir, nullptr, MS_BIND, nullptr) != 0) {
-        static const char message[] = "cannot bind-mount the doveadm module directory\n";
-        (void)!::write(STDERR_FILENO, message, sizeof(message) - 1);
-        ::_exit(126);
-    }
-    ::execv(argv[0], const_cast<char *const *>(argv));
-    ::_exit(127);
-}
-
-void set_cloexec(int fd) {
-    ::fcntl(fd, F_SETFD, FD_CLOEXEC);
-}
-
-// Runs argv with doveadm's module directory replaced by module_dir, feeding
-// it `input` and collecting its output, killed after doveadm_time_limit.
-CommandResult run_in_namespace(const std::string &module_dir, const std::vector<std::string> &args,
-                               const std::string &input) {
-    std::vector<const char *> argv;
-    for (const auto &arg : args) {
-        argv.push_back(arg.c_str());
-    }
-    argv.push_back(nullptr);
-
-    int in_pipe[2], out_pipe[2], err_pipe[2];
-    if (::pipe(in_pipe) != 0 || ::pipe(out_pipe) != 0 || ::pipe(err_pipe) != 0) {
-        throw std::runtime_error("pipe failed");
-    }
-    for (int fd : {in_pipe[0], in_pipe[1], out_pipe[0], out_pipe[1], err_pipe[0], err_pipe[1]}) {
-        set_cloexec(fd);
-    }
-    const pid_t parent = ::getpid();
-    pid_t pid = ::fork();
-    if (pid == 0) {
-        exec_in_namespace(module_dir.c_str(), argv.data(), in_pipe[0], out_pipe[1], err_pipe[1],
-                          parent);
-    }
-    ::close(in_pipe[0]);
-    ::close(out_pipe[1]);
-    ::close(err_pipe[1]);
-    if (pid < 0) {
-        ::close(in_pipe[1]);
-        ::close(out_pipe[0]);
-        ::close(err_pipe[0]);
-        throw std::runtime_error("fork failed");
-    }
-    // doveadm reads its input only after it started: small inputs fit the
-    // pipe buffer, so this cannot block.
-    std::signal(SIGPIPE, SIG_IGN);
-    (void)!::write(in_pipe[1], input.data(), input.size());
-    ::close(in_pipe[1]);
-
-    CommandResult result;
-    const auto deadline = std::chrono::steady_clock::now() + doveadm_time_limit;
-    struct pollfd fds[2] = {{out_pipe[0], POLLIN, 0}, {err_pipe[0], POLLIN, 0}};
-    std::string *sinks[2] = {&result.out, &result.err};
-    int open_fds = 2;
-    bool killed = false;
-    while (open_fds > 0) {
-        auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
-            deadline - std::chrono::steady_clock::now());
-        if (left.count() <= 0) {
-            ::kill(pid, SIGKILL);
-            killed = true;
-            break;
-        }
-        int ready = ::poll(fds, 2, static_cast<int>(left.count()));
-        if (ready < 0 && errno != EINTR) {
-            break;
-        }
-        for (int i = 0; i < 2; i++) {
-            if (fds[i].fd >= 0 && (fds[i].revents & (POLLIN | POLLHUP | POLLERR)) != 0) {
-                char buffer[4096];
-                ssize_t n = ::read(fds[i].fd, buffer, sizeof(buffer));
-                if (n > 0) {
-                    sinks[i]->append(buffer, static_cast<std::size_t>(n));
-                } else if (n == 0 || errno != EINTR) {
-                    ::close(fds[i].fd);
-                    fds[i].fd = -1;
-                    open_fds--;
-                }
-            }
-        }
-    }
-    for (auto &fd : fds) {
-        if (fd.fd >= 0) {
-            ::close(fd.fd);
-        }
-    }
-    int status = 0;
-    ::waitpid(pid, &status, 0);
-    if (!killed && WIFEXITED(status)) {
-        result.exit_code = WEXITSTATUS(status);
-    }
-    return result;
-}
 
 Json::Value parse_json(const std::string &text) {
     Json::CharReaderBuilder builder;
@@ -217,12 +88,9 @@ protected:
         if (::geteuid() != 0) {
             GTEST_SKIP() << "end-to-end tests run Dovecot and create users: they need root";
         }
-        module_dir_ = std::make_unique<TemporaryDirectory>("xaps-doveadm-modules-");
-        fs::create_symlink(fs::absolute(XAPS_DOVEADM_MODULE_PATH),
-                           fs::path(module_dir_->path()) /
-                               fs::path(XAPS_DOVEADM_MODULE_PATH).filename());
-        CommandResult probe = run_in_namespace(module_dir_->path(), {"/bin/true"}, "");
-        if (probe.exit_code == 126) {
+        module_dir_ = e2e::directory_holding_doveadm_module(XAPS_DOVEADM_MODULE_PATH);
+        CommandResult probe = e2e::run_in_namespace(module_dir_->path(), {"/bin/true"});
+        if (probe.exit_code == e2e::no_mount_namespace_exit_code) {
             GTEST_SKIP() << "no private mount namespace for doveadm here: " << probe.err;
         }
         ASSERT_EQ(probe.exit_code, 0) << probe.err;
@@ -253,8 +121,8 @@ protected:
 
     // doveadm -c <the instance's conf> <args>
     CommandResult doveadm(std::vector<std::string> args, const std::string &input = "") {
-        args.insert(args.begin(), {doveadm_binary, "-c", dovecot_->conf_path()});
-        return run_in_namespace(module_dir_->path(), args, input);
+        args.insert(args.begin(), {e2e::doveadm_binary, "-c", dovecot_->conf_path()});
+        return e2e::run_in_namespace(module_dir_->path(), args, input);
     }
 
     // `-f json` output, parsed; the run must exit with `expected_exit`.

@@ -7,6 +7,7 @@
 //
 // One database and both instances serve the whole suite; every case uses
 // users and device tokens of its own.
+#include "e2e-doveadm-command.h"
 #include "e2e-fixture.h"
 #include "postgres-server.h"
 #include "temporary-directory.h"
@@ -15,24 +16,16 @@
 #include <json/json.h>
 
 #include <atomic>
-#include <cerrno>
 #include <chrono>
-#include <csignal>
-#include <fcntl.h>
 #include <filesystem>
 #include <fstream>
 #include <functional>
 #include <memory>
 #include <mutex>
-#include <poll.h>
 #include <regex>
-#include <sched.h>
 #include <set>
 #include <sstream>
 #include <string>
-#include <sys/mount.h>
-#include <sys/prctl.h>
-#include <sys/wait.h>
 #include <thread>
 #include <unistd.h>
 #include <vector>
@@ -53,10 +46,6 @@ using e2e::push_timeout;
 // the database to take a worker back after its restart (the worker's backoff
 // reaches 30 s): bounds of a failure only.
 constexpr auto propagation_timeout = 90s;
-
-constexpr const char *doveadm_binary = "/usr/bin/doveadm";
-constexpr const char *doveadm_module_dir = "/usr/lib/dovecot/modules/doveadm";
-constexpr auto doveadm_time_limit = 90s;
 
 std::string read_text_file(const std::string &path) {
     std::ifstream in(path, std::ios::binary);
@@ -110,109 +99,6 @@ ExampleConfig example_config(const std::string &conninfo) {
     return config;
 }
 
-// ---- doveadm with the built module ------------------------------------------
-//
-// doveadm loads plugins only from its fixed module directory: each run gets a
-// private mount namespace in which a directory holding the built module is
-// bind-mounted over that directory (as test-e2e-doveadm.cc does).
-
-[[noreturn]] void exec_in_namespace(const char *module_dir, const char *const *argv, int out_fd,
-                                    int err_fd, pid_t parent) {
-    ::prctl(PR_SET_PDEATHSIG, SIGKILL);
-    if (::getppid() != parent) {
-        ::_exit(127);
-    }
-    const int null_fd = ::open("/dev/null", O_RDONLY);
-    ::dup2(null_fd, STDIN_FILENO);
-    ::dup2(out_fd, STDOUT_FILENO);
-    ::dup2(err_fd, STDERR_FILENO);
-    sigset_t none;
-    ::sigemptyset(&none);
-    ::sigprocmask(SIG_SETMASK, &none, nullptr);
-    if (::unshare(CLONE_NEWNS) != 0 ||
-        ::mount(nullptr, "/", nullptr, MS_REC | MS_PRIVATE, nullptr) != 0 ||
-        ::mount(module_dir, doveadm_module_dir, nullptr, MS_BIND, nullptr) != 0) {
-        static const char message[] = "cannot bind-mount the doveadm module directory\n";
-        (void)!::write(STDERR_FILENO, message, sizeof(message) - 1);
-        ::_exit(126);
-    }
-    ::execv(argv[0], const_cast<char *const *>(argv));
-    ::_exit(127);
-}
-
-CommandResult run_in_namespace(const std::string &module_dir,
-                               const std::vector<std::string> &args) {
-    std::vector<const char *> argv;
-    for (const auto &arg : args) {
-        argv.push_back(arg.c_str());
-    }
-    argv.push_back(nullptr);
-    int out_pipe[2], err_pipe[2];
-    if (::pipe2(out_pipe, O_CLOEXEC) != 0) {
-        throw std::runtime_error("pipe failed");
-    }
-    if (::pipe2(err_pipe, O_CLOEXEC) != 0) {
-        ::close(out_pipe[0]);
-        ::close(out_pipe[1]);
-        throw std::runtime_error("pipe failed");
-    }
-    const pid_t parent = ::getpid();
-    const pid_t pid = ::fork();
-    if (pid == 0) {
-        exec_in_namespace(module_dir.c_str(), argv.data(), out_pipe[1], err_pipe[1], parent);
-    }
-    ::close(out_pipe[1]);
-    ::close(err_pipe[1]);
-    if (pid < 0) {
-        ::close(out_pipe[0]);
-        ::close(err_pipe[0]);
-        throw std::runtime_error("fork failed");
-    }
-    CommandResult result;
-    const auto deadline = std::chrono::steady_clock::now() + doveadm_time_limit;
-    struct pollfd fds[2] = {{out_pipe[0], POLLIN, 0}, {err_pipe[0], POLLIN, 0}};
-    std::string *sinks[2] = {&result.out, &result.err};
-    int open_fds = 2;
-    bool killed = false;
-    while (open_fds > 0) {
-        const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
-            deadline - std::chrono::steady_clock::now());
-        if (left.count() <= 0) {
-            ::kill(pid, SIGKILL);
-            killed = true;
-            break;
-        }
-        const int ready = ::poll(fds, 2, static_cast<int>(left.count()));
-        if (ready < 0 && errno != EINTR) {
-            break;
-        }
-        for (int i = 0; i < 2; i++) {
-            if (fds[i].fd >= 0 && (fds[i].revents & (POLLIN | POLLHUP | POLLERR)) != 0) {
-                char buffer[4096];
-                const ssize_t n = ::read(fds[i].fd, buffer, sizeof(buffer));
-                if (n > 0) {
-                    sinks[i]->append(buffer, static_cast<std::size_t>(n));
-                } else if (n == 0 || errno != EINTR) {
-                    ::close(fds[i].fd);
-                    fds[i].fd = -1;
-                    open_fds--;
-                }
-            }
-        }
-    }
-    for (auto &fd : fds) {
-        if (fd.fd >= 0) {
-            ::close(fd.fd);
-        }
-    }
-    int status = 0;
-    ::waitpid(pid, &status, 0);
-    if (!killed && WIFEXITED(status)) {
-        result.exit_code = WEXITSTATUS(status);
-    }
-    return result;
-}
-
 // ---- a backend ------------------------------------------------------------
 
 const std::vector<std::string> suite_users = {"carol", "dave", "erin", "frank",    "grace",
@@ -256,12 +142,9 @@ protected:
             return;
         }
         try {
-            module_dir_ = std::make_unique<TemporaryDirectory>("xaps-doveadm-modules-");
-            fs::create_symlink(fs::absolute(XAPS_DOVEADM_MODULE_PATH),
-                               fs::path(module_dir_->path()) /
-                                   fs::path(XAPS_DOVEADM_MODULE_PATH).filename());
-            const CommandResult probe = run_in_namespace(module_dir_->path(), {"/bin/true"});
-            if (probe.exit_code == 126) {
+            module_dir_ = e2e::directory_holding_doveadm_module(XAPS_DOVEADM_MODULE_PATH);
+            const CommandResult probe = e2e::run_in_namespace(module_dir_->path(), {"/bin/true"});
+            if (probe.exit_code == e2e::no_mount_namespace_exit_code) {
                 skip_reason_ = "no private mount namespace for doveadm here: " + probe.err;
                 return;
             }
@@ -456,8 +339,8 @@ protected:
     }
 
     CommandResult doveadm(const Backend &backend, std::vector<std::string> args) {
-        args.insert(args.begin(), {doveadm_binary, "-c", backend.dovecot->conf_path()});
-        return run_in_namespace(module_dir_->path(), args);
+        args.insert(args.begin(), {e2e::doveadm_binary, "-c", backend.dovecot->conf_path()});
+        return e2e::run_in_namespace(module_dir_->path(), args);
     }
 
     // `doveadm -f json <args>`, parsed; null after a failure (reported).
@@ -524,7 +407,9 @@ protected:
         ASSERT_EQ(delivery.code, 250) << delivery.text();
         ASSERT_TRUE(eventually_pushed(backend, backend.marker_token, before + 1));
         std::string status;
-        ASSERT_TRUE(eventually([&] { return worker_idle(backend, status); }, push_timeout))
+        ASSERT_TRUE(eventually(
+            [&] { return e2e::worker_idle(backend.dovecot->admin_socket_path(), status); },
+            push_timeout))
             << "backend " << backend.name << "'s worker still has pushes to send:\n"
             << status;
     }
@@ -536,23 +421,6 @@ protected:
             count += line.find(text) != std::string::npos ? 1 : 0;
         }
         return count;
-    }
-
-    static bool worker_idle(const Backend &backend, std::string &status) {
-        std::map<std::string, std::string> rows;
-        status.clear();
-        for (const WireReply &reply :
-             WorkerClient(backend.dovecot->admin_socket_path()).request({"STATUS"})) {
-            status += reply.line;
-            if (reply.is_row() && reply.fields.size() == 2) {
-                rows[reply.fields[0]] = reply.fields[1];
-            }
-        }
-        auto number = [&](const char *key) {
-            return rows.contains(key) ? std::stoull(rows[key]) : ~0ULL;
-        };
-        return number("pending") == 0 &&
-               number("pushes_sent") == number("pushes_delivered") + number("pushes_failed");
     }
 
     static inline std::string skip_reason_;

@@ -19,6 +19,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cstdio>
 #include <filesystem>
 #include <fstream>
 #include <grp.h>
@@ -201,6 +202,35 @@ TEST_F(InstalledPackage, PutItsFilesWhereTheContractSays) {
         ASSERT_EQ(found.size(), 1u) << joined(found);
         EXPECT_GT(std::stoi(found[0].substr(3)), 20) << found[0];
     }
+}
+
+// What dpkg-query prints for the installed package's `field`.
+std::string installed_package_field(const std::string &field) {
+    const std::string command = "dpkg-query -W -f '${" + field + "}' dovecot-xaps";
+    std::FILE *pipe = ::popen(command.c_str(), "r");
+    if (pipe == nullptr) {
+        return {};
+    }
+    std::string output;
+    char buffer[512];
+    for (std::size_t n; (n = std::fread(buffer, 1, sizeof(buffer), pipe)) > 0;) {
+        output.append(buffer, n);
+    }
+    ::pclose(pipe);
+    return output;
+}
+
+// The shared store's module sits next to the worker, which loads it from
+// there; libpq5 is needed only when xaps_shared_store is set, so the package
+// suggests it rather than depending on it.
+TEST_F(InstalledPackage, ShipsTheSharedStoreModuleAndOnlySuggestsLibpq) {
+    const std::string module =
+        std::filesystem::path(installed_worker).parent_path() / "xaps-store-pgsql.so";
+    EXPECT_EQ(::access(module.c_str(), R_OK), 0) << module;
+    const std::string depends = installed_package_field("Depends");
+    ASSERT_NE(depends, "");
+    EXPECT_EQ(depends.find("libpq"), std::string::npos) << depends;
+    EXPECT_NE(installed_package_field("Suggests").find("libpq5"), std::string::npos);
 }
 
 TEST_F(InstalledPackage, PostinstCreatedTheWorkerUserAndItsPrivateStore) {

@@ -2,6 +2,7 @@
 #include "temporary-directory.h"
 #include "poll-event-loop.h"
 #include "registration-store.h"
+#include "sample-registration.h"
 #include "xaps-error.h"
 
 #include <gtest/gtest.h>
@@ -24,15 +25,10 @@ using xaps::Error;
 using xaps::ErrorKind;
 using xaps::GroupCommit;
 using xaps::Registration;
+using xaps::test::sample_registration;
 
 Registration make_registration(const std::string &user, const std::string &token) {
-    Registration registration;
-    registration.user = user;
-    registration.account_id = "acct";
-    registration.device_token = token;
-    registration.subtopic = "com.apple.mobilemail";
-    registration.mailboxes = {"INBOX"};
-    return registration;
+    return sample_registration(user, "acct", token);
 }
 
 // Counts put_batch() calls and can fail them, around a real LMDB store.
@@ -256,11 +252,7 @@ TEST_F(GroupCommitTest, DestroyedBeforeItsTurnEndsItStoresAndAnswersNothing) {
 namespace {
 
 Registration exported(const std::string &user, const std::string &token) {
-    Registration registration = make_registration(user, token);
-    registration.aps_version = 2;
-    registration.registered_at = 1600000000;
-    registration.last_seen = 1600000100;
-    return registration;
+    return xaps::test::with_times(make_registration(user, token), 1600000000, 1600000100);
 }
 
 // "imported", "exists" or the error's kind, per import, in answer order.

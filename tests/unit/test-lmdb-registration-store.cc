@@ -19,6 +19,7 @@
 #include <set>
 
 #include "format1-store.h"
+#include "sample-registration.h"
 #include "temporary-directory.h"
 
 namespace {
@@ -26,6 +27,7 @@ namespace {
 using xaps::ErrorKind;
 using xaps::LmdbStoreOptions;
 using xaps::Registration;
+using xaps::test::sample_registration;
 
 // Durability is tested on the real disk (TemporaryDirectory::disk_base());
 // tests of logic that needs many commits use memory_base(), where an fsync
@@ -35,18 +37,6 @@ public:
     explicit TempDir(const std::string &base = disk_base())
         : TemporaryDirectory("xaps-store-", base) {}
 };
-
-Registration make_registration(std::string user, std::string account_id, std::string token,
-                               std::vector<std::string> mailboxes = {"INBOX"}) {
-    Registration registration;
-    registration.user = std::move(user);
-    registration.account_id = std::move(account_id);
-    registration.device_token = std::move(token);
-    registration.subtopic = "com.apple.mobilemail";
-    registration.aps_version = 2;
-    registration.mailboxes = std::move(mailboxes);
-    return registration;
-}
 
 std::set<std::string> tokens_of(const std::vector<Registration> &registrations) {
     std::set<std::string> tokens;
@@ -82,7 +72,7 @@ protected:
 
 TEST_F(LmdbStoreTest, PutThenFindReturnsTheRegistrationWithTimes) {
     auto store = xaps::open_lmdb_store(options());
-    auto registration = make_registration("alice", "acct-1", "aa11", {"INBOX", "Sent Messages"});
+    auto registration = sample_registration("alice", "acct-1", "aa11", {"INBOX", "Sent Messages"});
     store->put(registration, 1000);
 
     auto found = store->find_user("alice", 1000);
@@ -96,8 +86,8 @@ TEST_F(LmdbStoreTest, PutThenFindReturnsTheRegistrationWithTimes) {
 
 TEST_F(LmdbStoreTest, ReplaceKeepsRegisteredAtAndTakesNewFields) {
     auto store = xaps::open_lmdb_store(options());
-    store->put(make_registration("alice", "acct-1", "aa11", {"INBOX"}), 1000);
-    auto changed = make_registration("alice", "acct-1", "aa11", {"INBOX", "Archive"});
+    store->put(sample_registration("alice", "acct-1", "aa11", {"INBOX"}), 1000);
+    auto changed = sample_registration("alice", "acct-1", "aa11", {"INBOX", "Archive"});
     changed.subtopic = "other.topic";
     changed.aps_version = 1;
     store->put(changed, 2000);
@@ -114,8 +104,8 @@ TEST_F(LmdbStoreTest, ReplaceKeepsRegisteredAtAndTakesNewFields) {
 
 TEST_F(LmdbStoreTest, ClonedPhoneWithSameAccountIdIsASecondRegistration) {
     auto store = xaps::open_lmdb_store(options());
-    store->put(make_registration("alice", "acct-1", "old0"), 1000);
-    store->put(make_registration("alice", "acct-1", "new1"), 1001);
+    store->put(sample_registration("alice", "acct-1", "old0"), 1000);
+    store->put(sample_registration("alice", "acct-1", "new1"), 1001);
     EXPECT_EQ(tokens_of(store->find_user("alice", 1001)), (std::set<std::string>{"old0", "new1"}));
 }
 
@@ -139,7 +129,7 @@ TEST_F(LmdbStoreTest, UsersCompareCaseInsensitivelyInAscii) {
         LmdbStoreOptions opts = LmdbStoreOptions::from(xaps::default_xaps_settings());
         opts.path = dir.path();
         auto store = xaps::open_lmdb_store(opts);
-        store->put(make_registration(row.stored_as, "acct", "tok"), 10);
+        store->put(sample_registration(row.stored_as, "acct", "tok"), 10);
         auto found = store->find_user(row.looked_up_as, 10);
         ASSERT_EQ(found.size(), row.same_user ? 1u : 0u);
         if (row.same_user) {
@@ -152,8 +142,8 @@ TEST_F(LmdbStoreTest, UsersCompareCaseInsensitivelyInAscii) {
 
 TEST_F(LmdbStoreTest, SameKeyInAnotherCaseReplacesAndTakesTheLatestSpelling) {
     auto store = xaps::open_lmdb_store(options());
-    store->put(make_registration("alice", "acct", "tok"), 10);
-    store->put(make_registration("ALICE", "acct", "tok"), 20);
+    store->put(sample_registration("alice", "acct", "tok"), 10);
+    store->put(sample_registration("ALICE", "acct", "tok"), 20);
     auto found = store->find_user("Alice", 20);
     ASSERT_EQ(found.size(), 1u);
     EXPECT_EQ(found[0].user, "ALICE");
@@ -162,11 +152,11 @@ TEST_F(LmdbStoreTest, SameKeyInAnotherCaseReplacesAndTakesTheLatestSpelling) {
 
 TEST_F(LmdbStoreTest, CapEvictsTheLeastRecentlySeen) {
     auto store = xaps::open_lmdb_store(options(3));
-    store->put(make_registration("alice", "a", "t1"), 1);
-    store->put(make_registration("alice", "a", "t2"), 2);
-    store->put(make_registration("alice", "a", "t3"), 3);
-    store->put(make_registration("bob", "b", "b1"), 3);
-    store->put(make_registration("alice", "a", "t1"), 4); // t1 seen again: t2 is now the oldest
+    store->put(sample_registration("alice", "a", "t1"), 1);
+    store->put(sample_registration("alice", "a", "t2"), 2);
+    store->put(sample_registration("alice", "a", "t3"), 3);
+    store->put(sample_registration("bob", "b", "b1"), 3);
+    store->put(sample_registration("alice", "a", "t1"), 4); // t1 seen again: t2 is now the oldest
 
     struct Step {
         std::string token;
@@ -181,7 +171,7 @@ TEST_F(LmdbStoreTest, CapEvictsTheLeastRecentlySeen) {
     };
     for (const auto &step : steps) {
         SCOPED_TRACE(step.token);
-        store->put(make_registration("alice", "a", step.token), step.now);
+        store->put(sample_registration("alice", "a", step.token), step.now);
         EXPECT_EQ(tokens_of(store->find_user("alice", step.now)), step.expected);
     }
     EXPECT_EQ(store->find_user("bob", 8).size(), 1u); // other users are untouched
@@ -192,11 +182,11 @@ TEST_F(LmdbStoreTest, CapEvictsTheLeastRecentlySeen) {
 
 TEST_F(LmdbStoreTest, ExpireDropsByLastSeenPlusTtl) {
     auto store = xaps::open_lmdb_store(options(16, std::chrono::seconds(100)));
-    store->put(make_registration("alice", "a", "old"), 0);
-    store->put(make_registration("alice", "a", "edge"), 50);
-    store->put(make_registration("alice", "a", "refreshed"), 10);
-    store->put(make_registration("alice", "a", "refreshed"), 120);
-    store->put(make_registration("bob", "b", "fresh"), 140);
+    store->put(sample_registration("alice", "a", "old"), 0);
+    store->put(sample_registration("alice", "a", "edge"), 50);
+    store->put(sample_registration("alice", "a", "refreshed"), 10);
+    store->put(sample_registration("alice", "a", "refreshed"), 120);
+    store->put(sample_registration("bob", "b", "fresh"), 140);
 
     // At 150: "old" is 150 s old (> ttl), "edge" exactly the ttl (kept).
     EXPECT_EQ(tokens_of(store->find_user("alice", 150)),
@@ -214,15 +204,15 @@ TEST_F(LmdbStoreTest, ExpireDropsByLastSeenPlusTtl) {
 // and a removal would leave that entry pointing at nothing.
 TEST_F(LmdbStoreTest, ARenewalInALaterHourMovesItsExpiryEntry) {
     auto store = xaps::open_lmdb_store(options(16, std::chrono::seconds(100)));
-    store->put(make_registration("alice", "a", "renewed"), 10);
-    store->put(make_registration("alice", "a", "gone"), 20);
-    store->put(make_registration("alice", "a", "renewed"), 7210); // two hours on
-    EXPECT_EQ(store->expire(7250), 1u);                           // only "gone"
+    store->put(sample_registration("alice", "a", "renewed"), 10);
+    store->put(sample_registration("alice", "a", "gone"), 20);
+    store->put(sample_registration("alice", "a", "renewed"), 7210); // two hours on
+    EXPECT_EQ(store->expire(7250), 1u);                             // only "gone"
     EXPECT_EQ(tokens_of(store->all()), std::set<std::string>{"renewed"});
     EXPECT_EQ(store->expire(7311), 1u); // "renewed", 101 s after its renewal
     EXPECT_EQ(store->size(), 0u);
-    store->put(make_registration("bob", "b", "t"), 3600);
-    store->put(make_registration("bob", "b", "t"), 9000);
+    store->put(sample_registration("bob", "b", "t"), 3600);
+    store->put(sample_registration("bob", "b", "t"), 9000);
     EXPECT_EQ(store->remove_token("t"), 1u);
     EXPECT_EQ(store->expire(100000), 0u); // no entry left behind
 }
@@ -237,12 +227,12 @@ TEST(LmdbStore, ExpireRemovesMoreThanOneBatch) {
     constexpr int count = 1050; // expire commits in batches of 1000
     for (int i = 0; i < count; ++i) {
         ASSERT_TRUE(store->import([&] {
-            auto registration = make_registration("u" + std::to_string(i), "a", "t");
+            auto registration = sample_registration("u" + std::to_string(i), "a", "t");
             registration.registered_at = registration.last_seen = i % 7;
             return registration;
         }()));
     }
-    store->put(make_registration("keep", "a", "t"), 100);
+    store->put(sample_registration("keep", "a", "t"), 100);
     EXPECT_EQ(store->expire(100), static_cast<std::size_t>(count));
     EXPECT_EQ(store->size(), 1u);
 }
@@ -276,11 +266,11 @@ TEST_F(LmdbStoreTest, RemoveCounts) {
         LmdbStoreOptions opts = LmdbStoreOptions::from(xaps::default_xaps_settings());
         opts.path = dir.path();
         auto store = xaps::open_lmdb_store(opts);
-        store->put(make_registration("alice", "a", "a1"), 1);
-        store->put(make_registration("alice", "a", "a2"), 1);
-        store->put(make_registration("alice", "a", "shared"), 1);
-        store->put(make_registration("bob", "b", "shared"), 1);
-        store->put(make_registration("bob", "b", "b1"), 1);
+        store->put(sample_registration("alice", "a", "a1"), 1);
+        store->put(sample_registration("alice", "a", "a2"), 1);
+        store->put(sample_registration("alice", "a", "shared"), 1);
+        store->put(sample_registration("bob", "b", "shared"), 1);
+        store->put(sample_registration("bob", "b", "b1"), 1);
         EXPECT_EQ(row.remove(*store), row.removed);
         EXPECT_EQ(tokens_of(store->all()), row.left);
         EXPECT_EQ(store->size(), store->all().size());
@@ -312,9 +302,9 @@ TEST_F(LmdbStoreTest, RemoveTokenUnlessSeenSince) {
         LmdbStoreOptions opts = LmdbStoreOptions::from(xaps::default_xaps_settings());
         opts.path = dir.path();
         auto store = xaps::open_lmdb_store(opts);
-        store->put(make_registration("alice", "acct-old", "tok"), 100);
-        store->put(make_registration("alice", "acct-new", "tok"), 200);
-        store->put(make_registration("alice", "acct-old", "other"), 10);
+        store->put(sample_registration("alice", "acct-old", "tok"), 100);
+        store->put(sample_registration("alice", "acct-new", "tok"), 200);
+        store->put(sample_registration("alice", "acct-old", "other"), 10);
         EXPECT_EQ(store->remove_token_unless_seen_since("tok", row.since),
                   2 - row.left_accounts.size());
         std::set<std::string> left;
@@ -330,7 +320,7 @@ TEST_F(LmdbStoreTest, RemoveTokenUnlessSeenSince) {
 
 TEST_F(LmdbStoreTest, ImportIsIdempotentAndKeepsTimes) {
     auto store = xaps::open_lmdb_store(options());
-    auto imported = make_registration("Alice", "a", "t", {"INBOX", "Notes"});
+    auto imported = sample_registration("Alice", "a", "t", {"INBOX", "Notes"});
     imported.registered_at = 10;
     imported.last_seen = 20;
     EXPECT_TRUE(store->import(imported));
@@ -345,7 +335,7 @@ TEST_F(LmdbStoreTest, ImportIsIdempotentAndKeepsTimes) {
     }()));
     EXPECT_EQ(store->all(), std::vector<Registration>{imported});
 
-    store->put(make_registration("alice", "a", "t"), 500);
+    store->put(sample_registration("alice", "a", "t"), 500);
     auto found = store->find_user("alice", 500);
     ASSERT_EQ(found.size(), 1u);
     EXPECT_EQ(found[0].registered_at, 10);
@@ -357,9 +347,9 @@ TEST_F(LmdbStoreTest, ReopenKeepsEverything) {
     std::vector<Registration> before;
     {
         auto store = xaps::open_lmdb_store(options());
-        store->put(make_registration("alice", "a", "t1", {"INBOX", "\xe2\x82\xac uro"}), 5);
-        store->put(make_registration("Bob", "b", "t2", {}), 6);
-        auto imported = make_registration("carol", "c", "t3");
+        store->put(sample_registration("alice", "a", "t1", {"INBOX", "\xe2\x82\xac uro"}), 5);
+        store->put(sample_registration("Bob", "b", "t2", {}), 6);
+        auto imported = sample_registration("carol", "c", "t3");
         imported.registered_at = -5; // times before the epoch survive the encoding
         imported.last_seen = 7;
         store->import(imported);
@@ -379,14 +369,14 @@ TEST_F(LmdbStoreTest, RefusesInvalidRegistrations) {
         Registration registration;
     };
     const Row rows[] = {
-        {"empty user", make_registration("", "a", "t")},
-        {"empty account", make_registration("u", "", "t")},
-        {"empty token", make_registration("u", "a", "")},
-        {"NUL in user", make_registration(std::string("u\0v", 3), "a", "t")},
-        {"NUL in account", make_registration("u", std::string("a\0", 2), "t")},
-        {"user too long", make_registration(std::string(300, 'u'), "a", "t")},
+        {"empty user", sample_registration("", "a", "t")},
+        {"empty account", sample_registration("u", "", "t")},
+        {"empty token", sample_registration("u", "a", "")},
+        {"NUL in user", sample_registration(std::string("u\0v", 3), "a", "t")},
+        {"NUL in account", sample_registration("u", std::string("a\0", 2), "t")},
+        {"user too long", sample_registration(std::string(300, 'u'), "a", "t")},
         {"too many mailboxes",
-         make_registration("u", "a", "t", std::vector<std::string>(1001, "m"))},
+         sample_registration("u", "a", "t", std::vector<std::string>(1001, "m"))},
     };
     for (const auto &row : rows) {
         SCOPED_TRACE(row.what);
@@ -400,11 +390,11 @@ TEST_F(LmdbStoreTest, RefusesInvalidRegistrations) {
 
 TEST_F(LmdbStoreTest, PutBatchStoresEveryRegistrationLikePut) {
     auto store = xaps::open_lmdb_store(options());
-    store->put(make_registration("alice", "acct-1", "aa11", {"INBOX"}), 1000);
+    store->put(sample_registration("alice", "acct-1", "aa11", {"INBOX"}), 1000);
     const std::vector<Registration> batch = {
-        make_registration("alice", "acct-1", "aa11", {"INBOX", "Archive"}), // replaces
-        make_registration("Bob", "acct-2", "bb22"),
-        make_registration("carol", "acct-3", "cc33", {"Sent Messages"}),
+        sample_registration("alice", "acct-1", "aa11", {"INBOX", "Archive"}), // replaces
+        sample_registration("Bob", "acct-2", "bb22"),
+        sample_registration("carol", "acct-3", "cc33", {"Sent Messages"}),
     };
     auto results = store->put_batch(batch, 2000);
     ASSERT_EQ(results.size(), batch.size());
@@ -435,14 +425,14 @@ TEST_F(LmdbStoreTest, PutBatchFailsInvalidRegistrationsAloneAndKeepsOrder) {
         bool stored;
     };
     const Row rows[] = {
-        {"valid first", make_registration("u1", "a", "t1"), true},
-        {"empty user", make_registration("", "a", "t"), false},
-        {"valid middle", make_registration("u2", "a", "t2"), true},
+        {"valid first", sample_registration("u1", "a", "t1"), true},
+        {"empty user", sample_registration("", "a", "t"), false},
+        {"valid middle", sample_registration("u2", "a", "t2"), true},
         {"key beyond LMDB's key size",
-         make_registration(std::string(256, 'u'), std::string(256, 'a'), "t"), false},
+         sample_registration(std::string(256, 'u'), std::string(256, 'a'), "t"), false},
         {"too many mailboxes",
-         make_registration("u", "a", "t", std::vector<std::string>(1001, "m")), false},
-        {"valid last", make_registration("u3", "a", "t3"), true},
+         sample_registration("u", "a", "t", std::vector<std::string>(1001, "m")), false},
+        {"valid last", sample_registration("u3", "a", "t3"), true},
     };
     std::vector<Registration> batch;
     for (const auto &row : rows) {
@@ -464,10 +454,10 @@ TEST_F(LmdbStoreTest, PutBatchFailsInvalidRegistrationsAloneAndKeepsOrder) {
 TEST_F(LmdbStoreTest, PutBatchSeesItsOwnEarlierEntries) {
     auto store = xaps::open_lmdb_store(options(2));
     const std::vector<Registration> batch = {
-        make_registration("alice", "acct", "t1", {"INBOX"}),
-        make_registration("ALICE", "acct", "t1", {"Archive"}), // same key: replaces
-        make_registration("alice", "acct", "t2"),
-        make_registration("alice", "acct", "t3"), // beyond the cap of 2: evicts t1
+        sample_registration("alice", "acct", "t1", {"INBOX"}),
+        sample_registration("ALICE", "acct", "t1", {"Archive"}), // same key: replaces
+        sample_registration("alice", "acct", "t2"),
+        sample_registration("alice", "acct", "t3"), // beyond the cap of 2: evicts t1
     };
     auto results = store->put_batch(batch, 7);
     for (const auto &result : results) {
@@ -485,13 +475,13 @@ TEST(LmdbStore, PutBatchIsAllOrNothingWhenTheCommitFails) {
     opts.initial_map_size = 256 * 1024;
     opts.max_map_size = 256 * 1024;
     auto store = xaps::open_lmdb_store(opts);
-    store->put(make_registration("before", "a", "t"), 1);
+    store->put(sample_registration("before", "a", "t"), 1);
     std::vector<Registration> batch;
     for (int i = 0; i < 2000; ++i) {
-        batch.push_back(make_registration("user" + std::to_string(i), "a", std::string(64, 'f'),
-                                          std::vector<std::string>(20, "mailbox")));
+        batch.push_back(sample_registration("user" + std::to_string(i), "a", std::string(64, 'f'),
+                                            std::vector<std::string>(20, "mailbox")));
     }
-    batch.push_back(make_registration("", "a", "t")); // invalid: its own error
+    batch.push_back(sample_registration("", "a", "t")); // invalid: its own error
     auto results = store->put_batch(batch, 2);
     ASSERT_EQ(results.size(), batch.size());
     for (std::size_t i = 0; i + 1 < batch.size(); ++i) {
@@ -503,7 +493,7 @@ TEST(LmdbStore, PutBatchIsAllOrNothingWhenTheCommitFails) {
     EXPECT_EQ(results.back()->kind(), ErrorKind::invalid_input);
     EXPECT_EQ(store->size(), 1u);
     EXPECT_TRUE(store->find_user("user0", 2).empty());
-    store->put(make_registration("after", "a", "t2"), 3);
+    store->put(sample_registration("after", "a", "t2"), 3);
     EXPECT_EQ(store->size(), 2u);
 }
 
@@ -518,8 +508,9 @@ TEST(LmdbStore, AFullStoreRefusesNewDevicesAndKeepsWhatWasStored) {
     std::size_t stored = 0;
     try {
         for (; stored < 100000; ++stored) {
-            store->put(make_registration("user" + std::to_string(stored), "a", std::string(64, 'f'),
-                                         std::vector<std::string>(20, "mailbox")),
+            store->put(sample_registration("user" + std::to_string(stored), "a",
+                                           std::string(64, 'f'),
+                                           std::vector<std::string>(20, "mailbox")),
                        1);
         }
         FAIL() << "the map never filled";
@@ -533,8 +524,8 @@ TEST(LmdbStore, AFullStoreRefusesNewDevicesAndKeepsWhatWasStored) {
     EXPECT_EQ(store->size(), stored);
     EXPECT_EQ(store->find_user("user0", 1).size(), 1u);
     // The reserve is for renewals and removals.
-    store->put(make_registration("user0", "a", std::string(64, 'f'),
-                                 std::vector<std::string>(20, "mailbox")),
+    store->put(sample_registration("user0", "a", std::string(64, 'f'),
+                                   std::vector<std::string>(20, "mailbox")),
                2);
     EXPECT_EQ(store->find_user("user0", 2).at(0).last_seen, 2);
     EXPECT_EQ(store->remove_user("user1"), 1u);
@@ -543,7 +534,7 @@ TEST(LmdbStore, AFullStoreRefusesNewDevicesAndKeepsWhatWasStored) {
     opts.max_map_size *= 4;
     store = xaps::open_lmdb_store(opts);
     EXPECT_EQ(store->size(), stored - 1);
-    store->put(make_registration("again", "a", "t"), 2);
+    store->put(sample_registration("again", "a", "t"), 2);
     EXPECT_EQ(store->size(), stored);
 }
 
@@ -555,8 +546,9 @@ std::string token_of(std::size_t id) {
 
 Registration numbered_registration(std::size_t id, std::size_t mailboxes = 20,
                                    std::size_t mailbox_length = 7) {
-    return make_registration("user" + std::to_string(id), "acct", token_of(id),
-                             std::vector<std::string>(mailboxes, std::string(mailbox_length, 'm')));
+    return sample_registration(
+        "user" + std::to_string(id), "acct", token_of(id),
+        std::vector<std::string>(mailboxes, std::string(mailbox_length, 'm')));
 }
 
 std::size_t data_file_size(const std::string &store_path) {
@@ -916,7 +908,7 @@ TEST_F(LmdbStoreTest, RefusesAStoreWithANewerSchema) {
 }
 
 TEST_F(LmdbStoreTest, RefusesARecordOfAnUnknownFormat) {
-    xaps::open_lmdb_store(options())->put(make_registration("alice", "a", "t"), 1);
+    xaps::open_lmdb_store(options())->put(sample_registration("alice", "a", "t"), 1);
     // The first registration's id: 1, as 8 bytes big-endian.
     raw_put(options().path, "records", std::string("\0\0\0\0\0\0\0\x01", 8), "\x09garbage");
     auto store = xaps::open_lmdb_store(options());
@@ -933,8 +925,8 @@ TEST_F(LmdbStoreTest, RefusesARecordOfAnUnknownFormat) {
 void expect_every_returned_put_survives_kill_dash_nine(const LmdbStoreOptions &opts,
                                                        std::uint32_t batch_size) {
     auto registration_of = [](std::uint32_t id) {
-        return make_registration("user" + std::to_string(id), "acct", "token" + std::to_string(id),
-                                 {"INBOX", "Sent Messages"});
+        return sample_registration("user" + std::to_string(id), "acct",
+                                   "token" + std::to_string(id), {"INBOX", "Sent Messages"});
     };
     std::set<std::uint32_t> reported;
     std::uint32_t next_id = 0;
@@ -1001,7 +993,7 @@ void expect_every_returned_put_survives_kill_dash_nine(const LmdbStoreOptions &o
     }
     EXPECT_GE(store->size(), reported.size());
     EXPECT_LE(store->size(), reported.size() + std::size(kill_after) * batch_size);
-    store->put(make_registration("after", "a", "t"), 1);
+    store->put(sample_registration("after", "a", "t"), 1);
     EXPECT_EQ(store->remove_token("token0"), 1u);
 }
 
@@ -1017,10 +1009,10 @@ TEST_F(LmdbStoreTest, EveryReturnedPutBatchSurvivesKillDashNine) {
 // in one commit, later entries seeing earlier ones.
 TEST_F(LmdbStoreTest, RemoveGoneTokensRemovesEachLikeTheSingleCalls) {
     auto store = xaps::open_lmdb_store(options());
-    store->put(make_registration("alice", "acct-old", "tok"), 100);
-    store->put(make_registration("alice", "acct-new", "tok"), 200);
-    store->put(make_registration("alice", "acct", "bad"), 100);
-    store->put(make_registration("bob", "acct", "kept"), 100);
+    store->put(sample_registration("alice", "acct-old", "tok"), 100);
+    store->put(sample_registration("alice", "acct-new", "tok"), 200);
+    store->put(sample_registration("alice", "acct", "bad"), 100);
+    store->put(sample_registration("bob", "acct", "kept"), 100);
     using Gone = xaps::RegistrationStore::GoneToken;
     const std::vector<Gone> gone{
         {"tok", 150},          // acct-old only: acct-new was seen after
@@ -1041,10 +1033,10 @@ TEST_F(LmdbStoreTest, RemoveGoneTokensRemovesEachLikeTheSingleCalls) {
 // visit_user sees what find_user returns, in the same order.
 TEST_F(LmdbStoreTest, VisitUserSeesWhatFindUserReturns) {
     auto store = xaps::open_lmdb_store(options(16, std::chrono::seconds(100)));
-    store->put(make_registration("Alice", "a", "t1", {"INBOX", "Sent Messages", "Archive"}), 100);
-    store->put(make_registration("alice", "b", "t2", {"INBOX"}), 150);
-    store->put(make_registration("alice", "c", "expired", {"Drafts"}), 10);
-    store->put(make_registration("alicex", "a", "t3"), 150);
+    store->put(sample_registration("Alice", "a", "t1", {"INBOX", "Sent Messages", "Archive"}), 100);
+    store->put(sample_registration("alice", "b", "t2", {"INBOX"}), 150);
+    store->put(sample_registration("alice", "c", "expired", {"Drafts"}), 10);
+    store->put(sample_registration("alicex", "a", "t3"), 150);
     for (const char *user : {"alice", "ALICE", "nobody"}) {
         SCOPED_TRACE(user);
         std::vector<Registration> visited;
@@ -1075,17 +1067,17 @@ std::set<std::string> keys_of(const std::vector<Registration> &registrations) {
 TEST_F(LmdbStoreTest, AReAddedAccountRetiresTheOldAccountOfTheSameToken) {
     auto store = xaps::open_lmdb_store(options());
     const std::int64_t t0 = 1'000'000;
-    store->put(make_registration("alice", "old", "tok"), t0);
-    store->put(make_registration("alice", "old", "other-phone"), t0);
-    store->put(make_registration("bob", "old", "tok"), t0);
+    store->put(sample_registration("alice", "old", "tok"), t0);
+    store->put(sample_registration("alice", "old", "other-phone"), t0);
+    store->put(sample_registration("bob", "old", "tok"), t0);
 
     // Removed and re-added within the 23 h: the old row may still be live.
-    store->put(make_registration("alice", "new", "tok"), t0 + 3600);
+    store->put(sample_registration("alice", "new", "tok"), t0 + 3600);
     EXPECT_EQ(keys_of(store->all()),
               (std::set<std::string>{"alice/new/tok", "alice/old/other-phone", "alice/old/tok",
                                      "bob/old/tok"}));
     // The new account's own re-registration: the old one missed its own.
-    store->put(make_registration("alice", "new", "tok"), t0 + 3600 + reregistration);
+    store->put(sample_registration("alice", "new", "tok"), t0 + 3600 + reregistration);
     EXPECT_EQ(keys_of(store->all()),
               (std::set<std::string>{"alice/new/tok", "alice/old/other-phone", "bob/old/tok"}))
         << "only the same user's rows for the same token go";
@@ -1095,10 +1087,10 @@ TEST_F(LmdbStoreTest, AReAddedAccountRetiresTheOldAccountOfTheSameToken) {
 
 TEST_F(LmdbStoreTest, AReAddedAccountRetiresAnAlreadyOverdueRowAtOnce) {
     auto store = xaps::open_lmdb_store(options());
-    store->put(make_registration("Alice", "old", "tok"), 1000);
-    store->put(make_registration("alice", "new", "tok"), 1000 + reregistration - 1);
+    store->put(sample_registration("Alice", "old", "tok"), 1000);
+    store->put(sample_registration("alice", "new", "tok"), 1000 + reregistration - 1);
     EXPECT_EQ(store->find_user("alice", 1000 + reregistration).size(), 2u);
-    store->put(make_registration("alice", "newer", "tok"), 1000 + reregistration);
+    store->put(sample_registration("alice", "newer", "tok"), 1000 + reregistration);
     EXPECT_EQ(keys_of(store->all()), (std::set<std::string>{"alice/new/tok", "alice/newer/tok"}));
 }
 
@@ -1112,7 +1104,7 @@ TEST_F(LmdbStoreTest, TwoLiveAccountsOnOnePhoneBothStay) {
     for (int i = 0; i < 12; i++) {
         const bool a_first = next_a <= next_b;
         const std::int64_t now = a_first ? next_a : next_b;
-        store->put(make_registration("shared", a_first ? "account-a" : "account-b", "tok"), now);
+        store->put(sample_registration("shared", a_first ? "account-a" : "account-b", "tok"), now);
         const std::int64_t delay = reregistration + lateness[i % 6];
         (a_first ? next_a : next_b) = now + delay;
         if (i > 0) {
@@ -1129,20 +1121,20 @@ TEST_F(LmdbStoreTest, TwoLiveAccountsOnOnePhoneBothStay) {
 TEST_F(LmdbStoreTest, ALiveAccountRetiredAfterSilenceComesBackWithItsRegistration) {
     auto store = xaps::open_lmdb_store(options());
     const std::int64_t t0 = 1'000'000;
-    store->put(make_registration("shared", "account-a", "tok"), t0);
-    store->put(make_registration("shared", "account-b", "tok"), t0 + 10);
+    store->put(sample_registration("shared", "account-a", "tok"), t0);
+    store->put(sample_registration("shared", "account-b", "tok"), t0 + 10);
     const std::int64_t back = t0 + 3 * 86400;
-    store->put(make_registration("shared", "account-a", "tok"), back);
+    store->put(sample_registration("shared", "account-a", "tok"), back);
     EXPECT_EQ(keys_of(store->all()), (std::set<std::string>{"shared/account-a/tok"}));
-    store->put(make_registration("shared", "account-b", "tok"), back + 2);
+    store->put(sample_registration("shared", "account-b", "tok"), back + 2);
     EXPECT_EQ(keys_of(store->all()),
               (std::set<std::string>{"shared/account-a/tok", "shared/account-b/tok"}));
 }
 
 TEST_F(LmdbStoreTest, ImportRetiresNothing) {
     auto store = xaps::open_lmdb_store(options());
-    store->put(make_registration("alice", "old", "tok"), 1000);
-    Registration imported = make_registration("alice", "new", "tok");
+    store->put(sample_registration("alice", "old", "tok"), 1000);
+    Registration imported = sample_registration("alice", "new", "tok");
     imported.registered_at = 1000 + 2 * reregistration;
     imported.last_seen = imported.registered_at;
     EXPECT_TRUE(store->import(imported));
@@ -1173,10 +1165,10 @@ TEST_F(LmdbStoreTest, PagesWalkTheStoreByUserThenFirstRegistration) {
     auto store = xaps::open_lmdb_store(options());
     for (const char *user : {"carol", "Alice", "bob"}) {
         for (const char *token : {"t2", "t1"}) {
-            store->put(make_registration(user, "a", token), 100);
+            store->put(sample_registration(user, "a", token), 100);
         }
     }
-    store->put(make_registration("bob", "a", "t2"), 101);
+    store->put(sample_registration("bob", "a", "t2"), 101);
     using Pages = std::vector<std::vector<std::string>>;
     EXPECT_EQ(page_tokens(*store, "", 4, 101),
               (Pages{{"Alice/t2", "Alice/t1", "bob/t2", "bob/t1"}, {"carol/t2", "carol/t1"}}));
@@ -1193,10 +1185,10 @@ TEST_F(LmdbStoreTest, PagesWalkTheStoreByUserThenFirstRegistration) {
 
 TEST_F(LmdbStoreTest, PagesSkipExpiredRowsButWalkPastThem) {
     auto store = xaps::open_lmdb_store(options(16, std::chrono::seconds(1000)));
-    store->put(make_registration("alice", "a", "t1"), 100);  // expired at 2000
-    store->put(make_registration("alice", "a", "t2"), 1500); // live
-    store->put(make_registration("alice", "a", "t3"), 100);  // expired
-    store->put(make_registration("bob", "a", "t1"), 100);    // expired
+    store->put(sample_registration("alice", "a", "t1"), 100);  // expired at 2000
+    store->put(sample_registration("alice", "a", "t2"), 1500); // live
+    store->put(sample_registration("alice", "a", "t3"), 100);  // expired
+    store->put(sample_registration("bob", "a", "t1"), 100);    // expired
     using Pages = std::vector<std::vector<std::string>>;
     EXPECT_EQ(page_tokens(*store, "", 2, 2000), (Pages{{"alice/t2"}, {}}));
     EXPECT_EQ(page_tokens(*store, "alice", 1, 2000), (Pages{{}, {"alice/t2"}, {}}));
@@ -1206,7 +1198,7 @@ TEST_F(LmdbStoreTest, PagesSkipExpiredRowsButWalkPastThem) {
 TEST_F(LmdbStoreTest, ChangesBetweenPagesDoNotBreakTheWalk) {
     auto store = xaps::open_lmdb_store(options());
     for (const char *user : {"u1", "u2", "u3", "u4", "u5"}) {
-        store->put(make_registration(user, "a", "t"), 100);
+        store->put(sample_registration(user, "a", "t"), 100);
     }
     auto first = store->page_after("", "", 2, 100);
     ASSERT_EQ(tokens_of(first.registrations), std::set<std::string>{"t"});
@@ -1215,8 +1207,8 @@ TEST_F(LmdbStoreTest, ChangesBetweenPagesDoNotBreakTheWalk) {
     // The last row listed goes, one behind the walk comes, one ahead comes
     // and one ahead goes.
     store->remove_user("u2");
-    store->put(make_registration("u0", "a", "t"), 100);
-    store->put(make_registration("u35", "a", "t"), 100);
+    store->put(sample_registration("u0", "a", "t"), 100);
+    store->put(sample_registration("u35", "a", "t"), 100);
     store->remove_user("u4");
     std::vector<std::string> rest;
     for (std::string after = first.next_after; !after.empty();) {
@@ -1233,8 +1225,8 @@ TEST_F(LmdbStoreTest, APageOfLargeRowsIsBoundedInBytes) {
     auto store = xaps::open_lmdb_store(options(0));
     // 40 rows of 1,000 mailbox names of 100 bytes: 4 MB in all.
     for (int i = 0; i < 40; ++i) {
-        store->put(make_registration("u" + std::to_string(100 + i), "a", "t",
-                                     std::vector<std::string>(1000, std::string(100, 'm'))),
+        store->put(sample_registration("u" + std::to_string(100 + i), "a", "t",
+                                       std::vector<std::string>(1000, std::string(100, 'm'))),
                    100);
     }
     std::size_t pages = 0;
@@ -1255,23 +1247,23 @@ TEST_F(LmdbStoreTest, APageOfLargeRowsIsBoundedInBytes) {
 
 TEST_F(LmdbStoreTest, ImportBatchAddsInOneCommitAndSaysWhatExists) {
     auto store = xaps::open_lmdb_store(options());
-    auto existing = make_registration("alice", "a", "t0");
+    auto existing = sample_registration("alice", "a", "t0");
     existing.registered_at = 10;
     existing.last_seen = 20;
     ASSERT_TRUE(store->import(existing));
 
-    auto fresh = make_registration("alice", "a", "t1");
+    auto fresh = sample_registration("alice", "a", "t1");
     fresh.registered_at = 30;
     fresh.last_seen = 40;
     auto same_key_again = fresh;
     same_key_again.user = "ALICE";
     same_key_again.last_seen = 50;
     const std::vector<Registration> batch = {
-        fresh,                              // imported
-        existing,                           // exists: stored before
-        make_registration("", "a", "t"),    // invalid: fails alone
-        same_key_again,                     // exists: earlier in this batch
-        make_registration("bob", "a", "t"), // imported
+        fresh,                                // imported
+        existing,                             // exists: stored before
+        sample_registration("", "a", "t"),    // invalid: fails alone
+        same_key_again,                       // exists: earlier in this batch
+        sample_registration("bob", "a", "t"), // imported
     };
     auto results = store->import_batch(batch);
     ASSERT_EQ(results.size(), 5u);
@@ -1291,12 +1283,12 @@ TEST_F(LmdbStoreTest, ImportBatchAddsInOneCommitAndSaysWhatExists) {
 
 TEST_F(LmdbStoreTest, WriteBatchPutsThenImportsInOneCommit) {
     auto store = xaps::open_lmdb_store(options());
-    auto imported = make_registration("alice", "a", "t1");
+    auto imported = sample_registration("alice", "a", "t1");
     imported.registered_at = 10;
     imported.last_seen = 20;
-    const std::vector<Registration> puts = {make_registration("alice", "a", "t1"),
-                                            make_registration("", "a", "t")};
-    const std::vector<Registration> imports = {imported, make_registration("bob", "a", "t2")};
+    const std::vector<Registration> puts = {sample_registration("alice", "a", "t1"),
+                                            sample_registration("", "a", "t")};
+    const std::vector<Registration> imports = {imported, sample_registration("bob", "a", "t2")};
     auto results = store->write_batch(puts, 500, imports);
     ASSERT_EQ(results.puts.size(), 2u);
     ASSERT_EQ(results.imports.size(), 2u);
@@ -1320,8 +1312,8 @@ TEST(LmdbStore, ImportBatchIsAllOrNothingWhenTheCommitFails) {
     auto store = xaps::open_lmdb_store(opts);
     std::vector<Registration> batch;
     for (int i = 0; i < 2000; ++i) {
-        batch.push_back(make_registration("user" + std::to_string(i), "a", std::string(64, 'f'),
-                                          std::vector<std::string>(20, "mailbox")));
+        batch.push_back(sample_registration("user" + std::to_string(i), "a", std::string(64, 'f'),
+                                            std::vector<std::string>(20, "mailbox")));
     }
     auto results = store->import_batch(batch);
     ASSERT_EQ(results.size(), batch.size());
@@ -1366,8 +1358,9 @@ TEST_F(LmdbStoreTest, AReplicaStoresChangesExactlyAsGiven) {
     auto replica = xaps::open_lmdb_replica(options());
     xaps::ChangePage page;
     page.changes.push_back(
-        upsert(5, seen_at(make_registration("Alice", "a1", "aa11"), 1000, 2000)));
-    page.changes.push_back(upsert(7, seen_at(make_registration("alice", "a2", "aa11"), 900, 950)));
+        upsert(5, seen_at(sample_registration("Alice", "a1", "aa11"), 1000, 2000)));
+    page.changes.push_back(
+        upsert(7, seen_at(sample_registration("alice", "a2", "aa11"), 900, 950)));
     replica->apply(page);
     EXPECT_EQ(replica->applied_revision(), 7u);
     const auto found = replica->find_user("ALICE", 2000);
@@ -1387,8 +1380,8 @@ TEST_F(LmdbStoreTest, AReplicaStoresChangesExactlyAsGiven) {
 TEST_F(LmdbStoreTest, AReplicaAppliesNoCap) {
     auto replica = xaps::open_lmdb_replica(options(1));
     xaps::ChangePage page;
-    page.changes.push_back(upsert(1, seen_at(make_registration("bob", "a1", "aa11"), 10, 10)));
-    page.changes.push_back(upsert(2, seen_at(make_registration("bob", "a2", "bb22"), 20, 20)));
+    page.changes.push_back(upsert(1, seen_at(sample_registration("bob", "a1", "aa11"), 10, 10)));
+    page.changes.push_back(upsert(2, seen_at(sample_registration("bob", "a2", "bb22"), 20, 20)));
     replica->apply(page);
     EXPECT_EQ(replica->find_user("bob", 20).size(), 2u);
 }
@@ -1396,12 +1389,12 @@ TEST_F(LmdbStoreTest, AReplicaAppliesNoCap) {
 TEST_F(LmdbStoreTest, AReplicaReplacesAndRemovesByKey) {
     auto replica = xaps::open_lmdb_replica(options());
     xaps::ChangePage first;
-    first.changes.push_back(upsert(1, seen_at(make_registration("bob", "a1", "aa11"), 10, 10)));
-    first.changes.push_back(upsert(2, seen_at(make_registration("bob", "a2", "bb22"), 10, 10)));
+    first.changes.push_back(upsert(1, seen_at(sample_registration("bob", "a1", "aa11"), 10, 10)));
+    first.changes.push_back(upsert(2, seen_at(sample_registration("bob", "a2", "bb22"), 10, 10)));
     replica->apply(first);
     xaps::ChangePage second;
     second.changes.push_back(
-        upsert(3, seen_at(make_registration("BOB", "a1", "aa11", {"INBOX", "Work"}), 10, 30)));
+        upsert(3, seen_at(sample_registration("BOB", "a1", "aa11", {"INBOX", "Work"}), 10, 30)));
     second.changes.push_back(removal(4, "Bob", "a2", "bb22"));
     replica->apply(second);
     EXPECT_EQ(replica->applied_revision(), 4u);
@@ -1418,11 +1411,11 @@ TEST_F(LmdbStoreTest, AReplicaReplacesAndRemovesByKey) {
 TEST_F(LmdbStoreTest, AResetPageDropsEverythingFirst) {
     auto replica = xaps::open_lmdb_replica(options());
     xaps::ChangePage first;
-    first.changes.push_back(upsert(9, seen_at(make_registration("bob", "a1", "aa11"), 10, 10)));
+    first.changes.push_back(upsert(9, seen_at(sample_registration("bob", "a1", "aa11"), 10, 10)));
     replica->apply(first);
     xaps::ChangePage reset;
     reset.reset = true;
-    reset.changes.push_back(upsert(3, seen_at(make_registration("carol", "c1", "cc33"), 10, 10)));
+    reset.changes.push_back(upsert(3, seen_at(sample_registration("carol", "c1", "cc33"), 10, 10)));
     replica->apply(reset);
     EXPECT_EQ(replica->applied_revision(), 3u);
     EXPECT_EQ(tokens_of(replica->all()), (std::set<std::string>{"cc33"}));
@@ -1432,7 +1425,8 @@ TEST_F(LmdbStoreTest, AReplicasRevisionSurvivesReopening) {
     {
         auto replica = xaps::open_lmdb_replica(options());
         xaps::ChangePage page;
-        page.changes.push_back(upsert(42, seen_at(make_registration("bob", "a1", "aa11"), 10, 10)));
+        page.changes.push_back(
+            upsert(42, seen_at(sample_registration("bob", "a1", "aa11"), 10, 10)));
         replica->apply(page);
     }
     auto replica = xaps::open_lmdb_replica(options());
@@ -1443,8 +1437,8 @@ TEST_F(LmdbStoreTest, AReplicasRevisionSurvivesReopening) {
 TEST_F(LmdbStoreTest, AReplicaSkipsARowItCannotHoldButCountsItsRevision) {
     auto replica = xaps::open_lmdb_replica(options());
     xaps::ChangePage page;
-    page.changes.push_back(upsert(1, seen_at(make_registration("bob", "", "aa11"), 10, 10)));
-    page.changes.push_back(upsert(2, seen_at(make_registration("bob", "a1", "bb22"), 10, 10)));
+    page.changes.push_back(upsert(1, seen_at(sample_registration("bob", "", "aa11"), 10, 10)));
+    page.changes.push_back(upsert(2, seen_at(sample_registration("bob", "a1", "bb22"), 10, 10)));
     replica->apply(page);
     EXPECT_EQ(replica->applied_revision(), 2u);
     EXPECT_EQ(tokens_of(replica->all()), (std::set<std::string>{"bb22"}));
@@ -1461,8 +1455,8 @@ std::vector<Registration> format1_shapes() {
     auto shape = [](std::string user, std::string account, std::string token,
                     std::vector<std::string> mailboxes, std::int64_t registered_at,
                     std::int64_t last_seen) {
-        Registration registration = make_registration(std::move(user), std::move(account),
-                                                      std::move(token), std::move(mailboxes));
+        Registration registration = sample_registration(std::move(user), std::move(account),
+                                                        std::move(token), std::move(mailboxes));
         registration.registered_at = registered_at;
         registration.last_seen = last_seen;
         return registration;
@@ -1563,7 +1557,7 @@ TEST_F(LmdbStoreTest, UpgradesAStoreThatSchemaVersion1WroteKeepingEveryField) {
         EXPECT_EQ(store->remove_token("00ff"), 1u);
         EXPECT_EQ(store->expire(1700000500), 1u); // carol, last seen at 7
         EXPECT_EQ(described(store->all()), described({shapes[0], shapes[2]}));
-        store->put(make_registration("bob@example.org", "account with spaces", "not hex at all"),
+        store->put(sample_registration("bob@example.org", "account with spaces", "not hex at all"),
                    1700000200);
         auto bob = store->find_user("bob@example.org", 1700000200);
         ASSERT_EQ(bob.size(), 1u);

@@ -23,6 +23,7 @@
 #include <vector>
 
 #include "postgres-server.h"
+#include "sample-registration.h"
 
 namespace {
 
@@ -30,17 +31,7 @@ using xaps::ErrorKind;
 using xaps::Registration;
 using xaps::SharedRegistrationStore;
 using xaps::StoreChange;
-
-Registration make_registration(std::string user, std::string account_id, std::string token) {
-    Registration registration;
-    registration.user = std::move(user);
-    registration.account_id = std::move(account_id);
-    registration.device_token = std::move(token);
-    registration.subtopic = "com.apple.mobilemail";
-    registration.aps_version = 2;
-    registration.mailboxes = {"INBOX"};
-    return registration;
-}
+using xaps::test::sample_registration;
 
 xaps::test::PostgresServer &postgres() {
     static xaps::test::PostgresServer server;
@@ -108,11 +99,11 @@ protected:
 
 TEST_F(PgsqlStoreTest, ChangesAfterListsWritesAndRemovalsInCommitOrder) {
     auto store = open();
-    store->put(make_registration("alice", "acct-1", "aa11"), 1000);
-    store->put(make_registration("Bob", "acct-1", "bb11"), 1000);
+    store->put(sample_registration("alice", "acct-1", "aa11"), 1000);
+    store->put(sample_registration("Bob", "acct-1", "bb11"), 1000);
     store->remove_token("aa11");
-    store->put(make_registration("carol", "acct-1", "cc11"), 1000);
-    store->put(make_registration("BOB", "acct-1", "bb11"), 1100);
+    store->put(sample_registration("carol", "acct-1", "cc11"), 1000);
+    store->put(sample_registration("BOB", "acct-1", "bb11"), 1100);
 
     auto page = store->changes_after(0, 100);
     EXPECT_FALSE(page.reset);
@@ -125,7 +116,7 @@ TEST_F(PgsqlStoreTest, ChangesAfterListsWritesAndRemovalsInCommitOrder) {
     ASSERT_EQ(page.changes.size(), 3u);
     EXPECT_LT(page.changes[0].revision, page.changes[1].revision);
     EXPECT_LT(page.changes[1].revision, page.changes[2].revision);
-    Registration bob = make_registration("BOB", "acct-1", "bb11");
+    Registration bob = sample_registration("BOB", "acct-1", "bb11");
     bob.registered_at = 1000;
     bob.last_seen = 1100;
     EXPECT_EQ(page.changes[2].registration, bob);
@@ -146,13 +137,13 @@ TEST_F(PgsqlStoreTest, EveryRemovalLeavesATombstone) {
         opts.max_devices_per_user = 1;
         return opts;
     }());
-    store->put(make_registration("alice", "acct-1", "aa11"), 1000);
-    store->put(make_registration("alice", "acct-2", "aa12"), 1001); // evicts acct-1
-    store->put(make_registration("bob", "acct-1", "bb11"), 1000);
-    store->put(make_registration("bob", "acct-2", "bb11"), 1000 + 82800); // retires acct-1
-    store->put(make_registration("carol", "acct-1", "cc11"), 1000);
+    store->put(sample_registration("alice", "acct-1", "aa11"), 1000);
+    store->put(sample_registration("alice", "acct-2", "aa12"), 1001); // evicts acct-1
+    store->put(sample_registration("bob", "acct-1", "bb11"), 1000);
+    store->put(sample_registration("bob", "acct-2", "bb11"), 1000 + 82800); // retires acct-1
+    store->put(sample_registration("carol", "acct-1", "cc11"), 1000);
     store->remove_user("CAROL");
-    store->put(make_registration("dave", "acct-1", "dd11"), 5000);
+    store->put(sample_registration("dave", "acct-1", "dd11"), 5000);
     EXPECT_EQ(store->expire(5000), 1u); // alice's acct-2 at 1001 < 5000 - 1000
     std::vector<std::string> removed;
     for (const auto &change : store->changes_after(0, 100).changes) {
@@ -168,9 +159,9 @@ TEST_F(PgsqlStoreTest, AReaderBehindPrunedTombstonesIsToldToReset) {
     auto opts = options();
     opts.tombstone_retention = std::chrono::seconds(0);
     auto store = xaps::open_pgsql_store(opts);
-    store->put(make_registration("alice", "acct-1", "aa11"), 1000);
-    store->put(make_registration("bob", "acct-1", "bb11"), 1000);
-    store->put(make_registration("carol", "acct-1", "cc11"), 1000);
+    store->put(sample_registration("alice", "acct-1", "aa11"), 1000);
+    store->put(sample_registration("bob", "acct-1", "bb11"), 1000);
+    store->put(sample_registration("carol", "acct-1", "cc11"), 1000);
     store->remove_token("bb11");
     store->remove_token("cc11");
     const std::uint64_t caught_up = store->changes_after(0, 100).changes.back().revision;
@@ -199,10 +190,10 @@ TEST_F(PgsqlStoreTest, WaitWakesOnAnotherWorkersCommitOnly) {
     reader->size(); // connected and listening
     EXPECT_EQ(reader->wait(std::chrono::milliseconds(50), -1),
               SharedRegistrationStore::Wake::timeout);
-    reader->put(make_registration("alice", "acct-1", "aa11"), 1000);
+    reader->put(sample_registration("alice", "acct-1", "aa11"), 1000);
     EXPECT_EQ(reader->wait(std::chrono::milliseconds(50), -1),
               SharedRegistrationStore::Wake::timeout);
-    writer->put(make_registration("bob", "acct-1", "bb11"), 1000);
+    writer->put(sample_registration("bob", "acct-1", "bb11"), 1000);
     EXPECT_EQ(reader->wait(std::chrono::seconds(30), -1), SharedRegistrationStore::Wake::changed);
 }
 
@@ -219,8 +210,8 @@ TEST_F(PgsqlStoreTest, WaitWakesOnTheWakeFd) {
 TEST_F(PgsqlStoreTest, ExpireOnceRunsOnceAcrossWorkers) {
     auto first = open();
     auto second = open();
-    first->put(make_registration("alice", "acct-1", "aa11"), 1000);
-    first->put(make_registration("bob", "acct-1", "bb11"), 4000);
+    first->put(sample_registration("alice", "acct-1", "aa11"), 1000);
+    first->put(sample_registration("bob", "acct-1", "bb11"), 4000);
     EXPECT_EQ(first->expire_once(5000, std::chrono::seconds(3600)), std::optional<std::size_t>(1));
     EXPECT_EQ(second->expire_once(5000, std::chrono::seconds(3600)), std::nullopt);
     EXPECT_EQ(second->expire_once(8599, std::chrono::seconds(3600)), std::nullopt);
@@ -230,9 +221,9 @@ TEST_F(PgsqlStoreTest, ExpireOnceRunsOnceAcrossWorkers) {
 
 TEST_F(PgsqlStoreTest, TextThatIsNotUtf8IsRefusedAlone) {
     auto store = open();
-    auto bad = make_registration("alice", "acct-1", "aa11");
+    auto bad = sample_registration("alice", "acct-1", "aa11");
     bad.mailboxes = {"INBOX", "caf\xe9"};
-    std::vector<Registration> batch = {make_registration("bob", "acct-1", "bb11"), bad};
+    std::vector<Registration> batch = {sample_registration("bob", "acct-1", "bb11"), bad};
     auto results = store->put_batch(batch, 1000);
     ASSERT_EQ(results.size(), 2u);
     EXPECT_FALSE(results[0]);
@@ -257,7 +248,7 @@ TEST_F(PgsqlStoreTest, AConnectionStringLibpqCannotParseIsAConfigError) {
 
 TEST_F(PgsqlStoreTest, UnreachableFailsThenFailsAtOnceWithinTheBackoffThenRecovers) {
     auto store = open();
-    store->put(make_registration("alice", "acct-1", "aa11"), 1000);
+    store->put(sample_registration("alice", "acct-1", "aa11"), 1000);
     postgres().kill_hard();
 
     // The dead connection, then the failed reconnection.
@@ -267,7 +258,7 @@ TEST_F(PgsqlStoreTest, UnreachableFailsThenFailsAtOnceWithinTheBackoffThenRecove
     // Within the backoff: the same reason, without a new attempt (one made
     // later, on a slow machine, fails with the same reason too).
     std::string again;
-    EXPECT_EQ(error_kind_of([&] { store->put(make_registration("bob", "a", "bb"), 1); }, &again),
+    EXPECT_EQ(error_kind_of([&] { store->put(sample_registration("bob", "a", "bb"), 1); }, &again),
               ErrorKind::unavailable);
     EXPECT_EQ(again, reason);
     EXPECT_EQ(again.rfind("shared registration store: ", 0), 0u) << again;
@@ -303,7 +294,7 @@ TEST_F(PgsqlStoreTest, AServerThatDoesNotAnswerTimesOut) {
     PQclear(locked);
 
     auto store = open(std::chrono::milliseconds(300));
-    EXPECT_EQ(error_kind_of([&] { store->put(make_registration("alice", "acct-1", "aa11"), 1); }),
+    EXPECT_EQ(error_kind_of([&] { store->put(sample_registration("alice", "acct-1", "aa11"), 1); }),
               ErrorKind::unavailable);
     PQclear(PQexec(blocker, "ROLLBACK"));
     PQfinish(blocker);
@@ -312,7 +303,7 @@ TEST_F(PgsqlStoreTest, AServerThatDoesNotAnswerTimesOut) {
     bool stored = false;
     while (!stored && std::chrono::steady_clock::now() < deadline) {
         try {
-            store->put(make_registration("alice", "acct-1", "aa11"), 1);
+            store->put(sample_registration("alice", "acct-1", "aa11"), 1);
             stored = true;
         } catch (const xaps::Error &) {
             std::this_thread::sleep_for(std::chrono::milliseconds(100));
@@ -343,12 +334,12 @@ TEST_F(PgsqlStoreTest, NothingAcknowledgedIsLostWhenTheServerIsKilled) {
     auto store = open();
     std::vector<Registration> batch;
     for (int i = 0; i < 50; ++i) {
-        batch.push_back(make_registration("user" + std::to_string(i), "acct-1", "aa11"));
+        batch.push_back(sample_registration("user" + std::to_string(i), "acct-1", "aa11"));
     }
     for (const auto &result : store->put_batch(batch, 1000)) {
         ASSERT_FALSE(result);
     }
-    store->put(make_registration("alice", "acct-1", "aa11"), 1000);
+    store->put(sample_registration("alice", "acct-1", "aa11"), 1000);
     store->remove_user("user7");
     postgres().kill_hard();
     postgres().start();
@@ -372,9 +363,9 @@ TEST_F(PgsqlStoreTest, TheModuleOpensTheStoreThroughItsEntryPoint) {
     std::string error;
     std::unique_ptr<SharedRegistrationStore> store(open_store(&good, &error));
     ASSERT_NE(store, nullptr) << error;
-    store->put(make_registration("alice", "acct-1", "aa11"), 1000);
+    store->put(sample_registration("alice", "acct-1", "aa11"), 1000);
     EXPECT_EQ(store->find_user("ALICE", 1000).size(), 1u);
-    EXPECT_EQ(error_kind_of([&] { store->put(make_registration("", "a", "b"), 1000); }),
+    EXPECT_EQ(error_kind_of([&] { store->put(sample_registration("", "a", "b"), 1000); }),
               ErrorKind::invalid_input);
     store.reset();
 

@@ -1,4 +1,5 @@
 #include "push-scheduler.h"
+#include "sample-registration.h"
 #include "temporary-directory.h"
 #include "xaps-error.h"
 
@@ -142,13 +143,9 @@ PushOutcome gone(std::optional<std::int64_t> unregistered_at_ms) {
 Registration make_registration(std::string user, std::string account_id, std::string token,
                                unsigned aps_version = 2,
                                std::vector<std::string> mailboxes = {"INBOX"}) {
-    Registration registration;
-    registration.user = std::move(user);
-    registration.account_id = std::move(account_id);
-    registration.device_token = std::move(token);
-    registration.subtopic = "com.apple.mobilemail";
+    Registration registration = xaps::test::sample_registration(
+        std::move(user), std::move(account_id), std::move(token), std::move(mailboxes));
     registration.aps_version = aps_version;
-    registration.mailboxes = std::move(mailboxes);
     return registration;
 }
 

@@ -18,6 +18,7 @@
 #include <vector>
 
 #include "postgres-server.h"
+#include "sample-registration.h"
 #include "temporary-directory.h"
 
 namespace {
@@ -25,27 +26,10 @@ namespace {
 using xaps::ErrorKind;
 using xaps::Registration;
 using xaps::RegistrationStore;
+using xaps::test::sample_registration;
+using xaps::test::with_times;
 
 enum class Engine { lmdb, pgsql };
-
-Registration make_registration(std::string user, std::string account_id, std::string token,
-                               std::vector<std::string> mailboxes = {"INBOX"}) {
-    Registration registration;
-    registration.user = std::move(user);
-    registration.account_id = std::move(account_id);
-    registration.device_token = std::move(token);
-    registration.subtopic = "com.apple.mobilemail";
-    registration.aps_version = 2;
-    registration.mailboxes = std::move(mailboxes);
-    return registration;
-}
-
-Registration with_times(Registration registration, std::int64_t registered_at,
-                        std::int64_t last_seen) {
-    registration.registered_at = registered_at;
-    registration.last_seen = last_seen;
-    return registration;
-}
 
 std::set<std::string> accounts_of(const std::vector<Registration> &registrations) {
     std::set<std::string> accounts;
@@ -107,7 +91,7 @@ protected:
 
 TEST_P(StoreConformance, PutStoresTheRegistrationWithNowAsBothTimes) {
     auto store = open();
-    auto registration = make_registration("alice", "acct-1", "aa11", {"INBOX", "Sent \"Items\""});
+    auto registration = sample_registration("alice", "acct-1", "aa11", {"INBOX", "Sent \"Items\""});
     store->put(registration, 1000);
     auto found = store->find_user("alice", 1000);
     ASSERT_EQ(found.size(), 1u);
@@ -118,8 +102,8 @@ TEST_P(StoreConformance, PutStoresTheRegistrationWithNowAsBothTimes) {
 
 TEST_P(StoreConformance, RenewalKeepsRegisteredAtAndTakesTheNewFields) {
     auto store = open();
-    store->put(make_registration("alice", "acct-1", "aa11", {"INBOX"}), 1000);
-    auto changed = make_registration("Alice", "acct-1", "aa11", {"INBOX", "Archive", ""});
+    store->put(sample_registration("alice", "acct-1", "aa11", {"INBOX"}), 1000);
+    auto changed = sample_registration("Alice", "acct-1", "aa11", {"INBOX", "Archive", ""});
     changed.subtopic = "other.topic";
     changed.aps_version = 1;
     store->put(changed, 2000);
@@ -132,29 +116,29 @@ TEST_P(StoreConformance, RenewalKeepsRegisteredAtAndTakesTheNewFields) {
 
 TEST_P(StoreConformance, UsersCompareIgnoringAsciiCase) {
     auto store = open();
-    store->put(make_registration("Alice@Example.COM", "acct-1", "aa11"), 1000);
-    store->put(make_registration("bob", "acct-1", "aa11"), 1000);
+    store->put(sample_registration("Alice@Example.COM", "acct-1", "aa11"), 1000);
+    store->put(sample_registration("bob", "acct-1", "aa11"), 1000);
     EXPECT_EQ(store->find_user("alice@example.com", 1000).size(), 1u);
     EXPECT_EQ(store->find_user("ALICE@EXAMPLE.COM", 1000).size(), 1u);
     EXPECT_EQ(store->find_user("ALICE@EXAMPLE.COM", 1000)[0].user, "Alice@Example.COM");
     EXPECT_EQ(store->size(), 2u);
     // Non-ASCII letters compare exactly.
-    store->put(make_registration("\xc3\x89mile", "acct-1", "bb22"), 1000);
+    store->put(sample_registration("\xc3\x89mile", "acct-1", "bb22"), 1000);
     EXPECT_TRUE(store->find_user("\xc3\xa9mile", 1000).empty());
     EXPECT_EQ(store->find_user("\xc3\x89MILE", 1000).size(), 1u);
 }
 
 TEST_P(StoreConformance, AnotherAccountOnTheSameTokenIsRetiredOnceOverdue) {
     auto store = open();
-    store->put(make_registration("alice", "acct-old", "aa11"), 1000);
-    store->put(make_registration("alice", "acct-other-token", "bb22"), 1000);
-    store->put(make_registration("bob", "acct-old", "aa11"), 1000);
+    store->put(sample_registration("alice", "acct-old", "aa11"), 1000);
+    store->put(sample_registration("alice", "acct-other-token", "bb22"), 1000);
+    store->put(sample_registration("bob", "acct-old", "aa11"), 1000);
     // 82,799 s later the old account is not overdue yet.
-    store->put(make_registration("alice", "acct-new", "aa11"), 83799);
+    store->put(sample_registration("alice", "acct-new", "aa11"), 83799);
     EXPECT_EQ(accounts_of(store->find_user("alice", 83799)),
               (std::set<std::string>{"acct-old", "acct-other-token", "acct-new"}));
     // 82,800 s after its last registration it is.
-    store->put(make_registration("alice", "acct-new", "aa11"), 83800);
+    store->put(sample_registration("alice", "acct-new", "aa11"), 83800);
     EXPECT_EQ(accounts_of(store->find_user("alice", 83800)),
               (std::set<std::string>{"acct-other-token", "acct-new"}));
     EXPECT_EQ(store->find_user("bob", 83800).size(), 1u);
@@ -162,22 +146,22 @@ TEST_P(StoreConformance, AnotherAccountOnTheSameTokenIsRetiredOnceOverdue) {
 
 TEST_P(StoreConformance, ImportDoesNotRetireOverdueAccounts) {
     auto store = open();
-    store->put(make_registration("alice", "acct-old", "aa11"), 1000);
+    store->put(sample_registration("alice", "acct-old", "aa11"), 1000);
     EXPECT_TRUE(
-        store->import(with_times(make_registration("alice", "acct-new", "aa11"), 90000, 90000)));
+        store->import(with_times(sample_registration("alice", "acct-new", "aa11"), 90000, 90000)));
     EXPECT_EQ(store->size(), 2u);
 }
 
 TEST_P(StoreConformance, CapEvictsTheLeastRecentlySeenFirst) {
     auto store = open(3);
-    store->put(make_registration("alice", "acct-a", "aa01"), 100);
-    store->put(make_registration("alice", "acct-b", "aa02"), 300);
-    store->put(make_registration("alice", "acct-c", "aa03"), 200);
-    store->put(make_registration("bob", "acct-x", "aa09"), 50);
-    store->put(make_registration("alice", "acct-d", "aa04"), 400);
+    store->put(sample_registration("alice", "acct-a", "aa01"), 100);
+    store->put(sample_registration("alice", "acct-b", "aa02"), 300);
+    store->put(sample_registration("alice", "acct-c", "aa03"), 200);
+    store->put(sample_registration("bob", "acct-x", "aa09"), 50);
+    store->put(sample_registration("alice", "acct-d", "aa04"), 400);
     EXPECT_EQ(accounts_of(store->find_user("alice", 400)),
               (std::set<std::string>{"acct-b", "acct-c", "acct-d"}));
-    store->put(make_registration("alice", "acct-e", "aa05"), 500);
+    store->put(sample_registration("alice", "acct-e", "aa05"), 500);
     EXPECT_EQ(accounts_of(store->find_user("alice", 500)),
               (std::set<std::string>{"acct-b", "acct-d", "acct-e"}));
     EXPECT_EQ(store->find_user("bob", 500).size(), 1u);
@@ -185,21 +169,21 @@ TEST_P(StoreConformance, CapEvictsTheLeastRecentlySeenFirst) {
 
 TEST_P(StoreConformance, CapTiesGoToTheOlderRegistrationThenAccountThenToken) {
     auto store = open(2);
-    ASSERT_TRUE(store->import(with_times(make_registration("alice", "acct-b", "aa01"), 20, 100)));
-    ASSERT_TRUE(store->import(with_times(make_registration("alice", "acct-a", "aa02"), 10, 100)));
-    store->put(make_registration("alice", "acct-new", "aa03"), 200);
+    ASSERT_TRUE(store->import(with_times(sample_registration("alice", "acct-b", "aa01"), 20, 100)));
+    ASSERT_TRUE(store->import(with_times(sample_registration("alice", "acct-a", "aa02"), 10, 100)));
+    store->put(sample_registration("alice", "acct-new", "aa03"), 200);
     EXPECT_EQ(accounts_of(store->find_user("alice", 200)),
               (std::set<std::string>{"acct-b", "acct-new"}));
 
-    ASSERT_TRUE(store->import(with_times(make_registration("carol", "acct-b", "aa01"), 10, 100)));
-    ASSERT_TRUE(store->import(with_times(make_registration("carol", "acct-a", "aa02"), 10, 100)));
-    store->put(make_registration("carol", "acct-new", "aa03"), 200);
+    ASSERT_TRUE(store->import(with_times(sample_registration("carol", "acct-b", "aa01"), 10, 100)));
+    ASSERT_TRUE(store->import(with_times(sample_registration("carol", "acct-a", "aa02"), 10, 100)));
+    store->put(sample_registration("carol", "acct-new", "aa03"), 200);
     EXPECT_EQ(accounts_of(store->find_user("carol", 200)),
               (std::set<std::string>{"acct-b", "acct-new"}));
 
-    ASSERT_TRUE(store->import(with_times(make_registration("dave", "acct-a", "bb02"), 10, 100)));
-    ASSERT_TRUE(store->import(with_times(make_registration("dave", "acct-a", "bb01"), 10, 100)));
-    store->put(make_registration("dave", "acct-new", "bb03"), 200);
+    ASSERT_TRUE(store->import(with_times(sample_registration("dave", "acct-a", "bb02"), 10, 100)));
+    ASSERT_TRUE(store->import(with_times(sample_registration("dave", "acct-a", "bb01"), 10, 100)));
+    store->put(sample_registration("dave", "acct-new", "bb03"), 200);
     std::set<std::string> tokens;
     for (const auto &registration : store->find_user("dave", 200)) {
         tokens.insert(registration.device_token);
@@ -209,9 +193,9 @@ TEST_P(StoreConformance, CapTiesGoToTheOlderRegistrationThenAccountThenToken) {
 
 TEST_P(StoreConformance, ImportAddsOnlyMissingKeysAndKeepsTheirTimes) {
     auto store = open();
-    auto registration = with_times(make_registration("alice", "acct-1", "aa11"), 500, 900);
+    auto registration = with_times(sample_registration("alice", "acct-1", "aa11"), 500, 900);
     EXPECT_TRUE(store->import(registration));
-    auto again = with_times(make_registration("ALICE", "acct-1", "aa11", {"Other"}), 1, 2);
+    auto again = with_times(sample_registration("ALICE", "acct-1", "aa11", {"Other"}), 1, 2);
     EXPECT_FALSE(store->import(again));
     auto found = store->find_user("alice", 1000);
     ASSERT_EQ(found.size(), 1u);
@@ -220,12 +204,12 @@ TEST_P(StoreConformance, ImportAddsOnlyMissingKeysAndKeepsTheirTimes) {
 
 TEST_P(StoreConformance, ImportBatchTellsAddedFromExistingAndRefusesInvalidAlone) {
     auto store = open();
-    ASSERT_TRUE(store->import(with_times(make_registration("alice", "acct-1", "aa11"), 1, 2)));
+    ASSERT_TRUE(store->import(with_times(sample_registration("alice", "acct-1", "aa11"), 1, 2)));
     std::vector<Registration> batch = {
-        with_times(make_registration("alice", "acct-1", "aa11"), 5, 6),
-        with_times(make_registration("bob", "acct-1", "aa11"), 5, 6),
-        with_times(make_registration("", "acct-1", "aa11"), 5, 6),
-        with_times(make_registration("BOB", "acct-1", "aa11"), 7, 8),
+        with_times(sample_registration("alice", "acct-1", "aa11"), 5, 6),
+        with_times(sample_registration("bob", "acct-1", "aa11"), 5, 6),
+        with_times(sample_registration("", "acct-1", "aa11"), 5, 6),
+        with_times(sample_registration("BOB", "acct-1", "aa11"), 7, 8),
     };
     auto results = store->import_batch(batch);
     ASSERT_EQ(results.size(), 4u);
@@ -246,12 +230,12 @@ TEST_P(StoreConformance, ImportBatchTellsAddedFromExistingAndRefusesInvalidAlone
 
 TEST_P(StoreConformance, PutBatchRefusesAnInvalidRegistrationAlone) {
     auto store = open();
-    auto too_long_account = make_registration("bob", std::string(129, 'a'), "bb22");
+    auto too_long_account = sample_registration("bob", std::string(129, 'a'), "bb22");
     std::vector<Registration> batch = {
-        make_registration("alice", "acct-1", "aa11"),
+        sample_registration("alice", "acct-1", "aa11"),
         too_long_account,
-        make_registration("carol", "acct-1", "cc33"),
-        make_registration("Alice", "acct-1", "aa11", {"Later"}),
+        sample_registration("carol", "acct-1", "cc33"),
+        sample_registration("Alice", "acct-1", "aa11", {"Later"}),
     };
     auto results = store->put_batch(batch, 1000);
     ASSERT_EQ(results.size(), 4u);
@@ -269,12 +253,12 @@ TEST_P(StoreConformance, PutBatchRefusesAnInvalidRegistrationAlone) {
 
 TEST_P(StoreConformance, WriteBatchPutsThenImportsInOneCall) {
     auto store = open();
-    std::vector<Registration> puts = {make_registration("alice", "acct-1", "aa11"),
-                                      make_registration("alice", "", "aa12")};
+    std::vector<Registration> puts = {sample_registration("alice", "acct-1", "aa11"),
+                                      sample_registration("alice", "", "aa12")};
     std::vector<Registration> imports = {
-        with_times(make_registration("alice", "acct-1", "aa11"), 1, 2),
-        with_times(make_registration("bob", "acct-1", "bb11"), 3, 4),
-        with_times(make_registration("bob", "acct-2", "bb12", {std::string(1025, 'm')}), 3, 4)};
+        with_times(sample_registration("alice", "acct-1", "aa11"), 1, 2),
+        with_times(sample_registration("bob", "acct-1", "bb11"), 3, 4),
+        with_times(sample_registration("bob", "acct-2", "bb12", {std::string(1025, 'm')}), 3, 4)};
     auto results = store->write_batch(puts, 1000, imports);
     ASSERT_EQ(results.puts.size(), 2u);
     ASSERT_EQ(results.imports.size(), 3u);
@@ -292,8 +276,8 @@ TEST_P(StoreConformance, WriteBatchPutsThenImportsInOneCall) {
 
 TEST_P(StoreConformance, FindAndVisitSkipRegistrationsPastTheTtl) {
     auto store = open(16, std::chrono::seconds(1000));
-    store->put(make_registration("alice", "acct-1", "aa11"), 1000);
-    store->put(make_registration("alice", "acct-2", "aa12"), 1500);
+    store->put(sample_registration("alice", "acct-1", "aa11"), 1000);
+    store->put(sample_registration("alice", "acct-2", "aa12"), 1500);
     EXPECT_EQ(accounts_of(store->find_user("alice", 2000)),
               (std::set<std::string>{"acct-1", "acct-2"}));
     EXPECT_EQ(accounts_of(store->find_user("alice", 2001)), (std::set<std::string>{"acct-2"}));
@@ -306,11 +290,11 @@ TEST_P(StoreConformance, FindAndVisitSkipRegistrationsPastTheTtl) {
 
 TEST_P(StoreConformance, PageAfterWalksEveryoneInListingOrder) {
     auto store = open();
-    store->put(make_registration("carol", "acct-1", "cc01"), 1000);
-    store->put(make_registration("Bob", "acct-2", "bb02"), 1001);
-    store->put(make_registration("bob", "acct-1", "bb01"), 1002);
-    store->put(make_registration("alice", "acct-1", "aa01"), 1003);
-    store->put(make_registration("bob", "acct-3", "bb03"), 1004);
+    store->put(sample_registration("carol", "acct-1", "cc01"), 1000);
+    store->put(sample_registration("Bob", "acct-2", "bb02"), 1001);
+    store->put(sample_registration("bob", "acct-1", "bb01"), 1002);
+    store->put(sample_registration("alice", "acct-1", "aa01"), 1003);
+    store->put(sample_registration("bob", "acct-3", "bb03"), 1004);
 
     std::vector<std::string> walked;
     std::string after;
@@ -340,7 +324,7 @@ TEST_P(StoreConformance, PageAfterWalksEveryoneInListingOrder) {
         if (pages == 1) {
             // Removed and added between pages: the walk goes on undisturbed.
             store->remove_token("bb01");
-            store->put(make_registration("bob", "acct-4", "bb04"), 1005);
+            store->put(sample_registration("bob", "acct-4", "bb04"), 1005);
         }
     } while (!after.empty() && pages < 10);
     EXPECT_EQ(walked, (std::vector<std::string>{"acct-2", "acct-3", "acct-4"}));
@@ -357,8 +341,8 @@ TEST_P(StoreConformance, PageAfterWalksEveryoneInListingOrder) {
 
 TEST_P(StoreConformance, PageAfterCountsExpiredRowsButSkipsThem) {
     auto store = open(16, std::chrono::seconds(100));
-    store->put(make_registration("alice", "acct-1", "aa01"), 1000);
-    store->put(make_registration("alice", "acct-2", "aa02"), 2000);
+    store->put(sample_registration("alice", "acct-1", "aa01"), 1000);
+    store->put(sample_registration("alice", "acct-2", "aa02"), 2000);
     auto page = store->page_after("", "", 1, 2000);
     EXPECT_TRUE(page.registrations.empty());
     EXPECT_FALSE(page.next_after.empty());
@@ -370,12 +354,12 @@ TEST_P(StoreConformance, PageAfterCountsExpiredRowsButSkipsThem) {
 
 TEST_P(StoreConformance, RemovalsCountWhatTheyRemove) {
     auto store = open();
-    store->put(make_registration("alice", "acct-1", "aa11"), 1000);
-    store->put(make_registration("alice", "acct-2", "aa12"), 1000);
-    store->put(make_registration("bob", "acct-1", "aa11"), 1000);
-    store->put(make_registration("carol", "acct-1", "cc11"), 1000);
-    store->put(make_registration("carol", "acct-2", "cc11"), 2000);
-    store->put(make_registration("dave", "acct-1", "dd11"), 1000);
+    store->put(sample_registration("alice", "acct-1", "aa11"), 1000);
+    store->put(sample_registration("alice", "acct-2", "aa12"), 1000);
+    store->put(sample_registration("bob", "acct-1", "aa11"), 1000);
+    store->put(sample_registration("carol", "acct-1", "cc11"), 1000);
+    store->put(sample_registration("carol", "acct-2", "cc11"), 2000);
+    store->put(sample_registration("dave", "acct-1", "dd11"), 1000);
 
     EXPECT_EQ(store->remove_token("aa11"), 2u);
     EXPECT_EQ(store->remove_token("aa11"), 0u);
@@ -385,8 +369,8 @@ TEST_P(StoreConformance, RemovalsCountWhatTheyRemove) {
     EXPECT_EQ(store->remove_user("ALICE"), 1u);
     EXPECT_EQ(store->remove_user("nobody"), 0u);
 
-    store->put(make_registration("erin", "acct-1", "ee11"), 1000);
-    store->put(make_registration("erin", "acct-2", "ee12"), 3000);
+    store->put(sample_registration("erin", "acct-1", "ee11"), 1000);
+    store->put(sample_registration("erin", "acct-2", "ee12"), 3000);
     std::vector<RegistrationStore::GoneToken> gone = {
         {"ee11", std::nullopt}, {"ee12", 2999}, {"dd11", 999}, {"zz99", std::nullopt}};
     EXPECT_EQ(store->remove_gone_tokens(gone), 1u);
@@ -400,9 +384,9 @@ TEST_P(StoreConformance, RemovalsCountWhatTheyRemove) {
 
 TEST_P(StoreConformance, ExpireRemovesWhatIsPastTheTtl) {
     auto store = open(16, std::chrono::seconds(1000));
-    store->put(make_registration("alice", "acct-1", "aa11"), 1000);
-    store->put(make_registration("alice", "acct-2", "aa12"), 1001);
-    store->put(make_registration("bob", "acct-1", "bb11"), 5000);
+    store->put(sample_registration("alice", "acct-1", "aa11"), 1000);
+    store->put(sample_registration("alice", "acct-2", "aa12"), 1001);
+    store->put(sample_registration("bob", "acct-1", "bb11"), 5000);
     EXPECT_EQ(store->expire(2000), 0u);
     EXPECT_EQ(store->expire(2001), 1u);
     EXPECT_EQ(store->expire(2001), 0u);

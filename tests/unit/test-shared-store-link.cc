@@ -5,6 +5,7 @@
 #include "group-commit.h"
 #include "poll-event-loop.h"
 #include "registration-store.h"
+#include "sample-registration.h"
 #include "shared-store-module.h"
 #include "temporary-directory.h"
 #ifdef XAPS_STORE_MODULE_DIR
@@ -32,22 +33,15 @@ using xaps::SharedStoreLink;
 using xaps::SharedStoreLinkSettings;
 using xaps::SharedStoreWrites;
 using xaps::test::FakeSharedStore;
+using xaps::test::sample_registration;
 using xaps::test::TemporaryDirectory;
+using xaps::test::with_times;
 
 // Bounds only a failure: a loaded machine must still meet it.
 constexpr auto generous = 20s;
 
 Registration make_registration(const std::string &user, const std::string &token) {
-    Registration registration;
-    registration.user = user;
-    registration.account_id = "acct";
-    registration.device_token = token;
-    registration.subtopic = "com.apple.mobilemail";
-    registration.aps_version = 2;
-    registration.mailboxes = {"INBOX"};
-    registration.registered_at = 1700000000;
-    registration.last_seen = 1700000000;
-    return registration;
+    return with_times(sample_registration(user, "acct", token), 1700000000, 1700000000);
 }
 
 struct LogLine {

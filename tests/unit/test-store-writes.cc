@@ -1,6 +1,7 @@
 #include "store-writes.h"
 
 #include "registration-store.h"
+#include "sample-registration.h"
 #include "temporary-directory.h"
 
 #include <gtest/gtest.h>
@@ -17,19 +18,12 @@ using xaps::LocalStoreWrites;
 using xaps::PurgeScope;
 using xaps::Registration;
 using xaps::RegistrationStore;
+using xaps::test::sample_registration;
 using xaps::test::TemporaryDirectory;
+using xaps::test::with_times;
 
 Registration make_registration(const std::string &user, const std::string &token) {
-    Registration registration;
-    registration.user = user;
-    registration.account_id = "acct";
-    registration.device_token = token;
-    registration.subtopic = "com.apple.mobilemail";
-    registration.aps_version = 2;
-    registration.mailboxes = {"INBOX"};
-    registration.registered_at = 1700000000;
-    registration.last_seen = 1700000000;
-    return registration;
+    return with_times(sample_registration(user, "acct", token), 1700000000, 1700000000);
 }
 
 class LocalStoreWritesTest : public ::testing::Test {
