@@ -387,29 +387,30 @@ TEST(SharedStoreLinkOnPostgres, ARegistrationReachesTheReplicaThroughTheModule) 
             return module.open(options);
         },
         *replica, settings, nullptr);
-    SharedStoreWrites writes(*link, 3000s);
+    auto writes = std::make_unique<SharedStoreWrites>(*link, 3000s);
     std::optional<RegistrationStore::BatchResults> results;
     std::size_t replica_size_at_done = 0;
-    writes.write_batch({make_registration("alice", "aa11")}, 1700000100, {},
-                       [&](RegistrationStore::BatchResults batch) {
-                           replica_size_at_done = replica->size();
-                           results = std::move(batch);
-                       });
+    writes->write_batch({make_registration("alice", "aa11")}, 1700000100, {},
+                        [&](RegistrationStore::BatchResults batch) {
+                            replica_size_at_done = replica->size();
+                            results = std::move(batch);
+                        });
     ASSERT_TRUE(loop.run_until([&] { return results.has_value(); }, 60s));
     ASSERT_EQ(results->puts.size(), 1u);
     EXPECT_FALSE(results->puts[0]) << results->puts[0]->what();
     EXPECT_EQ(replica_size_at_done, 1u);
     EXPECT_GT(replica->applied_revision(), 0u);
     std::optional<std::size_t> removed;
-    writes.purge(xaps::PurgeScope::user, "ALICE",
-                 [&](const std::optional<Error> &error, std::size_t count) {
-                     EXPECT_FALSE(error);
-                     removed = count;
-                 });
+    writes->purge(xaps::PurgeScope::user, "ALICE",
+                  [&](const std::optional<Error> &error, std::size_t count) {
+                      EXPECT_FALSE(error);
+                      removed = count;
+                  });
     ASSERT_TRUE(loop.run_until([&] { return removed.has_value(); }, 60s));
     EXPECT_EQ(*removed, 1u);
     EXPECT_EQ(replica->size(), 0u);
-    link.reset(); // the store goes before the module
+    writes.reset(); // it uses the link
+    link.reset();   // the store goes before the module
 }
 #endif
 
