@@ -23,6 +23,12 @@
 # XAPS_PREVIOUS_RELEASE_SOURCE=DIR: that commit's tree, unpacked by the caller
 # (scripts/trixie.sh does so for its Debian 13 root, which has no git).
 #
+# A run that is killed (SIGKILL, a power cut, the end of a CI slot) cannot
+# clean up. What each run changes is therefore written down as it goes, in
+# /var/lib/xaps-package-test/, and the next run first undoes what a killed
+# one left. Files that carry this script's mark but no such record (a killed
+# run of a version without it) are removed too.
+#
 # Results: BUILD_DIR/meson-logs/package-testlog.json, the suite's meson log
 # plus one failed entry per step of this script that failed (package-build,
 # package-install, package-purge, machine-restore, ...); count-tests.py
@@ -41,12 +47,19 @@ state_dir=/var/lib/dovecot-xaps
 policy_rc=/usr/sbin/policy-rc.d
 lua_driver_conf=/etc/dovecot/conf.d/90-xaps-package-test-lua.conf
 lua_driver_script=/etc/dovecot/xaps-package-test-push.lua
+# The first line of everything this script writes outside its temporary
+# directory: what lets a later run know a leftover as its own.
+written_mark="Written by dovecot-xaps scripts/package-test.sh, removed when it ends."
+journal=/var/lib/xaps-package-test
 log_json=$build_dir/meson-logs/package-testlog.json
 
 failed_steps=""
 installed=no
 policy_rc_saved=no
 lua_driver_written=no
+# Whether this run may delete the journal: not before it has undone an older
+# run's.
+journal_owned=no
 tmp=""
 xaps_user_before=""
 xaps_group_before=""
@@ -103,8 +116,8 @@ copy_source_tree() {
 # of the installed Dovecot. imap loads it too: the driver's setting (2.3) or
 # filter (2.4) reaches every protocol.
 write_lua_driver() {
-  cat >"$lua_driver_script" <<'EOF_LUA'
--- Written by dovecot-xaps scripts/package-test.sh, removed when it ends.
+  cat >"$lua_driver_script" <<EOF_LUA
+-- $written_mark
 -- Next to the home rather than in it: a home is made only when needed.
 function dovecot_lua_notify_begin_txn(user)
   return { events = user.home .. "-lua-push-events" }
@@ -122,7 +135,7 @@ EOF_LUA
   case "$(dovecot --version)" in
   2.3.*)
     cat >"$lua_driver_conf" <<EOF_CONF
-# Written by dovecot-xaps scripts/package-test.sh, removed when it ends.
+# $written_mark
 protocol imap {
   mail_plugins = \$mail_plugins mail_lua notify push_notification push_notification_lua
 }
@@ -136,7 +149,7 @@ EOF_CONF
     ;;
   *)
     cat >"$lua_driver_conf" <<EOF_CONF
-# Written by dovecot-xaps scripts/package-test.sh, removed when it ends.
+# $written_mark
 protocol imap {
   mail_plugins {
     mail_lua = yes
@@ -183,9 +196,13 @@ restore_xaps_user() {
 # release); safe to run twice.
 purge_package() {
   if [ "$installed" = yes ]; then
+    # Once per run: a purge that failed is left to the next run's journal.
     installed=no
     started=$(now)
-    if DEBIAN_FRONTEND=noninteractive apt-get purge -y "$package" >"$tmp/purge.log" 2>&1; then
+    # Not known to dpkg: a run killed before its install got that far.
+    if ! dpkg-query -W "$package" >/dev/null 2>&1 ||
+      DEBIAN_FRONTEND=noninteractive apt-get purge -y "$package" >"$tmp/purge.log" 2>&1; then
+      rm -f "$journal/installed"
       say "purged $package ($(($(now) - started)) s)"
     else
       cat "$tmp/purge.log" >&2
@@ -195,23 +212,71 @@ purge_package() {
   fi
 }
 
+# The journal: one file per change this run made and has not undone yet
+# (installed, policy_rc_saved, lua_driver_written), plus what restoring needs
+# (the admin's policy-rc.d, the xaps user and group as they were before).
+# Flags live both as shell variables and as files, set and cleared together.
+journal_set() { # journal_set FLAG
+  mkdir -p "$journal" && : >"$journal/$1" && eval "$1=yes"
+}
+journal_clear() { # journal_clear FLAG
+  eval "$1=no"
+  rm -f "$journal/$1"
+}
+
 # Purges what this run installed and puts back what it changed; safe to run
-# twice. Runs on every exit, also after an error or a signal.
+# twice. Runs on every exit, also after an error or a signal, and at the
+# start for a run that was killed.
 restore_machine() {
-  purge_package
+  restored=yes
+  purge_package || restored=no
   if [ "$policy_rc_saved" = yes ]; then
-    policy_rc_saved=no
-    if [ -e "$tmp/policy-rc.d.saved" ]; then
-      cp -p "$tmp/policy-rc.d.saved" "$policy_rc"
+    if [ -e "$journal/policy-rc.d.saved" ]; then
+      cp -p "$journal/policy-rc.d.saved" "$policy_rc"
     else
       rm -f "$policy_rc"
     fi
+    journal_clear policy_rc_saved
   fi
   if [ "$lua_driver_written" = yes ]; then
-    lua_driver_written=no
     rm -f "$lua_driver_conf" "$lua_driver_script"
+    journal_clear lua_driver_written
   fi
-  restore_xaps_user || step_failed machine-restore "cannot recreate the xaps user or group"
+  if ! restore_xaps_user; then
+    step_failed machine-restore "cannot recreate the xaps user or group"
+    restored=no
+  fi
+  # Kept after a failure: the next run tries again.
+  if [ "$restored" = yes ] && [ "$journal_owned" = yes ]; then
+    rm -rf "$journal"
+  fi
+}
+
+# Undoes what a killed run left: from its journal, and by this script's mark
+# for the files of a run that kept none.
+recover_interrupted_run() {
+  journal_owned=yes
+  if [ -d "$journal" ]; then
+    say "undoing what an interrupted run left (its journal: $journal)"
+    for flag in installed policy_rc_saved lua_driver_written; do
+      if [ -e "$journal/$flag" ]; then
+        eval "$flag=yes"
+      fi
+    done
+    xaps_user_before=$(cat "$journal/xaps-user-before" 2>/dev/null || true)
+    xaps_group_before=$(cat "$journal/xaps-group-before" 2>/dev/null || true)
+    restore_machine
+    xaps_user_before=""
+    xaps_group_before=""
+    [ "$restored" = yes ] || exit 1
+  fi
+  # Older versions of this script marked policy-rc.d by its name alone.
+  for leftover in "$lua_driver_conf" "$lua_driver_script" "$policy_rc"; do
+    if [ -f "$leftover" ] && grep -qF "scripts/package-test.sh" "$leftover"; then
+      say "removing $leftover, left by an interrupted run"
+      rm -f "$leftover"
+    fi
+  done
 }
 
 finish() {
@@ -254,6 +319,10 @@ if [ ! -f "$build_dir/build.ninja" ]; then
   step_failed package-preconditions "no meson build directory at $build_dir"
   exit 1
 fi
+tmp=$(mktemp -d /tmp/xaps-package-test.XXXXXX)
+# apt's unprivileged download user must be able to read the .deb.
+chmod 0755 "$tmp"
+recover_interrupted_run
 # A package this run did not install is not this run's to purge.
 case "$(dpkg-query -W -f '${db:Status-Abbrev}' "$package" 2>/dev/null)" in
 "" | ?n*) ;; # unknown, or known but not installed
@@ -268,16 +337,16 @@ if [ -e "$state_dir" ]; then
 fi
 for leftover in "$lua_driver_conf" "$lua_driver_script"; do
   if [ -e "$leftover" ]; then
-    step_failed package-preconditions "$leftover is left from an interrupted run: remove it"
+    step_failed package-preconditions "$leftover exists and is not this script's: move it away first"
     exit 1
   fi
 done
 
-tmp=$(mktemp -d /tmp/xaps-package-test.XXXXXX)
-# apt's unprivileged download user must be able to read the .deb.
-chmod 0755 "$tmp"
 xaps_user_before=$(getent passwd xaps || true)
 xaps_group_before=$(getent group xaps || true)
+mkdir -p "$journal"
+printf '%s' "$xaps_user_before" >"$journal/xaps-user-before"
+printf '%s' "$xaps_group_before" >"$journal/xaps-group-before"
 snapshot >"$tmp/before.txt" 2>&1
 snapshot_before=yes
 
@@ -319,19 +388,20 @@ say "built $(basename "$deb") ($(($(now) - started)) s)"
 
 # --- install -----------------------------------------------------------------
 # No maintainer script may start or restart the machine's own Dovecot.
+rm -f "$journal/policy-rc.d.saved"
 if [ -e "$policy_rc" ]; then
-  cp -p "$policy_rc" "$tmp/policy-rc.d.saved"
+  cp -p "$policy_rc" "$journal/policy-rc.d.saved"
 fi
-policy_rc_saved=yes
-printf '#!/bin/sh\n# scripts/package-test.sh: no service starts during the test.\nexit 101\n' \
+journal_set policy_rc_saved
+printf '#!/bin/sh\n# %s\n# No service starts during the test.\nexit 101\n' "$written_mark" \
   >"$policy_rc"
 chmod 0755 "$policy_rc"
 
-lua_driver_written=yes
+journal_set lua_driver_written
 write_lua_driver
 
 started=$(now)
-installed=yes
+journal_set installed
 if ! DEBIAN_FRONTEND=noninteractive apt-get install -y "$deb" >"$tmp/install.log" 2>&1; then
   cat "$tmp/install.log" >&2
   step_failed package-install "apt-get install $(basename "$deb")"
@@ -399,7 +469,7 @@ chmod 0644 "$tmp/previous.deb"
 say "previous release: $(basename "$1") ($(($(now) - started)) s)"
 
 started=$(now)
-installed=yes
+journal_set installed
 if ! DEBIAN_FRONTEND=noninteractive apt-get install -y "$tmp/previous.deb" \
   >"$tmp/install-previous.log" 2>&1; then
   cat "$tmp/install-previous.log" >&2
