@@ -9,6 +9,13 @@
 set -eu
 cd "$(dirname "$0")/.."
 
+# Where the time goes, for a CI run that comes near its limit.
+started=$(date +%s)
+stage() {
+  echo "test.sh [$(($(date +%s) - started))s]: $*"
+}
+
+stage "build"
 sh scripts/build.sh
 
 # A test executable that crashes writes no XML report: remove old reports
@@ -16,6 +23,7 @@ sh scripts/build.sh
 python3 scripts/count-tests.py --clean build
 
 status=0
+stage "unit and e2e suites"
 # The package suites run below, against the installed .deb.
 meson test -C build --no-suite package --no-suite package-upgrade --print-errorlogs || status=$?
 
@@ -25,6 +33,7 @@ meson test -C build --no-suite package --no-suite package-upgrade --print-errorl
 fuzz_log="build/meson-logs/fuzz-testlog.json"
 rm -f "$fuzz_log"
 if [ "${XAPS_FUZZ_SECONDS:-60}" != 0 ]; then
+  stage "fuzzing"
   sh scripts/fuzz.sh "${XAPS_FUZZ_SECONDS:-60}" > build/meson-logs/fuzz.txt 2>&1 || status=$?
   cat build/meson-logs/fuzz.txt
   python3 scripts/fuzz-results.py build/meson-logs/fuzz.txt "$fuzz_log"
@@ -38,6 +47,7 @@ asan_log="build/meson-logs/asan-testlog.json"
 rm -f "$asan_log"
 if [ "${XAPS_SKIP_SANITIZE:-0}" != 1 ]; then
   asan_status=0
+  stage "sanitizers"
   XAPS_SKIP_DEPS=1 sh scripts/sanitize.sh || asan_status=$?
   python3 scripts/prefix-testlog.py asan "$asan_status" "$asan_log" \
     build-asan/meson-logs/unit.json build-asan/meson-logs/testlog.json
@@ -54,6 +64,7 @@ if [ "${XAPS_SKIP_PACKAGE_TEST:-0}" = 1 ]; then
 elif [ "$(id -u)" != 0 ]; then
   echo "package test skipped: installing the package needs root"
 else
+  stage "package test"
   sh scripts/package-test.sh build || status=$?
   package_log="--extra-log build/meson-logs/package-testlog.json"
 fi
@@ -69,6 +80,7 @@ elif [ "$(id -u)" != 0 ]; then
   echo "Dovecot 2.4 run skipped: debootstrap and chroot need root"
 else
   trixie_status=0
+  stage "Dovecot 2.4 (Debian 13 root)"
   cases=$(mktemp)
   XAPS_TRIXIE_TESTLOG="$cases" sh scripts/trixie.sh || trixie_status=$?
   if [ -s "$cases" ]; then
@@ -80,6 +92,7 @@ else
   [ "$trixie_status" = 0 ] || status=$trixie_status
 fi
 
+stage "done"
 extra_logs="$package_log"
 for log in "$fuzz_log" "$asan_log" "$trixie_log"; do
   if [ -f "$log" ]; then
