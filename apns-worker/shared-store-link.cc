@@ -476,8 +476,12 @@ void SharedStoreWrites::write_batch(std::vector<Registration> puts, std::int64_t
         [results, put_count, import_count,
          done = std::move(done)](const std::optional<Error> &error) {
             if (error) {
-                results->puts.assign(put_count, *error);
-                results->imports.assign(import_count, {false, *error});
+                // Past its deadline the job may still be writing *results.
+                RegistrationStore::BatchResults failed;
+                failed.puts.assign(put_count, *error);
+                failed.imports.assign(import_count, {false, *error});
+                done(std::move(failed));
+                return;
             }
             done(std::move(*results));
         });

@@ -87,9 +87,10 @@ public:
     // its changes still reach the replica, but its completion is not called
     // again. With Feed::after_job, the changes committed up to the job's end
     // are applied to the replica before the completion runs. A job hands
-    // results to its completion through what both capture (a shared_ptr):
-    // the completion runs after the job has finished, or not at all if the
-    // job has not (deadline, queue full).
+    // results to its completion through what both capture (a shared_ptr).
+    // A completion without an Error runs after its job has finished; one
+    // with an Error may run while the job is still running (deadline), so it
+    // must not touch what the job writes.
     void submit(Job job, Completion completion,
                 std::chrono::milliseconds deadline = default_deadline, Feed feed = Feed::after_job);
 

@@ -19,6 +19,7 @@
 #include <mutex>
 #include <optional>
 #include <string>
+#include <thread>
 #include <tuple>
 #include <vector>
 
@@ -37,6 +38,11 @@ public:
         int calls_held = 0;  // calls waiting now
         int write_calls = 0; // write_batch / removals / expiry calls that ran
         std::atomic<bool> notified{false};
+        // write_batch waits while this is true, polled with relaxed loads:
+        // unlike `hold`, releasing it orders nothing between the threads, so
+        // a thread sanitizer still sees what the store thread and the loop
+        // share.
+        std::atomic<bool> write_batch_waits{false};
 
         void set_available(bool value) {
             const std::lock_guard lock(mutex);
@@ -131,6 +137,9 @@ public:
     BatchResults write_batch(std::span<const Registration> puts, std::int64_t now,
                              std::span<const Registration> imports) override {
         enter(true);
+        while (control_->write_batch_waits.load(std::memory_order_relaxed)) {
+            std::this_thread::sleep_for(std::chrono::milliseconds(1));
+        }
         const std::lock_guard lock(data_mutex_);
         BatchResults results;
         for (const Registration &registration : puts) {

@@ -232,6 +232,36 @@ TEST_F(SharedStoreLinkTest, AHungStoreIsAnsweredUnavailableAtTheDeadline) {
     ASSERT_TRUE(run_until([&] { return replica->size() == 1; }));
 }
 
+// Answered at its deadline while the job still runs: the answer is the
+// loop's own, and the job's late result goes to the replica only (run under
+// a thread sanitizer, this shows whether the two threads share anything).
+TEST_F(SharedStoreLinkTest, ABatchPastItsDeadlineIsAnsweredWhileItStillRuns) {
+    SharedStoreLinkSettings settings;
+    settings.timeout = 50ms;
+    start(settings);
+    ASSERT_TRUE(run_until([&] { return link->status().connected; }));
+    control->write_batch_waits.store(true, std::memory_order_relaxed);
+    SharedStoreWrites writes(*link, 3000s);
+    std::optional<RegistrationStore::BatchResults> results;
+    writes.write_batch({make_registration("alice", "aa11"), make_registration("bob", "bb22")},
+                       1700000100, {make_registration("carol", "cc33")},
+                       [&](RegistrationStore::BatchResults batch) { results = std::move(batch); });
+    ASSERT_TRUE(run_until([&] { return results.has_value(); }));
+    ASSERT_EQ(results->puts.size(), 2u);
+    ASSERT_EQ(results->imports.size(), 1u);
+    for (const std::optional<Error> &put : results->puts) {
+        ASSERT_TRUE(put);
+        EXPECT_EQ(put->kind(), ErrorKind::unavailable);
+    }
+    EXPECT_FALSE(results->imports[0].added);
+    ASSERT_TRUE(results->imports[0].error);
+    EXPECT_EQ(results->imports[0].error->kind(), ErrorKind::unavailable);
+    control->write_batch_waits.store(false, std::memory_order_relaxed);
+    ASSERT_TRUE(run_until([&] { return replica->size() == 3; }));
+    ASSERT_EQ(results->puts.size(), 2u);
+    EXPECT_TRUE(results->puts[0]);
+}
+
 TEST_F(SharedStoreLinkTest, AFullQueueFailsAtOnce) {
     SharedStoreLinkSettings settings;
     settings.max_queued_jobs = 1;
