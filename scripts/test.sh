@@ -1,6 +1,7 @@
 #!/bin/sh
 # Builds, runs every test suite (unit and e2e; e2e needs root), the fuzzers
-# (scripts/fuzz.sh), the sanitizer build (scripts/sanitize.sh), the package
+# (scripts/fuzz.sh), the sanitizer builds (scripts/sanitize.sh,
+# scripts/thread-sanitize.sh), the package
 # test (scripts/package-test.sh), then the unit, e2e and package tests and the
 # package build once more on Dovecot 2.4 in a Debian 13 root
 # (scripts/trixie.sh), and ends with one line
@@ -54,6 +55,20 @@ if [ "${XAPS_SKIP_SANITIZE:-0}" != 1 ]; then
   [ "$asan_status" = 0 ] || status=$asan_status
 fi
 
+# ThreadSanitizer: the unit tests of the code that runs threads (the shared
+# store's thread, name resolution) in build-tsan/ (scripts/thread-sanitize.sh).
+# Counted as "tsan/<name>", plus one failure if it reported anything.
+# XAPS_SKIP_SANITIZE=1 skips it too.
+tsan_log="build/meson-logs/tsan-testlog.json"
+rm -f "$tsan_log"
+if [ "${XAPS_SKIP_SANITIZE:-0}" != 1 ]; then
+  tsan_status=0
+  stage "thread sanitizer"
+  XAPS_SKIP_DEPS=1 sh scripts/thread-sanitize.sh || tsan_status=$?
+  python3 scripts/prefix-testlog.py tsan "$tsan_status" "$tsan_log" build-tsan/meson-logs/testlog.json
+  [ "$tsan_status" = 0 ] || status=$tsan_status
+fi
+
 # Builds the .deb, installs it, runs the package suite, purges it again; then
 # installs the previous release and upgrades it to the new .deb (the
 # package-upgrade suite, counted with the package suite's cases).
@@ -94,7 +109,7 @@ fi
 
 stage "done"
 extra_logs="$package_log"
-for log in "$fuzz_log" "$asan_log" "$trixie_log"; do
+for log in "$fuzz_log" "$asan_log" "$tsan_log" "$trixie_log"; do
   if [ -f "$log" ]; then
     extra_logs="$extra_logs --extra-log $log"
   fi
