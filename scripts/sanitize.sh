@@ -76,18 +76,7 @@ XAPS_TEST_SANITIZER=1 \
 # count-tests.py reads the last run's log as testlog.json.
 cp "$build/meson-logs/testlog-env.json" "$build/meson-logs/testlog.json" || status=1
 
-found=$(find "$reports" -type f | sort)
-if [ -n "$found" ]; then
-  status=1
-  for report in $found; do
-    echo "--- sanitizer report $report"
-    head -n 60 "$report"
-  done
-  echo "sanitize: $(echo "$found" | wc -l) sanitizer report(s) in $reports"
-else
-  echo "sanitize: no sanitizer reports"
-  rmdir "$reports"
-fi
+sh scripts/sanitizer-reports.sh "$reports" sanitize || status=1
 
 python3 scripts/count-tests.py "$build" --extra-log "$build/meson-logs/unit.json" || status=1
 exit "$status"

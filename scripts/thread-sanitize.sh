@@ -53,18 +53,7 @@ status=0
 TSAN_OPTIONS="halt_on_error=0:second_deadlock_stack=1:log_path=$reports/tsan" \
   meson test -C "$build" --no-rebuild --print-errorlogs $tests || status=1
 
-found=$(find "$reports" -type f | sort)
-if [ -n "$found" ]; then
-  status=1
-  for report in $found; do
-    echo "--- thread sanitizer report $report"
-    head -n 80 "$report"
-  done
-  echo "thread-sanitize: $(echo "$found" | wc -l) report(s) in $reports"
-else
-  echo "thread-sanitize: no reports"
-  rmdir "$reports"
-fi
+sh scripts/sanitizer-reports.sh "$reports" thread-sanitize || status=1
 
 python3 scripts/count-tests.py "$build" || status=1
 exit "$status"
