@@ -141,18 +141,6 @@ protected:
             skip_reason_ = "no PostgreSQL server installed (/usr/lib/postgresql/*/bin)";
             return;
         }
-        // Under scripts/sanitize.sh both backends' imap-login processes exit
-        // with status 1 at start-up (not seen with one Dovecot, nor without
-        // the sanitizer, nor on Dovecot 2.4), which the clean-log check
-        // rightly reports. Until that is understood, the sanitizer build
-        // covers the shared store through the unit suites (the store, its
-        // thread, the module, the migration) and this suite runs in the
-        // plain Debian 12 and Debian 13 runs.
-        if (sanitizer_run() && std::getenv("XAPS_TMP_NO_SKIP") == nullptr) {
-            skip_reason_ = "two Dovecot instances under the address sanitizer: imap-login "
-                           "exits with status 1 at start-up (see the comment above)";
-            return;
-        }
         try {
             module_dir_ = e2e::directory_holding_doveadm_module(XAPS_DOVEADM_MODULE_PATH);
             const CommandResult probe = e2e::run_in_namespace(module_dir_->path(), {"/bin/true"});
