@@ -10,6 +10,15 @@
 set -eu
 cd "$(dirname "$0")/.."
 
+# ccache: CI builds a fresh clone each time, at a path of its own, so the
+# cache keys leave the path out; and one run compiles the tree several times
+# (plain, fuzzers, two sanitizers, two packages), more than ccache's default
+# 5 GB keeps.
+CCACHE_BASEDIR=$(pwd)
+CCACHE_NOHASHDIR=1
+CCACHE_MAXSIZE=${CCACHE_MAXSIZE:-15G}
+export CCACHE_BASEDIR CCACHE_NOHASHDIR CCACHE_MAXSIZE
+
 # Where the time goes, for a CI run that comes near its limit.
 started=$(date +%s)
 stage() {
