@@ -21,9 +21,11 @@ cd "$(dirname "$0")/.."
 build=${XAPS_TSAN_BUILD_DIR:-build-tsan}
 tests="test-shared-store-link test-store-writes test-store-migration test-shared-store-module"
 tests="$tests test-address-resolution test-poll-event-loop"
+targets=""
 # With libpq (scripts/install-deps.sh installs it), the PostgreSQL store too.
 if pkg-config --exists libpq; then
   tests="$tests test-pgsql-registration-store test-registration-store-conformance"
+  targets="apns-worker/xaps-store-pgsql.so"
 fi
 
 if [ "${XAPS_SKIP_DEPS:-0}" != 1 ]; then
@@ -36,13 +38,9 @@ if [ ! -f "$build/build.ninja" ]; then
   meson setup "$build" -Db_sanitize=thread -Db_lundef=false \
     -Dcpp_args=-Wno-maybe-uninitialized
 fi
-targets=""
 for test in $tests; do
   targets="$targets tests/unit/$test"
 done
-if pkg-config --exists libpq; then
-  targets="$targets apns-worker/xaps-store-pgsql.so"
-fi
 # shellcheck disable=SC2086 # $targets is a list of targets
 ninja -C "$build" -j2 $targets
 

@@ -211,31 +211,12 @@ TEST_F(SharedStoreLinkTest, AnOutageIsLoggedOnceAndTheReturnOnce) {
     EXPECT_EQ(logs_containing("shared registration store unavailable"), 1u);
 }
 
-TEST_F(SharedStoreLinkTest, AHungStoreIsAnsweredUnavailableAtTheDeadline) {
-    SharedStoreLinkSettings settings;
-    settings.timeout = 100ms;
-    start(settings);
-    ASSERT_TRUE(run_until([&] { return link->status().connected; }));
-    control->set_hold(true);
-    SharedStoreWrites writes(*link, 3000s);
-    std::optional<RegistrationStore::BatchResults> results;
-    writes.write_batch({make_registration("alice", "aa11")}, 1700000100, {},
-                       [&](RegistrationStore::BatchResults batch) { results = std::move(batch); });
-    ASSERT_TRUE(run_until([&] { return results.has_value(); }));
-    ASSERT_EQ(results->puts.size(), 1u);
-    ASSERT_TRUE(results->puts[0]);
-    EXPECT_EQ(results->puts[0]->kind(), ErrorKind::unavailable);
-    EXPECT_NE(std::string(results->puts[0]->what()).find("did not answer within"),
-              std::string::npos);
-    // Released, the late commit still reaches the replica.
-    control->set_hold(false);
-    ASSERT_TRUE(run_until([&] { return replica->size() == 1; }));
-}
-
 // Answered at its deadline while the job still runs: the answer is the
-// loop's own, and the job's late result goes to the replica only (run under
-// a thread sanitizer, this shows whether the two threads share anything).
-TEST_F(SharedStoreLinkTest, ABatchPastItsDeadlineIsAnsweredWhileItStillRuns) {
+// loop's own, and the job's late commit still reaches the replica. The fake
+// store's wait orders nothing between the threads, so a thread sanitizer
+// (scripts/thread-sanitize.sh) sees whether the answer shares anything with
+// the job.
+TEST_F(SharedStoreLinkTest, AHungStoreIsAnsweredUnavailableAtTheDeadline) {
     SharedStoreLinkSettings settings;
     settings.timeout = 50ms;
     start(settings);
@@ -252,14 +233,15 @@ TEST_F(SharedStoreLinkTest, ABatchPastItsDeadlineIsAnsweredWhileItStillRuns) {
     for (const std::optional<Error> &put : results->puts) {
         ASSERT_TRUE(put);
         EXPECT_EQ(put->kind(), ErrorKind::unavailable);
+        EXPECT_NE(std::string(put->what()).find("did not answer within"), std::string::npos)
+            << put->what();
     }
     EXPECT_FALSE(results->imports[0].added);
     ASSERT_TRUE(results->imports[0].error);
     EXPECT_EQ(results->imports[0].error->kind(), ErrorKind::unavailable);
+    // Released, the late commit still reaches the replica.
     control->write_batch_waits.store(false, std::memory_order_relaxed);
     ASSERT_TRUE(run_until([&] { return replica->size() == 3; }));
-    ASSERT_EQ(results->puts.size(), 2u);
-    EXPECT_TRUE(results->puts[0]);
 }
 
 TEST_F(SharedStoreLinkTest, AFullQueueFailsAtOnce) {
